@@ -1,0 +1,58 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::domain::OrderId;
+
+/// Order-payment timeouts with RabbitMQ timers: closes unpaid orders at their
+/// deadline and tells downstream about paid ones.
+#[derive(Debug, Parser)]
+#[command(name = "paywait", version)]
+pub struct Cli {
+    /// TOML configuration file (default: built-in settings for localhost)
+    #[arg(long, global = true, env = "PAYWAIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: declare the topology, consume, serve HTTP
+    Run,
+    /// Create the database if needed and apply pending migrations
+    Migrate,
+    /// Declare the RabbitMQ topology
+    Topology {
+        /// Print it as RabbitMQ definitions JSON instead, without connecting
+        #[arg(long)]
+        print: bool,
+    },
+    /// Publish order.placed, as an order service would
+    Place {
+        order_id: OrderId,
+        #[arg(long, value_name = "N")]
+        amount_cents: Option<u32>,
+        /// Three capital letters, e.g. CNY
+        #[arg(long, value_name = "C")]
+        currency: Option<String>,
+    },
+    /// Publish payment.succeeded, as a payment service would
+    Pay {
+        order_id: OrderId,
+        #[arg(long, value_name = "P")]
+        payment_id: String,
+        #[arg(long, value_name = "N")]
+        amount_cents: Option<u32>,
+    },
+    /// Show an order's row
+    Show {
+        order_id: OrderId,
+        /// As one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}

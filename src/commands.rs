@@ -1,0 +1,213 @@
+//! What each command does.
+
+use chrono::{SecondsFormat, Utc};
+use lapin::BasicProperties;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    amqp::{self, Broker, Publisher},
+    cli::{Cli, Command},
+    configuration::{Settings, Sources},
+    db::{self, Database},
+    domain::{Currency, OrderId, PaymentId},
+    error::{Error, Result},
+    shutdown,
+    startup::Application,
+    telemetry,
+    topology::{ORDER_PLACED, PAYMENT_SUCCEEDED, Topology},
+};
+
+/// Runs the command the user asked for.
+pub async fn execute(cli: Cli) -> Result<()> {
+    let settings = Settings::load(&Sources::from_process(cli.config.as_deref()))?;
+    let default_level = match cli.command {
+        Command::Run | Command::Migrate => "info",
+        _ => "warn",
+    };
+    telemetry::init(settings.log.format, default_level);
+    match cli.command {
+        Command::Run => run(settings).await,
+        Command::Migrate => migrate(&settings).await,
+        Command::Topology { print: true } => print_topology(&settings),
+        Command::Topology { print: false } => declare_topology(&settings).await,
+        Command::Place {
+            order_id,
+            amount_cents,
+            currency,
+        } => place(&settings, &order_id, amount_cents, currency.as_deref()).await,
+        Command::Pay {
+            order_id,
+            payment_id,
+            amount_cents,
+        } => pay(&settings, &order_id, &payment_id, amount_cents).await,
+        Command::Show { order_id, json } => show(&settings, &order_id, json).await,
+    }
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let stop = CancellationToken::new();
+    shutdown::cancel_on_signal(stop.clone()).map_err(|error| Error::Other(error.into()))?;
+    let app = Application::build(settings).await?;
+    tracing::info!(http = %app.http_address(), "serving /healthz, /readyz, /metrics");
+    app.run_until_stopped(stop).await
+}
+
+async fn migrate(settings: &Settings) -> Result<()> {
+    let applied = db::migrate(&settings.database.url, &settings.database.name()).await?;
+    if applied.is_empty() {
+        println!("database {} is up to date", settings.database.name());
+    }
+    for migration in applied {
+        println!("applied {migration}");
+    }
+    Ok(())
+}
+
+fn print_topology(settings: &Settings) -> Result<()> {
+    let definitions = Topology::from_settings(settings).definitions("/");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&definitions).expect("definitions serialise")
+    );
+    Ok(())
+}
+
+async fn declare_topology(settings: &Settings) -> Result<()> {
+    let broker = Broker::new(&settings.amqp)?;
+    let topology = Topology::from_settings(settings);
+    let channel = broker.channel().await?;
+    amqp::declare(&channel, &topology).await?;
+    let _ = channel.close(200, "topology declared".into()).await;
+    broker.close();
+    for queue in topology.queues() {
+        println!("queue     {}", queue.name);
+    }
+    for exchange in topology.exchanges() {
+        println!("exchange  {} ({})", exchange.name, exchange.kind.as_str());
+    }
+    Ok(())
+}
+
+async fn publish_inbound(
+    settings: &Settings,
+    routing_key: &str,
+    order_id: &OrderId,
+    body: serde_json::Value,
+) -> Result<()> {
+    let broker = Broker::new(&settings.amqp)?;
+    let publisher = Publisher::new(broker.channel().await?, settings.amqp.confirm_timeout).await?;
+    let topology = Topology::from_settings(settings);
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_type(routing_key.into());
+    publisher
+        .publish(
+            &format!("{routing_key} for {order_id}"),
+            &topology.orders_exchange,
+            routing_key,
+            body.to_string().as_bytes(),
+            properties,
+        )
+        .await?;
+    let _ = publisher.channel().close(200, "published".into()).await;
+    broker.close();
+    println!("published {routing_key} for {order_id}");
+    Ok(())
+}
+
+fn invalid_argument(message: String) -> Error {
+    Error::Other(anyhow::anyhow!(message))
+}
+
+async fn place(
+    settings: &Settings,
+    order_id: &OrderId,
+    amount_cents: Option<u32>,
+    currency: Option<&str>,
+) -> Result<()> {
+    let currency = currency
+        .map(Currency::parse)
+        .transpose()
+        .map_err(|why| invalid_argument(format!("--currency: {why}")))?;
+    let body = json!({
+        "order_id": order_id,
+        "amount_cents": amount_cents,
+        "currency": currency,
+        "placed_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    publish_inbound(settings, ORDER_PLACED, order_id, body).await
+}
+
+async fn pay(
+    settings: &Settings,
+    order_id: &OrderId,
+    payment_id: &str,
+    amount_cents: Option<u32>,
+) -> Result<()> {
+    let payment_id = PaymentId::parse(payment_id)
+        .map_err(|why| invalid_argument(format!("--payment-id: {why}")))?;
+    let body = json!({
+        "order_id": order_id,
+        "payment_id": payment_id,
+        "amount_cents": amount_cents,
+        "paid_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    publish_inbound(settings, PAYMENT_SUCCEEDED, order_id, body).await
+}
+
+async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<()> {
+    let db = Database::new(&settings.database)?;
+    let order = db
+        .find(order_id)
+        .await?
+        .ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
+    let payments = db.payments_of(order_id).await?;
+    if as_json {
+        let mut value = serde_json::to_value(&order).expect("an order serialises");
+        value["payments"] = serde_json::to_value(&payments).expect("payments serialise");
+        println!("{value}");
+        return Ok(());
+    }
+    let time = |t: Option<chrono::DateTime<Utc>>| {
+        t.map_or("-".to_owned(), |t| {
+            t.to_rfc3339_opts(SecondsFormat::Millis, true)
+        })
+    };
+    let text = |t: Option<String>| t.unwrap_or_else(|| "-".to_owned());
+    let rows = [
+        ("order_id", order.order_id.to_string()),
+        ("status", order.status.to_string()),
+        (
+            "amount_cents",
+            text(order.amount_cents.map(|c| c.to_string())),
+        ),
+        ("currency", text(order.currency.clone())),
+        ("placed_at", time(Some(order.placed_at))),
+        ("expires_at", time(Some(order.expires_at))),
+        ("paid_at", time(order.paid_at)),
+        ("closed_at", time(order.closed_at)),
+        ("attempts", order.attempts.to_string()),
+        ("payment_id", text(order.payment_id.clone())),
+        ("event_published_at", time(order.event_published_at)),
+        ("next_check_at", time(order.next_check_at)),
+    ];
+    for (name, value) in rows {
+        println!("{name:<20}{value}");
+    }
+    for payment in payments {
+        println!(
+            "{:<20}{} received {}{}",
+            "payment",
+            payment.payment_id,
+            time(Some(payment.received_at)),
+            if payment.after_close {
+                " (after close)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
+
+mod schema;
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+    pg::Pg,
+    prelude::{Insertable, Queryable, Selectable},
+    sql_types::{Int4, Text},
+};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{AsyncDieselConnectionManager, deadpool::Pool},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::{
+    configuration::{DatabaseSettings, SecretUrl},
+    domain::{Order, OrderId, OrderPlaced, OrderStatus, PaymentSucceeded},
+    error::{Error, Result},
+};
+use schema::{orders, payments};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+diesel::define_sql_function!(fn greatest(a: Int4, b: Int4) -> Int4);
+diesel::define_sql_function!(fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt));
+diesel::define_sql_function!(fn hashtextextended(text: Text, seed: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt);
+
+/// The database paywait keeps its orders in.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<AsyncPgConnection>,
+    address: String,
+}
+
+/// A new order, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    pub placed: &'a OrderPlaced,
+    pub placed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub next_check_at: DateTime<Utc>,
+}
+
+/// What storing an `order.placed` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A new pending order: its first timer must be armed.
+    Created(Order),
+    /// A new order whose payment had arrived first: it is paid already.
+    CreatedPaid(Order),
+    /// The order was known already; nothing changed.
+    Known(Order),
+}
+
+/// A recorded payment message and what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// False when this payment id had been recorded before.
+    pub first_time: bool,
+    pub effect: PaymentEffect,
+}
+
+/// What recording a `payment.succeeded` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentEffect {
+    /// The payment moved the order from pending to paid.
+    Paid(Order),
+    /// The order was paid already (by this payment, another, or SQL).
+    AlreadyPaid(Order),
+    /// The order had been closed: the payment is kept and must be announced.
+    AfterClose { order: Order, payment: Payment },
+    /// The order is not known yet; the payment waits for it.
+    Early,
+    /// This payment id was recorded before for another order.
+    Conflict { recorded_for: String },
+}
+
+/// A recorded payment.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, serde::Serialize)]
+#[diesel(table_name = payments, check_for_backend(Pg))]
+pub struct Payment {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount_cents: Option<i64>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub after_close: bool,
+    pub event_published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = orders, check_for_backend(Pg))]
+struct OrderRow {
+    order_id: String,
+    status: String,
+    amount_cents: Option<i64>,
+    currency: Option<String>,
+    placed_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    payment_id: Option<String>,
+    event_published_at: Option<DateTime<Utc>>,
+    next_check_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = Error;
+
+    fn try_from(row: OrderRow) -> Result<Self> {
+        Ok(Order {
+            status: OrderStatus::parse(&row.status).ok_or_else(|| {
+                Error::CorruptRow(format!(
+                    "order {} has status {:?}",
+                    row.order_id, row.status
+                ))
+            })?,
+            order_id: OrderId::parse(row.order_id.as_str())
+                .map_err(|error| Error::CorruptRow(error.to_string()))?,
+            amount_cents: row.amount_cents,
+            currency: row.currency,
+            placed_at: row.placed_at,
+            expires_at: row.expires_at,
+            paid_at: row.paid_at,
+            closed_at: row.closed_at,
+            attempts: row.attempts.max(0) as u32,
+            payment_id: row.payment_id,
+            event_published_at: row.event_published_at,
+            next_check_at: row.next_check_at,
+        })
+    }
+}
+
+fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
+    row.map(Order::try_from).transpose()
+}
+
+/// Serialises everything paywait does to one order id inside a transaction,
+/// including an order id with no row yet (a payment before its order).
+async fn lock_order(conn: &mut AsyncPgConnection, order_id: &OrderId) -> diesel::QueryResult<()> {
+    diesel::select(pg_advisory_xact_lock(hashtextextended(
+        order_id.as_str(),
+        0,
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+async fn find_order(
+    conn: &mut AsyncPgConnection,
+    order_id: &OrderId,
+) -> diesel::QueryResult<Option<OrderRow>> {
+    orders::table
+        .find(order_id.as_str())
+        .select(OrderRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Applies a recorded payment to its order, inside the payment's transaction.
+async fn apply_payment(
+    conn: &mut AsyncPgConnection,
+    order_id: &OrderId,
+    recorded: Payment,
+) -> Result<PaymentEffect> {
+    if recorded.order_id != order_id.as_str() {
+        return Ok(PaymentEffect::Conflict {
+            recorded_for: recorded.order_id,
+        });
+    }
+    let paid = diesel::update(orders::table)
+        .filter(orders::order_id.eq(order_id.as_str()))
+        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+        .set((
+            orders::status.eq(OrderStatus::Paid.as_str()),
+            orders::paid_at.eq(recorded.paid_at.unwrap_or(recorded.received_at)),
+            orders::payment_id.eq(&recorded.payment_id),
+            orders::next_check_at.eq(None::<DateTime<Utc>>),
+            orders::event_published_at.eq(None::<DateTime<Utc>>),
+        ))
+        .returning(OrderRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(order) = to_order(paid)? {
+        return Ok(PaymentEffect::Paid(order));
+    }
+    let Some(order) = to_order(find_order(conn, order_id).await?)? else {
+        return Ok(PaymentEffect::Early);
+    };
+    if order.status != OrderStatus::Closed {
+        return Ok(PaymentEffect::AlreadyPaid(order));
+    }
+    let payment = diesel::update(payments::table.find(&recorded.payment_id))
+        .set(payments::after_close.eq(true))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(PaymentEffect::AfterClose { order, payment })
+}
+
+impl Database {
+    /// A pool of connections; none is opened until one is needed.
+    pub fn new(settings: &DatabaseSettings) -> Result<Self> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .map_err(|error| Error::Other(anyhow::anyhow!("database pool: {error}")))?;
+        Ok(Self {
+            pool,
+            address: settings.url.address(),
+        })
+    }
+
+    async fn conn(
+        &self,
+    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| Error::DatabaseConnect {
+                address: self.address.clone(),
+                message: error.to_string(),
+            })
+    }
+
+    /// Answers whether the database takes queries now.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a placed order, unless it is known already. An order whose
+    /// payment came first is stored as paid.
+    pub async fn place(&self, new: &NewOrder<'_>) -> Result<Placement> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Error, _>(async |conn| {
+            let order_id = &new.placed.order_id;
+            lock_order(conn, order_id).await?;
+            if let Some(known) = find_order(conn, order_id).await? {
+                return Ok(Placement::Known(known.try_into()?));
+            }
+            let early_payment: Option<Payment> = payments::table
+                .filter(payments::order_id.eq(order_id.as_str()))
+                .order(payments::received_at.asc())
+                .select(Payment::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let (status, paid_at, payment_id, next_check_at) = match &early_payment {
+                Some(payment) => (
+                    OrderStatus::Paid,
+                    Some(payment.paid_at.unwrap_or(payment.received_at)),
+                    Some(payment.payment_id.as_str()),
+                    None,
+                ),
+                None => (OrderStatus::Pending, None, None, Some(new.next_check_at)),
+            };
+            let row = diesel::insert_into(orders::table)
+                .values((
+                    orders::order_id.eq(order_id.as_str()),
+                    orders::status.eq(status.as_str()),
+                    orders::amount_cents.eq(new.placed.amount_cents),
+                    orders::currency.eq(new.placed.currency.as_ref().map(|c| c.as_str())),
+                    orders::placed_at.eq(new.placed_at),
+                    orders::expires_at.eq(new.expires_at),
+                    orders::paid_at.eq(paid_at),
+                    orders::payment_id.eq(payment_id),
+                    orders::next_check_at.eq(next_check_at),
+                ))
+                .returning(OrderRow::as_returning())
+                .get_result(conn)
+                .await?;
+            let order = Order::try_from(row)?;
+            Ok(match status {
+                OrderStatus::Pending => Placement::Created(order),
+                _ => Placement::CreatedPaid(order),
+            })
+        })
+        .await
+    }
+
+    /// Records a payment and applies it to its order.
+    pub async fn record_payment(
+        &self,
+        payment: &PaymentSucceeded,
+        received_at: DateTime<Utc>,
+    ) -> Result<PaymentRecord> {
+        let mut conn = self.conn().await?;
+        conn.transaction::<_, Error, _>(async |conn| {
+            let order_id = &payment.order_id;
+            lock_order(conn, order_id).await?;
+            let inserted = diesel::insert_into(payments::table)
+                .values(Payment {
+                    payment_id: payment.payment_id.as_str().to_owned(),
+                    order_id: order_id.as_str().to_owned(),
+                    amount_cents: payment.amount_cents,
+                    paid_at: payment.paid_at,
+                    received_at,
+                    after_close: false,
+                    event_published_at: None,
+                })
+                .on_conflict_do_nothing()
+                .returning(Payment::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+            let first_time = inserted.is_some();
+            let recorded = match inserted {
+                Some(recorded) => recorded,
+                None => {
+                    payments::table
+                        .find(payment.payment_id.as_str())
+                        .select(Payment::as_select())
+                        .first(conn)
+                        .await?
+                }
+            };
+            let effect = apply_payment(conn, order_id, recorded).await?;
+            Ok(PaymentRecord { first_time, effect })
+        })
+        .await
+    }
+
+    pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        let mut conn = self.conn().await?;
+        to_order(find_order(&mut conn, order_id).await?)
+    }
+
+    /// The payments recorded for an order, oldest first.
+    pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<Payment>> {
+        let mut conn = self.conn().await?;
+        Ok(payments::table
+            .filter(payments::order_id.eq(order_id.as_str()))
+            .order(payments::received_at.asc())
+            .select(Payment::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Closes a pending order as check number `attempt`; `None` when the order
+    /// was no longer pending (a payment committed first).
+    pub async fn close(
+        &self,
+        order_id: &OrderId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Order>> {
+        let mut conn = self.conn().await?;
+        let row = diesel::update(orders::table)
+            .filter(orders::order_id.eq(order_id.as_str()))
+            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+            .set((
+                orders::status.eq(OrderStatus::Closed.as_str()),
+                orders::closed_at.eq(now),
+                orders::attempts.eq(greatest(orders::attempts, attempt as i32)),
+                orders::next_check_at.eq(None::<DateTime<Utc>>),
+                orders::event_published_at.eq(None::<DateTime<Utc>>),
+            ))
+            .returning(OrderRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .optional()?;
+        to_order(row)
+    }
+
+    /// Records that check number `attempt` of a pending order was made and
+    /// the next one is due at `next_check_at`.
+    pub async fn record_check(
+        &self,
+        order_id: &OrderId,
+        attempt: u32,
+        next_check_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::update(orders::table)
+            .filter(orders::order_id.eq(order_id.as_str()))
+            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
+            .filter(orders::attempts.lt(attempt as i32))
+            .set((
+                orders::attempts.eq(attempt as i32),
+                orders::next_check_at.eq(next_check_at),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the event of the order's terminal `status` was confirmed,
+    /// and that `attempts` checks were made.
+    pub async fn mark_announced(
+        &self,
+        order_id: &OrderId,
+        status: OrderStatus,
+        attempts: u32,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::update(orders::table)
+            .filter(orders::order_id.eq(order_id.as_str()))
+            .filter(orders::status.eq(status.as_str()))
+            .set((
+                orders::event_published_at.eq(diesel::dsl::now),
+                orders::attempts.eq(greatest(orders::attempts, attempts as i32)),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `order.paid_after_close` for a payment was confirmed.
+    pub async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::update(payments::table.find(payment_id))
+            .set(payments::event_published_at.eq(diesel::dsl::now))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named by `url` unless it exists, then applies the
+/// pending migrations. Returns the names of the migrations applied.
+pub async fn migrate(url: &SecretUrl, name: &str) -> Result<Vec<String>> {
+    create_database_if_missing(url, name).await?;
+    let address = url.address();
+    let url = url.expose().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+                .map_err(|error| Error::DatabaseConnect {
+                    address,
+                    message: error.to_string(),
+                })?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|error| Error::Migration(error.to_string()))?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+    .await
+    .map_err(|error| Error::Other(error.into()))?
+}
+
+async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
+    let maintenance = url.with_path("/postgres");
+    let mut conn = AsyncPgConnection::establish(maintenance.expose())
+        .await
+        .map_err(|error| Error::DatabaseConnect {
+            address: url.address(),
+            message: error.to_string(),
+        })?;
+    let exists: bool = diesel::select(
+        diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "EXISTS (SELECT 1 FROM pg_database WHERE datname = ",
+        )
+        .bind::<Text, _>(name)
+        .sql(")"),
+    )
+    .get_result(&mut conn)
+    .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = name, "created the database"),
+            // Another migrate created it at the same moment.
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("already exists") => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to run against a database that lacks migrations this binary has.
+pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
+    let address = url.address();
+    let url = url.expose().to_owned();
+    let pending = tokio::task::spawn_blocking(move || {
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+                .map_err(|error| Error::DatabaseConnect {
+                    address,
+                    message: error.to_string(),
+                })?;
+        conn.has_pending_migration(MIGRATIONS)
+            .map_err(|error| Error::Migration(error.to_string()))
+    })
+    .await
+    .map_err(|error| Error::Other(error.into()))??;
+    if pending {
+        return Err(Error::Migration(
+            "the database lacks migrations: run `paywait migrate` first".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+// The tables of migrations/, as diesel sees them.
+
+diesel::table! {
+    orders (order_id) {
+        order_id -> Text,
+        status -> Text,
+        amount_cents -> Nullable<Int8>,
+        currency -> Nullable<Text>,
+        placed_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        paid_at -> Nullable<Timestamptz>,
+        closed_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        payment_id -> Nullable<Text>,
+        event_published_at -> Nullable<Timestamptz>,
+        next_check_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payments (payment_id) {
+        payment_id -> Text,
+        order_id -> Text,
+        amount_cents -> Nullable<Int8>,
+        paid_at -> Nullable<Timestamptz>,
+        received_at -> Timestamptz,
+        after_close -> Bool,
+        event_published_at -> Nullable<Timestamptz>,
+    }
+}

@@ -1,0 +1,253 @@
+//! What happens when a timer fires.
+//!
+//! A timer message for check number `attempt` of an order has expired. The
+//! worker loads the order and asks [`decide`]; it then carries the decision
+//! out in this order, so that a crash at any point repeats work instead of
+//! losing it:
+//!
+//! - [`CheckDecision::Reschedule`]: publish the next timer, wait for the
+//!   broker's confirm, then record the check (`attempts`, `next_check_at`),
+//!   then acknowledge. Because the record comes after the confirm, a check
+//!   whose number the order has already reached is a duplicate timer whose
+//!   successor is certainly armed, and is dropped.
+//! - [`CheckDecision::Close`]: close the order with one conditional write
+//!   (`WHERE status = 'pending'`), then publish `order.closed`, then mark it
+//!   published, then acknowledge. If a payment won the race, decide again.
+//! - [`CheckDecision::Announce`]: the order reached a terminal status whose
+//!   event is not confirmed yet (a payment made in SQL, or a crash after the
+//!   write): publish it, mark it published, acknowledge.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Attempt, Order, OrderStatus, Schedule};
+
+/// What a check does with an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckDecision {
+    /// The order is paid or closed and downstream has not heard of it yet.
+    Announce(OrderStatus),
+    /// Unpaid, and the deadline has come.
+    Close,
+    /// Unpaid with time left: arm the timer for check `next` after `wait`.
+    Reschedule { next: Attempt, wait: Duration },
+    /// The order is settled and announced: nothing left to do.
+    Settled(OrderStatus),
+    /// A duplicate timer: this check was already made and its successor armed.
+    Stale,
+}
+
+/// The outcome label of a check, as counted in `paywait_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckOutcome {
+    Paid,
+    Rescheduled,
+    Closed,
+}
+
+impl CheckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Rescheduled => "rescheduled",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl CheckDecision {
+    /// How the check counts; a stale duplicate does not count at all.
+    pub fn outcome(self) -> Option<CheckOutcome> {
+        match self {
+            Self::Announce(status) | Self::Settled(status) => match status {
+                OrderStatus::Paid => Some(CheckOutcome::Paid),
+                OrderStatus::Closed => Some(CheckOutcome::Closed),
+                OrderStatus::Pending => None,
+            },
+            Self::Close => Some(CheckOutcome::Closed),
+            Self::Reschedule { .. } => Some(CheckOutcome::Rescheduled),
+            Self::Stale => None,
+        }
+    }
+}
+
+/// Decides what check number `attempt` does with `order` at time `now`.
+///
+/// An unpaid order is closed at or after its deadline and never before it.
+pub fn decide(
+    order: &Order,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+    schedule: &Schedule,
+) -> CheckDecision {
+    match order.status {
+        OrderStatus::Paid | OrderStatus::Closed if order.event_published_at.is_none() => {
+            CheckDecision::Announce(order.status)
+        }
+        OrderStatus::Paid | OrderStatus::Closed => CheckDecision::Settled(order.status),
+        OrderStatus::Pending if order.attempts >= attempt.get() => CheckDecision::Stale,
+        OrderStatus::Pending if now >= order.expires_at => CheckDecision::Close,
+        OrderStatus::Pending => {
+            let remaining = (order.expires_at - now).to_std().unwrap_or_default();
+            CheckDecision::Reschedule {
+                next: attempt.next(),
+                wait: schedule.wait_after(attempt, remaining),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderId;
+    use chrono::TimeDelta;
+
+    fn schedule() -> Schedule {
+        Schedule::parse(&["1m", "4m", "10m", "15m"]).unwrap()
+    }
+
+    fn placed_at() -> DateTime<Utc> {
+        "2026-11-27T08:00:00Z".parse().unwrap()
+    }
+
+    fn pending(attempts: u32) -> Order {
+        Order {
+            order_id: OrderId::parse("A-1001").unwrap(),
+            status: OrderStatus::Pending,
+            amount_cents: Some(12900),
+            currency: Some("CNY".into()),
+            placed_at: placed_at(),
+            expires_at: placed_at() + TimeDelta::minutes(30),
+            paid_at: None,
+            closed_at: None,
+            attempts,
+            payment_id: None,
+            event_published_at: None,
+            next_check_at: None,
+        }
+    }
+
+    fn at(minutes: i64, millis: i64) -> DateTime<Utc> {
+        placed_at() + TimeDelta::minutes(minutes) + TimeDelta::milliseconds(millis)
+    }
+
+    fn attempt(n: u32) -> Attempt {
+        Attempt::new(n).unwrap()
+    }
+
+    #[test]
+    fn unpaid_orders_follow_the_schedule_then_close_at_the_deadline() {
+        let s = schedule();
+        assert_eq!(
+            decide(&pending(0), attempt(1), at(1, 3), &s),
+            CheckDecision::Reschedule {
+                next: attempt(2),
+                wait: Duration::from_secs(240)
+            }
+        );
+        assert_eq!(
+            decide(&pending(2), attempt(3), at(15, 3), &s),
+            CheckDecision::Reschedule {
+                next: attempt(4),
+                wait: Duration::from_secs(900)
+            }
+        );
+        assert_eq!(
+            decide(&pending(3), attempt(4), at(30, 0), &s),
+            CheckDecision::Close
+        );
+        assert_eq!(
+            decide(&pending(3), attempt(4), at(30, 5), &s),
+            CheckDecision::Close
+        );
+    }
+
+    #[test]
+    fn never_closes_before_the_deadline() {
+        // The last planned check fired early: placed_at was ahead of our clock.
+        let decision = decide(&pending(3), attempt(4), at(29, 0), &schedule());
+        assert_eq!(
+            decision,
+            CheckDecision::Reschedule {
+                next: attempt(5),
+                wait: Duration::from_secs(60)
+            }
+        );
+        let decision = decide(&pending(3), attempt(4), at(30, -1), &schedule());
+        assert!(matches!(decision, CheckDecision::Reschedule { .. }));
+    }
+
+    #[test]
+    fn a_check_after_the_deadline_closes_even_mid_schedule() {
+        // The order message itself arrived late: first check is already past the deadline.
+        assert_eq!(
+            decide(&pending(0), attempt(1), at(45, 0), &schedule()),
+            CheckDecision::Close
+        );
+    }
+
+    #[test]
+    fn paid_orders_are_announced_once() {
+        let mut order = pending(1);
+        order.status = OrderStatus::Paid;
+        order.paid_at = Some(at(2, 0));
+        assert_eq!(
+            decide(&order, attempt(2), at(5, 0), &schedule()),
+            CheckDecision::Announce(OrderStatus::Paid)
+        );
+        order.event_published_at = Some(at(2, 1));
+        assert_eq!(
+            decide(&order, attempt(2), at(5, 0), &schedule()),
+            CheckDecision::Settled(OrderStatus::Paid)
+        );
+        // Even past the deadline a paid order stays paid.
+        assert_eq!(
+            decide(&order, attempt(4), at(31, 0), &schedule()),
+            CheckDecision::Settled(OrderStatus::Paid)
+        );
+    }
+
+    #[test]
+    fn a_close_whose_event_was_lost_is_announced_again() {
+        let mut order = pending(4);
+        order.status = OrderStatus::Closed;
+        order.closed_at = Some(at(30, 2));
+        assert_eq!(
+            decide(&order, attempt(4), at(30, 9), &schedule()),
+            CheckDecision::Announce(OrderStatus::Closed)
+        );
+    }
+
+    #[test]
+    fn duplicate_timers_are_stale() {
+        assert_eq!(
+            decide(&pending(2), attempt(2), at(5, 0), &schedule()),
+            CheckDecision::Stale
+        );
+        assert_eq!(
+            decide(&pending(3), attempt(1), at(31, 0), &schedule()),
+            CheckDecision::Stale
+        );
+        assert_eq!(CheckDecision::Stale.outcome(), None);
+    }
+
+    #[test]
+    fn outcomes_are_labelled_as_the_metric_expects() {
+        assert_eq!(CheckDecision::Close.outcome(), Some(CheckOutcome::Closed));
+        assert_eq!(
+            CheckDecision::Announce(OrderStatus::Paid).outcome(),
+            Some(CheckOutcome::Paid)
+        );
+        assert_eq!(
+            CheckDecision::Reschedule {
+                next: attempt(2),
+                wait: Duration::from_secs(1)
+            }
+            .outcome()
+            .map(CheckOutcome::as_str),
+            Some("rescheduled")
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! Inbound messages: parsing and validation, without I/O.
+//!
+//! Every way a message can be unusable is a [`Rejection`]; the worker parks
+//! such a message in the dead queue with the rejection's text.
+
+use std::num::NonZeroU32;
+
+use chrono::{DateTime, Utc};
+use lapin::types::{AMQPValue, FieldTable};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{InvalidOrderId, OrderId};
+
+/// Bodies larger than this are refused unread.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The AMQP header that carries the number of the check a timer is for.
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+
+/// Why a message cannot be processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("body is {size} bytes, more than the {max} allowed", max = MAX_BODY_BYTES)]
+    TooLarge { size: usize },
+    #[error("body is not valid UTF-8")]
+    NotUtf8,
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is JSON but not an object")]
+    NotAnObject,
+    #[error("required field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    InvalidOrderId(#[from] InvalidOrderId),
+    #[error("field `{field}` is invalid: {why}")]
+    InvalidField { field: &'static str, why: String },
+    #[error("header `x-attempt` is unusable: {0}")]
+    BadAttempt(String),
+    #[error("order {0} is not known to the database")]
+    UnknownOrder(OrderId),
+}
+
+impl Rejection {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotJson(_) | Self::NotAnObject => "not_json",
+            Self::MissingField(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::InvalidOrderId(_) => "invalid_order_id",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::BadAttempt(_) => "bad_attempt",
+            Self::UnknownOrder(_) => "unknown_order",
+        }
+    }
+}
+
+/// `order.placed`: an order service placed an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPlaced {
+    pub order_id: OrderId,
+    pub amount_cents: Option<i64>,
+    pub currency: Option<Currency>,
+    /// When the order was placed; `None` means "when paywait received it".
+    pub placed_at: Option<DateTime<Utc>>,
+}
+
+/// `payment.succeeded`: a payment service took the customer's money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSucceeded {
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
+    pub amount_cents: Option<i64>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// A timer that fired: check order `order_id` for the `attempt`-th time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckDue {
+    pub order_id: OrderId,
+    pub attempt: Attempt,
+}
+
+/// The body of a timer message. The attempt travels in the `x-attempt` header.
+#[derive(Debug, Serialize)]
+pub struct TimerBody<'a> {
+    pub order_id: &'a OrderId,
+}
+
+impl OrderPlaced {
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        Ok(Self {
+            order_id: fields.order_id()?,
+            amount_cents: fields.amount_cents()?,
+            currency: fields
+                .optional_str("currency")?
+                .map(|text| {
+                    Currency::parse(text).map_err(|why| Rejection::InvalidField {
+                        field: "currency",
+                        why,
+                    })
+                })
+                .transpose()?,
+            placed_at: fields.optional_time("placed_at")?,
+        })
+    }
+}
+
+impl PaymentSucceeded {
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let payment_id = fields.required_str("payment_id").and_then(|text| {
+            PaymentId::parse(text).map_err(|why| Rejection::InvalidField {
+                field: "payment_id",
+                why,
+            })
+        })?;
+        Ok(Self {
+            order_id,
+            payment_id,
+            amount_cents: fields.amount_cents()?,
+            paid_at: fields.optional_time("paid_at")?,
+        })
+    }
+}
+
+impl CheckDue {
+    pub fn parse(body: &[u8], headers: Option<&FieldTable>) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let attempt = headers
+            .and_then(|table| table.inner().get(ATTEMPT_HEADER))
+            .ok_or_else(|| Rejection::BadAttempt("the header is missing".into()))
+            .and_then(Attempt::from_header)?;
+        Ok(Self { order_id, attempt })
+    }
+}
+
+/// The number of a check, starting at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempt(NonZeroU32);
+
+impl Attempt {
+    /// Far beyond any real schedule: a larger number means a corrupt header.
+    pub const MAX: u32 = 100_000;
+
+    pub const FIRST: Self = Self(NonZeroU32::MIN);
+
+    pub fn new(number: u32) -> Option<Self> {
+        if number > Self::MAX {
+            return None;
+        }
+        NonZeroU32::new(number).map(Self)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+
+    pub fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+
+    /// Reads an `x-attempt` header of any AMQP integer type.
+    pub fn from_header(value: &AMQPValue) -> Result<Self, Rejection> {
+        let number: i128 = match value {
+            AMQPValue::ShortShortInt(n) => (*n).into(),
+            AMQPValue::ShortShortUInt(n) => (*n).into(),
+            AMQPValue::ShortInt(n) => (*n).into(),
+            AMQPValue::ShortUInt(n) => (*n).into(),
+            AMQPValue::LongInt(n) => (*n).into(),
+            AMQPValue::LongUInt(n) => (*n).into(),
+            AMQPValue::LongLongInt(n) => (*n).into(),
+            other => {
+                return Err(Rejection::BadAttempt(format!(
+                    "expected an integer, found {:?}",
+                    other.get_type()
+                )));
+            }
+        };
+        u32::try_from(number)
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| {
+                Rejection::BadAttempt(format!(
+                    "{number} is not between 1 and {max}",
+                    max = Self::MAX
+                ))
+            })
+    }
+}
+
+/// An ISO 4217-style currency code: three capital letters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!("{text:?} is not three capital letters"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The payment service's id of a payment: 1 to 128 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PaymentId(String);
+
+impl PaymentId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            Err("it is empty".into())
+        } else if text.chars().count() > Self::MAX_LEN {
+            Err(format!("it is longer than {} characters", Self::MAX_LEN))
+        } else if text.chars().any(char::is_control) {
+            Err("it contains control characters".into())
+        } else {
+            Ok(Self(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The fields of a JSON object body, read with errors that name the field.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Rejection::TooLarge { size: body.len() });
+        }
+        let text = std::str::from_utf8(body).map_err(|_| Rejection::NotUtf8)?;
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(Rejection::NotAnObject),
+            Err(error) => Err(Rejection::NotJson(error.to_string())),
+        }
+    }
+
+    /// A field that is absent or `null`.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|value| !value.is_null())
+    }
+
+    fn optional_str(&self, field: &'static str) -> Result<Option<&str>, Rejection> {
+        self.get(field)
+            .map(|value| {
+                value.as_str().ok_or(Rejection::WrongType {
+                    field,
+                    expected: "a string",
+                })
+            })
+            .transpose()
+    }
+
+    fn required_str(&self, field: &'static str) -> Result<&str, Rejection> {
+        self.optional_str(field)?
+            .ok_or(Rejection::MissingField(field))
+    }
+
+    fn order_id(&self) -> Result<OrderId, Rejection> {
+        Ok(OrderId::parse(self.required_str("order_id")?)?)
+    }
+
+    fn amount_cents(&self) -> Result<Option<i64>, Rejection> {
+        const FIELD: &str = "amount_cents";
+        let Some(value) = self.get(FIELD) else {
+            return Ok(None);
+        };
+        match value.as_i64() {
+            Some(cents) if cents >= 0 => Ok(Some(cents)),
+            Some(cents) => Err(Rejection::InvalidField {
+                field: FIELD,
+                why: format!("{cents} is negative"),
+            }),
+            None if value.is_u64() => Err(Rejection::InvalidField {
+                field: FIELD,
+                why: format!("{value} is too large"),
+            }),
+            None => Err(Rejection::WrongType {
+                field: FIELD,
+                expected: "a non-negative integer",
+            }),
+        }
+    }
+
+    fn optional_time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, Rejection> {
+        self.optional_str(field)?
+            .map(|text| {
+                DateTime::parse_from_rfc3339(text)
+                    .map(|time| time.with_timezone(&Utc))
+                    .map_err(|error| Rejection::InvalidField {
+                        field,
+                        why: format!("{text:?} is not an RFC 3339 time ({error})"),
+                    })
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{LongString, ShortString};
+
+    #[test]
+    fn order_placed_with_all_fields() {
+        let placed = OrderPlaced::parse(
+            br#"{"order_id": "A-1001", "amount_cents": 12900, "currency": "CNY",
+                 "placed_at": "2026-11-27T08:00:00Z", "note": "ignored"}"#,
+        )
+        .unwrap();
+        assert_eq!(placed.order_id.as_str(), "A-1001");
+        assert_eq!(placed.amount_cents, Some(12900));
+        assert_eq!(placed.currency.unwrap().as_str(), "CNY");
+        assert_eq!(
+            placed.placed_at.unwrap().to_rfc3339(),
+            "2026-11-27T08:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn order_placed_needs_only_the_id() {
+        let placed = OrderPlaced::parse(br#"{"order_id":"A-1"}"#).unwrap();
+        assert_eq!(placed.amount_cents, None);
+        assert_eq!(placed.currency, None);
+        assert_eq!(placed.placed_at, None);
+    }
+
+    #[test]
+    fn placed_at_offsets_are_normalised_to_utc() {
+        let placed =
+            OrderPlaced::parse(br#"{"order_id":"A-1","placed_at":"2026-11-27T16:00:00+08:00"}"#)
+                .unwrap();
+        assert_eq!(
+            placed.placed_at.unwrap().to_rfc3339(),
+            "2026-11-27T08:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_bad_body_has_its_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\xff\xfe", "not_utf8"),
+            (b"{not json", "not_json"),
+            (b"[1,2]", "not_json"),
+            (b"{}", "missing_field"),
+            (br#"{"order_id": null}"#, "missing_field"),
+            (br#"{"order_id": 7}"#, "wrong_type"),
+            (br#"{"order_id": "A 1"}"#, "invalid_order_id"),
+            (br#"{"order_id": ""}"#, "invalid_order_id"),
+            (br#"{"order_id": "A", "amount_cents": "12"}"#, "wrong_type"),
+            (br#"{"order_id": "A", "amount_cents": 1.5}"#, "wrong_type"),
+            (br#"{"order_id": "A", "amount_cents": -1}"#, "invalid_field"),
+            (
+                br#"{"order_id": "A", "amount_cents": 18446744073709551615}"#,
+                "invalid_field",
+            ),
+            (br#"{"order_id": "A", "currency": "cny"}"#, "invalid_field"),
+            (
+                br#"{"order_id": "A", "placed_at": "yesterday"}"#,
+                "invalid_field",
+            ),
+        ];
+        for (body, reason) in cases {
+            let rejection = OrderPlaced::parse(body).unwrap_err();
+            assert_eq!(
+                rejection.reason(),
+                *reason,
+                "{} gave {rejection}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_unread() {
+        let mut body = br#"{"order_id":"A","pad":""#.to_vec();
+        body.resize(MAX_BODY_BYTES + 1, b' ');
+        assert_eq!(
+            OrderPlaced::parse(&body),
+            Err(Rejection::TooLarge {
+                size: MAX_BODY_BYTES + 1
+            })
+        );
+    }
+
+    #[test]
+    fn payment_needs_order_and_payment_ids() {
+        let payment = PaymentSucceeded::parse(
+            br#"{"order_id":"A-1001","payment_id":"PAY-77","amount_cents":12900,"paid_at":"2026-11-27T08:03:10Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(payment.payment_id.as_str(), "PAY-77");
+        assert_eq!(payment.amount_cents, Some(12900));
+        assert!(payment.paid_at.is_some());
+
+        assert_eq!(
+            PaymentSucceeded::parse(br#"{"order_id":"A-1001"}"#),
+            Err(Rejection::MissingField("payment_id"))
+        );
+        assert_eq!(
+            PaymentSucceeded::parse(br#"{"payment_id":"P"}"#),
+            Err(Rejection::MissingField("order_id"))
+        );
+        assert_eq!(
+            PaymentSucceeded::parse(br#"{"order_id":"A","payment_id":""}"#)
+                .unwrap_err()
+                .reason(),
+            "invalid_field"
+        );
+    }
+
+    fn headers(value: AMQPValue) -> FieldTable {
+        let mut table = FieldTable::default();
+        table.insert(ShortString::from(ATTEMPT_HEADER), value);
+        table
+    }
+
+    #[test]
+    fn check_reads_the_attempt_from_any_integer_header() {
+        for value in [
+            AMQPValue::ShortShortUInt(3),
+            AMQPValue::LongInt(3),
+            AMQPValue::LongLongInt(3),
+        ] {
+            let due = CheckDue::parse(br#"{"order_id":"A-1"}"#, Some(&headers(value))).unwrap();
+            assert_eq!(due.attempt.get(), 3);
+        }
+    }
+
+    #[test]
+    fn check_refuses_unusable_attempts() {
+        let body = br#"{"order_id":"A-1"}"#;
+        assert_eq!(
+            CheckDue::parse(body, None).unwrap_err().reason(),
+            "bad_attempt"
+        );
+        for value in [
+            AMQPValue::LongInt(0),
+            AMQPValue::LongInt(-2),
+            AMQPValue::LongLongInt(i64::MAX),
+            AMQPValue::LongString(LongString::from("2")),
+            AMQPValue::Boolean(true),
+        ] {
+            let rejection = CheckDue::parse(body, Some(&headers(value.clone()))).unwrap_err();
+            assert_eq!(rejection.reason(), "bad_attempt", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn attempts_count_up() {
+        assert_eq!(Attempt::FIRST.get(), 1);
+        assert_eq!(Attempt::FIRST.next().get(), 2);
+        assert_eq!(Attempt::new(0), None);
+        assert_eq!(Attempt::new(Attempt::MAX + 1), None);
+    }
+}

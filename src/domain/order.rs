@@ -1,0 +1,61 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::OrderId;
+
+/// Where an order is in its life. `Paid` and `Closed` are terminal and
+/// exclusive: an order leaves `Pending` once, by one conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    Closed,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "paid" => Some(Self::Paid),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An order as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    pub amount_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The number of checks made so far.
+    pub attempts: u32,
+    /// The payment that paid the order, when a payment message did.
+    pub payment_id: Option<String>,
+    /// When the event for the current terminal status was confirmed by the
+    /// broker; `None` while it is still owed to downstream.
+    pub event_published_at: Option<DateTime<Utc>>,
+    /// When the next check of a pending order is due.
+    pub next_check_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,155 @@
+//! The Prometheus metrics paywait exports on `/metrics`.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::domain::{CheckOutcome, EventKind};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Every metric, registered under the `paywait_` prefix.
+pub struct Metrics {
+    registry: Registry,
+    orders_placed: Counter,
+    payments: Counter,
+    checks: Family<OutcomeLabels, Counter>,
+    events_published: Family<EventLabels, Counter>,
+    messages_dead: Family<ReasonLabels, Counter>,
+    close_lateness: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("paywait");
+        let orders_placed = Counter::default();
+        registry.register(
+            "orders_placed",
+            "Orders accepted by intake (repeats of a known order are not counted)",
+            orders_placed.clone(),
+        );
+        let payments = Counter::default();
+        registry.register(
+            "payments",
+            "Payments recorded (repeats of a known payment id are not counted)",
+            payments.clone(),
+        );
+        let checks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Checks made when a timer fired, by outcome",
+            checks.clone(),
+        );
+        let events_published = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events confirmed by the broker, by event",
+            events_published.clone(),
+        );
+        let messages_dead = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "messages_dead",
+            "Messages parked in the dead queue, by reason",
+            messages_dead.clone(),
+        );
+        let close_lateness = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 300.0,
+        ]);
+        registry.register(
+            "close_lateness_seconds",
+            "How long after its deadline an order's close was committed",
+            close_lateness.clone(),
+        );
+
+        // Zero series exist from the start, so rates and alerts work at once.
+        for outcome in [
+            CheckOutcome::Paid,
+            CheckOutcome::Rescheduled,
+            CheckOutcome::Closed,
+        ] {
+            let _ = checks.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            });
+        }
+        for event in EventKind::ALL {
+            let _ = events_published.get_or_create(&EventLabels {
+                event: event.name(),
+            });
+        }
+
+        Self {
+            registry,
+            orders_placed,
+            payments,
+            checks,
+            events_published,
+            messages_dead,
+            close_lateness,
+        }
+    }
+
+    pub fn order_placed(&self) {
+        self.orders_placed.inc();
+    }
+
+    pub fn payment_recorded(&self) {
+        self.payments.inc();
+    }
+
+    pub fn check_made(&self, outcome: CheckOutcome) {
+        self.checks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn event_published(&self, event: EventKind) {
+        self.events_published
+            .get_or_create(&EventLabels {
+                event: event.name(),
+            })
+            .inc();
+    }
+
+    pub fn message_parked(&self, reason: &'static str) {
+        self.messages_dead
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn order_closed(&self, lateness: chrono::TimeDelta) {
+        self.close_lateness
+            .observe(lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,386 @@
+//! The RabbitMQ objects paywait uses, as data: declared by the AMQP shell and
+//! printed as definitions JSON by `paywait topology --print`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    configuration::{QueueType, Settings},
+    domain::{Schedule, format_duration},
+};
+
+/// Routing key of inbound orders on the orders exchange.
+pub const ORDER_PLACED: &str = "order.placed";
+/// Routing key of inbound payments on the orders exchange.
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// A queue argument's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Argument {
+    Text(String),
+    Number(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub arguments: Vec<(&'static str, Argument)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub arguments: Vec<(&'static str, Argument)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingSpec {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+}
+
+/// A TTL queue: every message in it waits `ttl`, then is dead-lettered to the
+/// check queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitQueue {
+    pub name: String,
+    pub ttl: Duration,
+}
+
+/// Every name paywait uses, derived from the prefix and the schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub queue_type: QueueType,
+    /// Inbound direct exchange: `order.placed`, `payment.succeeded`.
+    pub orders_exchange: String,
+    /// Outbound topic exchange for events.
+    pub events_exchange: String,
+    /// Alternate exchange of the events exchange, feeding `unrouted_queue`.
+    pub unrouted_exchange: String,
+    pub unrouted_queue: String,
+    /// Messages that cannot be processed, with `x-paywait-error`.
+    pub dead_queue: String,
+    pub placed_queue: String,
+    pub payments_queue: String,
+    /// Dead-letter exchange of the TTL queues.
+    pub expired_exchange: String,
+    /// Where expired timers arrive to be checked.
+    pub checks_queue: String,
+    pub wait_queues: Vec<WaitQueue>,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, queue_type: QueueType, schedule: &Schedule) -> Self {
+        let name = |suffix: &str| format!("{prefix}.{suffix}");
+        Self {
+            queue_type,
+            orders_exchange: name("orders"),
+            events_exchange: name("events"),
+            unrouted_exchange: name("unrouted"),
+            unrouted_queue: name("unrouted"),
+            dead_queue: name("dead"),
+            placed_queue: name("intake.placed"),
+            payments_queue: name("intake.payments"),
+            expired_exchange: name("expired"),
+            checks_queue: name("checks"),
+            wait_queues: schedule
+                .distinct_waits()
+                .into_iter()
+                .map(|ttl| WaitQueue {
+                    name: name(&format!("wait.{}", format_duration(ttl))),
+                    ttl,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self::new(
+            &settings.topology.prefix,
+            settings.topology.queue_type,
+            &settings.checks.schedule,
+        )
+    }
+
+    /// The TTL queue that holds timers waiting `wait`.
+    ///
+    /// `wait` always comes from the schedule the topology was built from.
+    pub fn wait_queue(&self, wait: Duration) -> &WaitQueue {
+        self.wait_queues
+            .iter()
+            .find(|queue| queue.ttl == wait)
+            .expect("every wait of the schedule has its queue")
+    }
+
+    pub fn exchanges(&self) -> Vec<ExchangeSpec> {
+        vec![
+            ExchangeSpec {
+                name: self.orders_exchange.clone(),
+                kind: ExchangeKind::Direct,
+                arguments: vec![],
+            },
+            ExchangeSpec {
+                name: self.unrouted_exchange.clone(),
+                kind: ExchangeKind::Fanout,
+                arguments: vec![],
+            },
+            ExchangeSpec {
+                name: self.events_exchange.clone(),
+                kind: ExchangeKind::Topic,
+                arguments: vec![(
+                    "alternate-exchange",
+                    Argument::Text(self.unrouted_exchange.clone()),
+                )],
+            },
+            ExchangeSpec {
+                name: self.expired_exchange.clone(),
+                kind: ExchangeKind::Fanout,
+                arguments: vec![],
+            },
+        ]
+    }
+
+    /// Queues in the order they must be declared: the dead-letter target
+    /// before the TTL queues that feed it.
+    pub fn queues(&self) -> Vec<QueueSpec> {
+        let plain = |name: &String| QueueSpec {
+            name: name.clone(),
+            arguments: self.type_arguments(),
+        };
+        let mut queues = vec![
+            plain(&self.dead_queue),
+            plain(&self.unrouted_queue),
+            plain(&self.placed_queue),
+            plain(&self.payments_queue),
+            plain(&self.checks_queue),
+        ];
+        queues.extend(self.wait_queues.iter().map(|wait| {
+            let mut arguments = self.type_arguments();
+            arguments.push((
+                "x-message-ttl",
+                Argument::Number(wait.ttl.as_millis() as i64),
+            ));
+            arguments.push((
+                "x-dead-letter-exchange",
+                Argument::Text(self.expired_exchange.clone()),
+            ));
+            if self.queue_type == QueueType::Quorum {
+                arguments.push((
+                    "x-dead-letter-strategy",
+                    Argument::Text("at-least-once".into()),
+                ));
+                arguments.push(("x-overflow", Argument::Text("reject-publish".into())));
+            }
+            QueueSpec {
+                name: wait.name.clone(),
+                arguments,
+            }
+        }));
+        queues
+    }
+
+    pub fn bindings(&self) -> Vec<BindingSpec> {
+        let bind = |exchange: &String, queue: &String, routing_key: &str| BindingSpec {
+            exchange: exchange.clone(),
+            queue: queue.clone(),
+            routing_key: routing_key.to_owned(),
+        };
+        vec![
+            bind(&self.orders_exchange, &self.placed_queue, ORDER_PLACED),
+            bind(
+                &self.orders_exchange,
+                &self.payments_queue,
+                PAYMENT_SUCCEEDED,
+            ),
+            bind(&self.unrouted_exchange, &self.unrouted_queue, ""),
+            bind(&self.expired_exchange, &self.checks_queue, ""),
+        ]
+    }
+
+    fn type_arguments(&self) -> Vec<(&'static str, Argument)> {
+        vec![(
+            "x-queue-type",
+            Argument::Text(self.queue_type.as_str().into()),
+        )]
+    }
+
+    /// RabbitMQ definitions for `rabbitmqctl import_definitions`.
+    pub fn definitions(&self, vhost: &str) -> Value {
+        let arguments = |list: &[(&'static str, Argument)]| {
+            Value::Object(
+                list.iter()
+                    .map(|(key, value)| {
+                        let value = match value {
+                            Argument::Text(text) => json!(text),
+                            Argument::Number(number) => json!(number),
+                        };
+                        (key.to_string(), value)
+                    })
+                    .collect(),
+            )
+        };
+        json!({
+            "queues": self.queues().iter().map(|queue| json!({
+                "name": queue.name,
+                "vhost": vhost,
+                "durable": true,
+                "auto_delete": false,
+                "arguments": arguments(&queue.arguments),
+            })).collect::<Vec<_>>(),
+            "exchanges": self.exchanges().iter().map(|exchange| json!({
+                "name": exchange.name,
+                "vhost": vhost,
+                "type": exchange.kind.as_str(),
+                "durable": true,
+                "auto_delete": false,
+                "internal": false,
+                "arguments": arguments(&exchange.arguments),
+            })).collect::<Vec<_>>(),
+            "bindings": self.bindings().iter().map(|binding| json!({
+                "source": binding.exchange,
+                "vhost": vhost,
+                "destination": binding.queue,
+                "destination_type": "queue",
+                "routing_key": binding.routing_key,
+                "arguments": {},
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(queue_type: QueueType) -> Topology {
+        Topology::new(
+            "paywait",
+            queue_type,
+            &Schedule::parse(&["1m", "4m", "10m", "15m", "4m"]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn one_ttl_queue_per_distinct_wait() {
+        let t = topology(QueueType::Quorum);
+        let names: Vec<_> = t.wait_queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "paywait.wait.1m",
+                "paywait.wait.4m",
+                "paywait.wait.10m",
+                "paywait.wait.15m"
+            ]
+        );
+        assert_eq!(
+            t.wait_queue(Duration::from_secs(240)).name,
+            "paywait.wait.4m"
+        );
+    }
+
+    #[test]
+    fn quorum_ttl_queues_dead_letter_at_least_once() {
+        let t = topology(QueueType::Quorum);
+        let ttl_queue = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == "paywait.wait.1m")
+            .unwrap();
+        let args = &ttl_queue.arguments;
+        assert!(args.contains(&("x-queue-type", Argument::Text("quorum".into()))));
+        assert!(args.contains(&("x-message-ttl", Argument::Number(60_000))));
+        assert!(args.contains(&(
+            "x-dead-letter-exchange",
+            Argument::Text("paywait.expired".into())
+        )));
+        assert!(args.contains(&(
+            "x-dead-letter-strategy",
+            Argument::Text("at-least-once".into())
+        )));
+        assert!(args.contains(&("x-overflow", Argument::Text("reject-publish".into()))));
+    }
+
+    #[test]
+    fn classic_ttl_queues_have_no_quorum_only_arguments() {
+        let t = topology(QueueType::Classic);
+        for queue in t.queues() {
+            assert!(
+                queue
+                    .arguments
+                    .contains(&("x-queue-type", Argument::Text("classic".into())))
+            );
+            assert!(
+                !queue
+                    .arguments
+                    .iter()
+                    .any(|(key, _)| *key == "x-dead-letter-strategy")
+            );
+        }
+    }
+
+    #[test]
+    fn the_dead_letter_target_is_declared_before_the_ttl_queues() {
+        let queues: Vec<_> = topology(QueueType::Quorum)
+            .queues()
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        let checks = queues.iter().position(|q| q == "paywait.checks").unwrap();
+        let first_ttl = queues
+            .iter()
+            .position(|q| q.starts_with("paywait.wait."))
+            .unwrap();
+        assert!(checks < first_ttl);
+    }
+
+    #[test]
+    fn definitions_name_the_documented_objects() {
+        let definitions = topology(QueueType::Quorum).definitions("/");
+        let names = |kind: &str| -> Vec<String> {
+            definitions[kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        for exchange in ["paywait.orders", "paywait.events"] {
+            assert!(names("exchanges").contains(&exchange.to_owned()));
+        }
+        for queue in ["paywait.dead", "paywait.unrouted"] {
+            assert!(names("queues").contains(&queue.to_owned()));
+        }
+        let events = definitions["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "paywait.events")
+            .unwrap();
+        assert_eq!(events["type"], "topic");
+        assert_eq!(
+            events["arguments"]["alternate-exchange"],
+            "paywait.unrouted"
+        );
+    }
+}

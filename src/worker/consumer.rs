@@ -1,0 +1,141 @@
+//! The consume loop of one inbox: deliveries are handled concurrently (up to
+//! the prefetch), acknowledged only once done, and never acknowledged when
+//! unfinished.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
+    types::FieldTable,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inbox, Verdict, Worker};
+use crate::error::{Error, Result};
+
+/// Retries of a failed handler wait this long at first, doubling up to the cap.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// Consumes `inbox` on `channel` until `stop` is cancelled or the channel
+/// fails. After a stop, in-flight messages get `drain` to finish; whatever is
+/// still running then is abandoned unacknowledged, so the broker redelivers it.
+pub async fn consume(
+    worker: Arc<Worker>,
+    inbox: Inbox,
+    channel: Channel,
+    prefetch: u16,
+    stop: CancellationToken,
+    drain: Duration,
+) -> Result<()> {
+    let queue = inbox.queue(&worker.topology).to_owned();
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(Error::amqp(format!("setting the prefetch on {queue}")))?;
+    let tag = format!("paywait.{}.{}", inbox.name(), std::process::id());
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp(format!("consuming from {queue}")))?;
+    tracing::info!(queue, "consuming");
+
+    let mut in_flight = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break Ok(()),
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(queue, %error, "a message handler panicked; its message stays unacknowledged");
+                }
+            }
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    in_flight.spawn(process(worker.clone(), inbox, delivery, stop.clone()));
+                }
+                Some(Err(error)) => break Err(Error::amqp(format!("consuming from {queue}"))(error)),
+                None => break Err(Error::Other(anyhow::anyhow!("the broker cancelled the consumer on {queue}"))),
+            }
+        }
+    };
+
+    // No new deliveries; prefetched ones not yet started go back to the queue
+    // when the channel closes.
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    drop(consumer);
+    let unfinished = tokio::time::timeout(drain, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await
+    .is_err();
+    if unfinished {
+        tracing::warn!(
+            queue,
+            count = in_flight.len(),
+            "in-flight messages did not finish in time; returning them unacknowledged"
+        );
+        in_flight.shutdown().await;
+    }
+    let _ = channel.close(200, "paywait stopping".into()).await;
+    outcome
+}
+
+/// Handles one delivery to the end: acknowledged when done, parked when it
+/// cannot be processed, retried with backoff when something else failed.
+async fn process(worker: Arc<Worker>, inbox: Inbox, delivery: Delivery, stop: CancellationToken) {
+    let queue = inbox.queue(&worker.topology);
+    let mut wait = RETRY_FIRST;
+    loop {
+        let failure = match worker.handle(inbox, &delivery).await {
+            Ok(Verdict::Done) => break,
+            Ok(Verdict::Reject(rejection)) => {
+                match worker
+                    .publisher
+                    .park(
+                        &worker.topology,
+                        queue,
+                        &delivery.data,
+                        &delivery.properties,
+                        &rejection,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        worker.metrics.message_parked(rejection.reason());
+                        tracing::warn!(queue, reason = rejection.reason(), error = %rejection, "message parked in the dead queue");
+                        break;
+                    }
+                    Err(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => wait = (wait * 2).min(RETRY_CAP),
+            () = stop.cancelled() => {
+                let _ = delivery
+                    .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                    .await;
+                return;
+            }
+        }
+    }
+    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
+    }
+}

@@ -1,0 +1,71 @@
+//! `order.placed`: store the order and arm its first timer.
+
+use chrono::Utc;
+
+use super::{Verdict, Worker};
+use crate::{
+    db::{NewOrder, Placement},
+    domain::{Attempt, OrderPlaced, OrderStatus, time_delta},
+    error::Result,
+};
+
+pub(super) async fn order_placed(
+    worker: &Worker,
+    body: &[u8],
+    redelivered: bool,
+) -> Result<Verdict> {
+    let placed = match OrderPlaced::parse(body) {
+        Ok(placed) => placed,
+        Err(rejection) => return Ok(Verdict::Reject(rejection)),
+    };
+    let schedule = &worker.schedule;
+    let now = Utc::now();
+    let placed_at = placed.placed_at.unwrap_or(now);
+    let first_wait = schedule.first_wait();
+    let new = NewOrder {
+        placed: &placed,
+        placed_at,
+        expires_at: placed_at + time_delta(schedule.total()),
+        next_check_at: now + time_delta(first_wait),
+    };
+    match worker.db.place(&new).await? {
+        Placement::Created(order) => {
+            worker
+                .publisher
+                .arm_timer(
+                    &worker.topology,
+                    &order.order_id,
+                    Attempt::FIRST,
+                    first_wait,
+                )
+                .await?;
+            worker.metrics.order_placed();
+            tracing::info!(order_id = %order.order_id, expires_at = %order.expires_at, "order placed");
+        }
+        Placement::CreatedPaid(order) => {
+            worker.metrics.order_placed();
+            tracing::info!(order_id = %order.order_id, "order placed, already paid");
+            worker.announce(&order).await?;
+        }
+        Placement::Known(order) => {
+            // A first delivery that died between the commit and the timer's
+            // confirm comes back redelivered: arm the timer it may not have.
+            if redelivered && order.status == OrderStatus::Pending && order.attempts == 0 {
+                worker
+                    .publisher
+                    .arm_timer(
+                        &worker.topology,
+                        &order.order_id,
+                        Attempt::FIRST,
+                        first_wait,
+                    )
+                    .await?;
+            } else if order.status != OrderStatus::Pending && order.event_published_at.is_none() {
+                worker.announce(&order).await?;
+            } else {
+                tracing::debug!(order_id = %order.order_id, "repeated order.placed ignored");
+            }
+        }
+    }
+    Ok(Verdict::Done)
+}
