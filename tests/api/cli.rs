@@ -1,0 +1,284 @@
+//! The `paywait` binary, run as an operator would.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use paywait::{domain::OrderStatus, topology::Topology};
+
+use crate::helpers::{Sandbox, TestApp, http_get};
+
+fn paywait(environment: &[(String, String)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paywait"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("running paywait")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn topology_print_writes_definitions_without_connecting() {
+    // An unreachable broker proves that nothing connects.
+    let environment = vec![(
+        "AMQP_URL".to_owned(),
+        "amqp://u:p@127.0.0.1:1/%2f".to_owned(),
+    )];
+    let output = paywait(&environment, &["topology", "--print"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let settings = paywait::configuration::Settings::load(&Default::default()).unwrap();
+    assert_eq!(printed, Topology::from_settings(&settings).definitions("/"));
+}
+
+#[test]
+fn rabbit_definitions_equal_the_printed_topology() {
+    let output = paywait(&[], &["topology", "--print"]);
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rabbit/definitions.json"
+    ))
+    .expect("rabbit/definitions.json exists");
+    let stored: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(
+        stored, printed,
+        "regenerate with: paywait topology --print > rabbit/definitions.json"
+    );
+}
+
+#[test]
+fn an_invalid_setting_is_refused_naming_its_key() {
+    let environment = vec![(
+        "PAYWAIT_CHECKS__SCHEDULE".to_owned(),
+        "1m,whenever".to_owned(),
+    )];
+    let output = paywait(&environment, &["topology", "--print"]);
+    assert_eq!(output.status.code(), Some(78));
+    let message = stderr(&output);
+    assert!(message.contains("checks.schedule"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+}
+
+#[test]
+fn a_missing_config_file_is_refused() {
+    let output = paywait(
+        &[],
+        &[
+            "--config",
+            "/nonexistent/paywait.toml",
+            "topology",
+            "--print",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("paywait.toml"),
+        "{}",
+        stderr(&output)
+    );
+    // The option is accepted after the command's name too.
+    let output = paywait(
+        &[],
+        &[
+            "topology",
+            "--print",
+            "--config",
+            "/nonexistent/paywait.toml",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn unreachable_services_fail_fast_naming_the_address_not_the_password() {
+    let environment = vec![
+        (
+            "AMQP_URL".to_owned(),
+            "amqp://shop:hunter2secret@127.0.0.1:1/%2f".to_owned(),
+        ),
+        (
+            "DATABASE_URL".to_owned(),
+            "postgres://shop:hunter2secret@127.0.0.1:2/paywait".to_owned(),
+        ),
+    ];
+    for args in [
+        &["place", "A-1"][..],
+        &["show", "A-1"][..],
+        &["migrate"][..],
+        &["run"][..],
+    ] {
+        let started = Instant::now();
+        let output = paywait(&environment, args);
+        let message = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(output.status.code(), Some(69), "{args:?}: {message}");
+        assert!(
+            message.contains("127.0.0.1:1") || message.contains("127.0.0.1:2"),
+            "{args:?} does not name the address: {message}"
+        );
+        assert!(
+            !message.contains("hunter2secret"),
+            "{args:?} leaked the password: {message}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} was slow"
+        );
+    }
+}
+
+#[test]
+fn command_arguments_are_validated() {
+    for args in [
+        &["place", "bad id"][..],
+        &["place", "A-1", "--amount-cents", "-5"][..],
+        &["place", "A-1", "--currency", "yuan"][..],
+        &["pay", "A-1"][..],
+        &["show"][..],
+    ] {
+        let output = paywait(&[], args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(!stderr(&output).is_empty(), "{args:?} gave no reason");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_pay_and_show_through_the_cli() {
+    let mut app = TestApp::spawn("20s").await;
+    let environment = app.sandbox.environment("20s");
+
+    let placed = paywait(
+        &environment,
+        &[
+            "place",
+            "C-1",
+            "--amount-cents",
+            "4200",
+            "--currency",
+            "EUR",
+        ],
+    );
+    assert!(placed.status.success(), "{}", stderr(&placed));
+    app.wait_for_status("C-1", OrderStatus::Pending, Duration::from_secs(10))
+        .await;
+
+    let shown = paywait(&environment, &["show", "C-1", "--json"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let row: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(row["order_id"], "C-1");
+    assert_eq!(row["status"], "pending");
+    assert_eq!(row["amount_cents"], 4200);
+    assert_eq!(row["currency"], "EUR");
+
+    let paid = paywait(&environment, &["pay", "C-1", "--payment-id", "P-1"]);
+    assert!(paid.status.success(), "{}", stderr(&paid));
+    assert_eq!(
+        app.expect_event(Duration::from_secs(10)).await.name(),
+        "order.paid"
+    );
+
+    let shown = paywait(&environment, &["show", "C-1"]);
+    let text = stdout(&shown);
+    assert!(text.contains("status") && text.contains("paid"), "{text}");
+    assert!(text.contains("P-1"), "{text}");
+
+    let missing = paywait(&environment, &["show", "C-404"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("C-404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_injected_with_rabbitmqadmin_is_processed() {
+    let mut app = TestApp::spawn("300ms").await;
+    let output = Command::new("rabbitmqadmin")
+        .args([
+            "-V",
+            &app.sandbox.vhost,
+            "publish",
+            "exchange=paywait.orders",
+            "routing_key=order.placed",
+            r#"payload={"order_id":"ADMIN-1","amount_cents":500}"#,
+        ])
+        .output()
+        .expect("rabbitmqadmin is installed");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stdout(&output);
+    assert!(
+        said.contains("published") && !said.contains("not routed"),
+        "{said}"
+    );
+    let event = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(event.name(), "order.closed");
+    assert_eq!(event.order_id(), "ADMIN-1");
+    assert_eq!(event.body["amount_cents"], 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_stops_cleanly_on_sigterm_and_sigint() {
+    let sandbox = Sandbox::create().await;
+    for signal in ["TERM", "INT"] {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut environment = sandbox.environment("1m");
+        environment.push((
+            "PAYWAIT_HTTP__LISTEN".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paywait"))
+            .arg("run")
+            .env_clear()
+            .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = url.clone();
+            let (status, _) = tokio::task::spawn_blocking(move || http_get(&probe))
+                .await
+                .unwrap();
+            if status == 200 {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the daemon exited early"
+            );
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "SIG{signal} did not stop it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0), "SIG{signal} exit status");
+    }
+}

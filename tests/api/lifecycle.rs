@@ -1,0 +1,267 @@
+//! The order's life, path by path.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use paywait::domain::OrderStatus;
+
+use crate::helpers::{ReceivedEvent, TestApp};
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn time(value: &serde_json::Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+fn assert_event_properties(event: &ReceivedEvent, name: &str, order_id: &str) {
+    assert_eq!(event.routing_key, name);
+    assert_eq!(event.name(), name);
+    assert_eq!(event.order_id(), order_id);
+    let properties = &event.properties;
+    assert_eq!(properties.kind().as_ref().unwrap().as_str(), name);
+    assert_eq!(
+        properties.message_id().as_ref().unwrap().as_str(),
+        format!("{order_id}/{name}")
+    );
+    assert_eq!(
+        properties.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
+    assert_eq!(*properties.delivery_mode(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_is_checked_on_schedule_and_closed_at_its_deadline() {
+    let mut app = TestApp::spawn("200ms,300ms,200ms").await;
+    app.publish(
+        "order.placed",
+        br#"{"order_id":"A-1001","amount_cents":12900,"currency":"CNY"}"#,
+    )
+    .await;
+
+    let event = app.expect_event(SOON).await;
+    assert_event_properties(&event, "order.closed", "A-1001");
+    let order = app.order("A-1001").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Closed);
+    assert_eq!(order.attempts, 3);
+    let closed_at = order.closed_at.unwrap();
+    assert!(closed_at >= order.expires_at, "closed before the deadline");
+    assert_eq!(
+        order.expires_at - order.placed_at,
+        chrono::TimeDelta::milliseconds(700)
+    );
+
+    let body = &event.body;
+    assert_eq!(body["status"], "closed");
+    assert_eq!(body["attempts"], 3);
+    assert_eq!(body["amount_cents"], 12900);
+    assert_eq!(body["currency"], "CNY");
+    assert!(body["payment_id"].is_null());
+    assert_eq!(time(&body["occurred_at"]), closed_at);
+    assert_eq!(time(&body["expires_at"]), order.expires_at);
+    assert_eq!(time(&body["placed_at"]), order.placed_at);
+
+    assert_eq!(
+        app.metric(r#"paywait_checks_total{outcome="rescheduled"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"paywait_checks_total{outcome="closed"}"#)
+            .await,
+        1.0
+    );
+    app.expect_metric("paywait_orders_placed_total", 1.0).await;
+    assert_eq!(
+        app.metric(r#"paywait_events_published_total{event="order.closed"}"#)
+            .await,
+        1.0
+    );
+    app.expect_metric("paywait_close_lateness_seconds_count", 1.0)
+        .await;
+    assert!(
+        app.next_event(Duration::from_millis(500)).await.is_none(),
+        "one event only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_message_publishes_order_paid_at_once() {
+    let mut app = TestApp::spawn("20s").await;
+    app.place("A-2").await;
+    app.wait_for_status("A-2", OrderStatus::Pending, SOON).await;
+    app.publish(
+        "payment.succeeded",
+        br#"{"order_id":"A-2","payment_id":"PAY-77","amount_cents":100,"paid_at":"2026-11-27T08:03:10Z"}"#,
+    )
+    .await;
+
+    let event = app.expect_event(Duration::from_secs(5)).await;
+    assert_event_properties(&event, "order.paid", "A-2");
+    assert_eq!(event.body["status"], "paid");
+    assert_eq!(event.body["payment_id"], "PAY-77");
+    assert_eq!(event.body["occurred_at"], "2026-11-27T08:03:10Z");
+    let order = app.order("A-2").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.payment_id.as_deref(), Some("PAY-77"));
+    app.wait_until_announced("A-2").await;
+
+    // The same payment again is one payment: no second event, no second count.
+    app.pay("A-2", "PAY-77").await;
+    assert!(app.next_event(Duration::from_millis(700)).await.is_none());
+    app.expect_metric("paywait_payments_total", 1.0).await;
+    assert_eq!(app.db.payments_of(&order.order_id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_made_in_sql_is_announced_by_the_next_check() {
+    let mut app = TestApp::spawn("600ms,10s").await;
+    app.place("A-3").await;
+    app.wait_for_status("A-3", OrderStatus::Pending, SOON).await;
+    {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
+            .await
+            .unwrap();
+        let changed = diesel::sql_query(
+            "UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = 'A-3' AND status = 'pending'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let event = app.expect_event(SOON).await;
+    assert_event_properties(&event, "order.paid", "A-3");
+    assert_eq!(event.body["attempts"], 1);
+    assert!(event.body["payment_id"].is_null());
+    app.expect_metric(r#"paywait_checks_total{outcome="paid"}"#, 1.0)
+        .await;
+    let order = app.wait_until_announced("A-3").await;
+    assert_eq!(order.attempts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_after_the_close_is_kept_and_announced() {
+    let mut app = TestApp::spawn("200ms").await;
+    app.place("A-4").await;
+    let closed = app.expect_event(SOON).await;
+    assert_eq!(closed.name(), "order.closed");
+
+    app.pay("A-4", "PAY-LATE").await;
+    let late = app.expect_event(SOON).await;
+    assert_event_properties(&late, "order.paid_after_close", "A-4");
+    assert_eq!(late.body["status"], "closed");
+    assert_eq!(late.body["payment_id"], "PAY-LATE");
+
+    let order = app.order("A-4").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Closed, "the order stays closed");
+    let payments = app.db.payments_of(&order.order_id).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert!(payments[0].after_close);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_before_its_order_makes_the_order_paid_on_arrival() {
+    let mut app = TestApp::spawn("200ms").await;
+    app.pay("A-5", "PAY-EARLY").await;
+    // The payment is recorded though the order is unknown.
+    let deadline = std::time::Instant::now() + SOON;
+    let order_id = paywait::domain::OrderId::parse("A-5").unwrap();
+    while app.db.payments_of(&order_id).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the early payment was not kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.order("A-5").await.is_none());
+
+    app.place("A-5").await;
+    let event = app.expect_event(SOON).await;
+    assert_event_properties(&event, "order.paid", "A-5");
+    assert_eq!(event.body["payment_id"], "PAY-EARLY");
+    let order = app.order("A-5").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    // No timer was armed for it, so it is never closed.
+    assert!(app.next_event(Duration::from_millis(800)).await.is_none());
+    assert_eq!(app.order("A-5").await.unwrap().status, OrderStatus::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
+    let app = TestApp::spawn("30s").await;
+    app.publish("order.placed", br#"{"order_id":"A-6","amount_cents":100}"#)
+        .await;
+    app.wait_for_status("A-6", OrderStatus::Pending, SOON).await;
+    app.publish("order.placed", br#"{"order_id":"A-6","amount_cents":999}"#)
+        .await;
+    app.place("A-7").await;
+    app.wait_for_status("A-7", OrderStatus::Pending, SOON).await;
+    // A-7 came after the repeat, so the repeat has been handled too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let order = app.order("A-6").await.unwrap();
+    assert_eq!(order.amount_cents, Some(100));
+    let wait_queue = app.topology.wait_queues[0].name.clone();
+    assert_eq!(app.queue_depth(&wait_queue).await, 2, "one timer per order");
+    app.expect_metric("paywait_orders_placed_total", 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placed_at_sets_the_deadline() {
+    let app = TestApp::spawn("10m,20m").await;
+    app.publish(
+        "order.placed",
+        br#"{"order_id":"A-8","placed_at":"2026-11-27T16:00:00+08:00"}"#,
+    )
+    .await;
+    let order = app.wait_for_status("A-8", OrderStatus::Pending, SOON).await;
+    assert_eq!(
+        order.placed_at,
+        "2026-11-27T08:00:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
+    assert_eq!(
+        order.expires_at,
+        "2026-11-27T08:30:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_in_unrouted_while_no_downstream_queue_is_bound() {
+    let app = TestApp::spawn_with("200ms", false).await;
+    app.place("A-9").await;
+    app.wait_for_status("A-9", OrderStatus::Closed, SOON).await;
+    let unrouted = app.topology.unrouted_queue.clone();
+    let messages = app.take_messages(&unrouted, 1, SOON).await;
+    assert_eq!(messages.len(), 1, "the event was kept in {unrouted}");
+    let body: serde_json::Value = serde_json::from_slice(&messages[0].body).unwrap();
+    assert_eq!(body["event"], "order.closed");
+    assert_eq!(body["order_id"], "A-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_report_health_readiness_and_metrics() {
+    let mut app = TestApp::spawn("1m").await;
+    assert_eq!(app.get("/healthz").await.0, 200);
+    assert_eq!(app.get("/readyz").await.0, 200);
+    let (status, metrics) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "paywait_orders_placed_total",
+        "paywait_payments_total",
+        r#"paywait_checks_total{outcome="paid"}"#,
+        r#"paywait_checks_total{outcome="rescheduled"}"#,
+        r#"paywait_checks_total{outcome="closed"}"#,
+        r#"paywait_events_published_total{event="order.paid"}"#,
+        "paywait_close_lateness_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(!metrics.contains("guest"), "no credentials in metrics");
+
+    let http = app.http;
+    app.stop().await.expect("a clean stop");
+    let (status, _) = crate::helpers::http_get(&format!("http://{http}/readyz"));
+    assert_ne!(status, 200, "not ready once stopped");
+}

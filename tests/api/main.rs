@@ -1,0 +1,7 @@
+//! Integration tests against the machine's real RabbitMQ and PostgreSQL.
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod lifecycle;
+mod race;
