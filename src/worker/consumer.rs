@@ -99,8 +99,9 @@ pub async fn consume(
 async fn process(worker: Arc<Worker>, inbox: Inbox, delivery: Delivery, stop: CancellationToken) {
     let queue = inbox.queue(&worker.topology);
     let mut wait = RETRY_FIRST;
+    let mut retry = false;
     loop {
-        let failure = match worker.handle(inbox, &delivery).await {
+        let failure = match worker.handle(inbox, &delivery, retry).await {
             Ok(Verdict::Done) => break,
             Ok(Verdict::Reject(rejection)) => {
                 match worker
@@ -125,6 +126,7 @@ async fn process(worker: Arc<Worker>, inbox: Inbox, delivery: Delivery, stop: Ca
             Err(error) => error,
         };
         tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
+        retry = true;
         tokio::select! {
             () = tokio::time::sleep(wait) => wait = (wait * 2).min(RETRY_CAP),
             () = stop.cancelled() => {

@@ -9,10 +9,12 @@ use crate::{
     error::Result,
 };
 
+/// `seen_before`: this message may have been handled part-way already (a
+/// redelivery, or a retry after a failure).
 pub(super) async fn order_placed(
     worker: &Worker,
     body: &[u8],
-    redelivered: bool,
+    seen_before: bool,
 ) -> Result<Verdict> {
     let placed = match OrderPlaced::parse(body) {
         Ok(placed) => placed,
@@ -48,9 +50,9 @@ pub(super) async fn order_placed(
             worker.announce(&order).await?;
         }
         Placement::Known(order) => {
-            // A first delivery that died between the commit and the timer's
-            // confirm comes back redelivered: arm the timer it may not have.
-            if redelivered && order.status == OrderStatus::Pending && order.attempts == 0 {
+            // A first try that died between the commit and the timer's
+            // confirm comes back: arm the timer it may not have.
+            if seen_before && order.status == OrderStatus::Pending && order.attempts == 0 {
                 worker
                     .publisher
                     .arm_timer(

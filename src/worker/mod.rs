@@ -71,10 +71,12 @@ pub struct Worker {
 
 impl Worker {
     /// Processes one delivery from `inbox`. Safe to repeat: every handler
-    /// finds what an earlier, interrupted run already did.
-    pub async fn handle(&self, inbox: Inbox, delivery: &Delivery) -> Result<Verdict> {
+    /// finds what an earlier, interrupted run already did. `retry` says that
+    /// this process already tried the delivery and failed part-way.
+    pub async fn handle(&self, inbox: Inbox, delivery: &Delivery, retry: bool) -> Result<Verdict> {
+        let seen_before = retry || delivery.redelivered;
         match inbox {
-            Inbox::Placed => intake::order_placed(self, &delivery.data, delivery.redelivered).await,
+            Inbox::Placed => intake::order_placed(self, &delivery.data, seen_before).await,
             Inbox::Payments => payments::payment_succeeded(self, &delivery.data).await,
             Inbox::Checks => {
                 checks::timer_fired(self, &delivery.data, delivery.properties.headers().as_ref())

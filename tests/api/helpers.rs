@@ -197,13 +197,20 @@ impl TestApp {
     /// Starts a daemon with `schedule` (e.g. "200ms,200ms") and a downstream
     /// queue bound to every event.
     pub async fn spawn(schedule: &str) -> Self {
-        Self::spawn_with(schedule, true).await
+        Self::spawn_with(schedule, true, &[]).await
     }
 
-    /// Starts a daemon; with `bind_events` false, no downstream queue exists.
-    pub async fn spawn_with(schedule: &str, bind_events: bool) -> Self {
+    /// Starts a daemon with `extra` settings in its environment; with
+    /// `bind_events` false, no downstream queue exists.
+    pub async fn spawn_with(schedule: &str, bind_events: bool, extra: &[(&str, &str)]) -> Self {
         let sandbox = Sandbox::create().await;
-        let settings = sandbox.settings_for(schedule);
+        let mut environment = sandbox.environment(schedule);
+        environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::load(&Sources {
+            file: None,
+            environment,
+        })
+        .expect("test settings are valid");
         let app = Application::build(settings.clone())
             .await
             .expect("building the app");

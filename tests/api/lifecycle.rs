@@ -229,7 +229,7 @@ async fn placed_at_sets_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_in_unrouted_while_no_downstream_queue_is_bound() {
-    let app = TestApp::spawn_with("200ms", false).await;
+    let app = TestApp::spawn_with("200ms", false, &[]).await;
     app.place("A-9").await;
     app.wait_for_status("A-9", OrderStatus::Closed, SOON).await;
     let unrouted = app.topology.unrouted_queue.clone();
@@ -264,4 +264,47 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     app.stop().await.expect("a clean stop");
     let (status, _) = crate::helpers::http_get(&format!("http://{http}/readyz"));
     assert_ne!(status, 200, "not ready once stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged() {
+    let mut app = TestApp::spawn("300ms").await;
+    let wait_queue = app.topology.wait_queues[0].name.clone();
+    app.channel
+        .queue_delete(wait_queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+
+    app.place("A-RET").await;
+    // The order is stored, but its timer comes back unroutable: the message
+    // stays unacknowledged and is retried.
+    app.wait_for_status("A-RET", OrderStatus::Pending, SOON)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.metric("paywait_orders_placed_total").await, 0.0);
+    assert!(app.next_event(Duration::from_millis(10)).await.is_none());
+
+    // Once the queue is back, the retry arms the timer and the order closes.
+    paywait::amqp::declare(&app.channel, &app.topology)
+        .await
+        .unwrap();
+    let event = app.expect_event(Duration::from_secs(15)).await;
+    assert_eq!(event.name(), "order.closed");
+    assert_eq!(event.order_id(), "A-RET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_queues_work_end_to_end() {
+    let mut app = TestApp::spawn_with(
+        "200ms",
+        true,
+        &[("PAYWAIT_TOPOLOGY__QUEUE_TYPE", "classic")],
+    )
+    .await;
+    let depth_before = app.queue_depth(&app.topology.wait_queues[0].name).await;
+    assert_eq!(depth_before, 0);
+    app.place("A-CL").await;
+    let event = app.expect_event(SOON).await;
+    assert_eq!(event.name(), "order.closed");
+    assert_eq!(event.body["attempts"], 1);
 }
