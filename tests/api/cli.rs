@@ -282,3 +282,60 @@ async fn the_daemon_stops_cleanly_on_sigterm_and_sigint() {
         assert_eq!(status.code(), Some(0), "SIG{signal} exit status");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_database_then_finds_it_up_to_date() {
+    let sandbox = Sandbox::create().await;
+    // A second database name in the sandbox's family, dropped with it.
+    let name = format!("{}_fresh", sandbox.database);
+    let environment = vec![(
+        "DATABASE_URL".to_owned(),
+        format!("{}/{name}", crate::helpers::POSTGRES),
+    )];
+    let first = paywait(&environment, &["migrate"]);
+    let _cleanup = crate::helpers::drop_database_later(&name);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("applied"), "{}", stdout(&first));
+    let second = paywait(&environment, &["migrate"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("up to date"),
+        "{}",
+        stdout(&second)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
+    let sandbox = Sandbox::create().await;
+    let environment = sandbox.environment("1m,4m");
+    for _ in 0..2 {
+        let declared = paywait(&environment, &["topology"]);
+        assert!(declared.status.success(), "{}", stderr(&declared));
+        let listing = stdout(&declared);
+        for name in [
+            "paywait.orders",
+            "paywait.events",
+            "paywait.dead",
+            "paywait.unrouted",
+            "paywait.checks",
+            "paywait.wait.1m",
+            "paywait.wait.4m",
+        ] {
+            assert!(listing.contains(name), "{name} missing from {listing}");
+        }
+    }
+    let mut classic = environment.clone();
+    classic.push((
+        "PAYWAIT_TOPOLOGY__QUEUE_TYPE".to_owned(),
+        "classic".to_owned(),
+    ));
+    let refused = paywait(&classic, &["topology"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("paywait.dead") && message.contains("x-queue-type"),
+        "{message}"
+    );
+    assert!(!message.contains("guest:guest"), "{message}");
+}

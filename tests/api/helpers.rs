@@ -123,6 +123,22 @@ fn delete_vhost(vhost: &str) {
     let _ = management("DELETE", &format!("vhosts/{}", urlencode(vhost))).call();
 }
 
+/// Drops another database when the test ends, even when it fails.
+pub fn drop_database_later(database: &str) -> DropDatabase {
+    DropDatabase(database.to_owned())
+}
+
+pub struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let database = self.0.clone();
+        std::thread::spawn(move || drop_database(&database))
+            .join()
+            .ok();
+    }
+}
+
 fn drop_database(database: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
