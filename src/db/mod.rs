@@ -436,6 +436,21 @@ impl Database {
 /// pending migrations. Returns the names of the migrations applied.
 pub async fn migrate(url: &SecretUrl, name: &str) -> Result<Vec<String>> {
     create_database_if_missing(url, name).await?;
+    with_migration_harness(url, |conn| {
+        let applied = conn.run_pending_migrations(MIGRATIONS)?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+    .await
+}
+
+/// Runs `work` with diesel's (blocking) migration harness on a thread where
+/// blocking is allowed.
+async fn with_migration_harness<T: Send + 'static>(
+    url: &SecretUrl,
+    work: impl FnOnce(&mut AsyncConnectionWrapper<AsyncPgConnection>) -> diesel::migration::Result<T>
+    + Send
+    + 'static,
+) -> Result<T> {
     let address = url.address();
     let url = url.expose().to_owned();
     tokio::task::spawn_blocking(move || {
@@ -445,10 +460,7 @@ pub async fn migrate(url: &SecretUrl, name: &str) -> Result<Vec<String>> {
                     address,
                     message: error.to_string(),
                 })?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|error| Error::Migration(error.to_string()))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        work(&mut conn).map_err(|error| Error::Migration(error.to_string()))
     })
     .await
     .map_err(|error| Error::Other(error.into()))?
@@ -489,20 +501,8 @@ async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
 
 /// Refuses to run against a database that lacks migrations this binary has.
 pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
-    let address = url.address();
-    let url = url.expose().to_owned();
-    let pending = tokio::task::spawn_blocking(move || {
-        let mut conn =
-            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                .map_err(|error| Error::DatabaseConnect {
-                    address,
-                    message: error.to_string(),
-                })?;
-        conn.has_pending_migration(MIGRATIONS)
-            .map_err(|error| Error::Migration(error.to_string()))
-    })
-    .await
-    .map_err(|error| Error::Other(error.into()))??;
+    let pending =
+        with_migration_harness(url, |conn| conn.has_pending_migration(MIGRATIONS)).await?;
     if pending {
         return Err(Error::Migration(
             "the database lacks migrations: run `paywait migrate` first".into(),

@@ -5,7 +5,7 @@ use chrono::Utc;
 use super::{Verdict, Worker};
 use crate::{
     db::{NewOrder, Placement},
-    domain::{Attempt, OrderPlaced, OrderStatus, time_delta},
+    domain::{Attempt, OrderId, OrderPlaced, OrderStatus, time_delta},
     error::Result,
 };
 
@@ -23,24 +23,15 @@ pub(super) async fn order_placed(
     let schedule = &worker.schedule;
     let now = Utc::now();
     let placed_at = placed.placed_at.unwrap_or(now);
-    let first_wait = schedule.first_wait();
     let new = NewOrder {
         placed: &placed,
         placed_at,
         expires_at: placed_at + time_delta(schedule.total()),
-        next_check_at: now + time_delta(first_wait),
+        next_check_at: now + time_delta(schedule.first_wait()),
     };
     match worker.db.place(&new).await? {
         Placement::Created(order) => {
-            worker
-                .publisher
-                .arm_timer(
-                    &worker.topology,
-                    &order.order_id,
-                    Attempt::FIRST,
-                    first_wait,
-                )
-                .await?;
+            arm_first_timer(worker, &order.order_id).await?;
             worker.metrics.order_placed();
             tracing::info!(order_id = %order.order_id, expires_at = %order.expires_at, "order placed");
         }
@@ -53,15 +44,7 @@ pub(super) async fn order_placed(
             // A first try that died between the commit and the timer's
             // confirm comes back: arm the timer it may not have.
             if seen_before && order.status == OrderStatus::Pending && order.attempts == 0 {
-                worker
-                    .publisher
-                    .arm_timer(
-                        &worker.topology,
-                        &order.order_id,
-                        Attempt::FIRST,
-                        first_wait,
-                    )
-                    .await?;
+                arm_first_timer(worker, &order.order_id).await?;
             } else if order.status != OrderStatus::Pending && order.event_published_at.is_none() {
                 worker.announce(&order).await?;
             } else {
@@ -70,4 +53,16 @@ pub(super) async fn order_placed(
         }
     }
     Ok(Verdict::Done)
+}
+
+async fn arm_first_timer(worker: &Worker, order_id: &OrderId) -> Result<()> {
+    worker
+        .publisher
+        .arm_timer(
+            &worker.topology,
+            order_id,
+            Attempt::FIRST,
+            worker.schedule.first_wait(),
+        )
+        .await
 }
