@@ -4,4 +4,5 @@ mod bad_input;
 mod cli;
 mod helpers;
 mod lifecycle;
+mod packaging;
 mod race;

@@ -1,0 +1,210 @@
+//! The compose stack and the image, checked as far as this machine can
+//! without a Docker engine: by reading them.
+
+use clap::Parser;
+use paywait::{
+    cli::Cli,
+    configuration::{Settings, Sources},
+};
+use serde_norway::Value;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn compose() -> Value {
+    let mut compose: Value = serde_norway::from_str(&read("docker-compose.yml")).unwrap();
+    compose.apply_merge().unwrap();
+    compose
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn environment(service: &Value) -> Vec<(String, String)> {
+    service["environment"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let value = v.as_str().unwrap();
+            // Compose's ${VAR:-default} takes its default here.
+            let value = with_defaults(value);
+            (k.as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+/// Replaces `${NAME:-default}` with `default`.
+fn with_defaults(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap() + start;
+        let inner = &rest[start + 2..end];
+        out.push_str(inner.split_once(":-").map(|(_, d)| d).unwrap_or(""));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn compose_runs_broker_database_migrate_and_daemon_with_pinned_images() {
+    let compose = compose();
+    let services = &compose["services"];
+    for name in ["rabbitmq", "postgres", "migrate", "paywait"] {
+        assert!(services.get(name).is_some(), "service {name} is missing");
+    }
+    for (name, must_contain) in [("rabbitmq", "management"), ("postgres", "postgres")] {
+        let image = services[name]["image"].as_str().unwrap();
+        let (_, tag) = image.split_once(':').expect("the image has a tag");
+        assert!(image.contains(must_contain), "{image}");
+        assert!(
+            tag.chars().next().unwrap().is_ascii_digit() && tag.contains('.'),
+            "{name}'s image is not pinned to a release: {image}"
+        );
+    }
+    for name in ["rabbitmq", "postgres", "paywait"] {
+        assert!(
+            !strings(&services[name]["healthcheck"]["test"]).is_empty(),
+            "{name} has no health check"
+        );
+    }
+    for name in ["migrate", "paywait"] {
+        assert_eq!(
+            services[name]["build"].as_str(),
+            Some("."),
+            "{name} builds the Dockerfile"
+        );
+    }
+}
+
+#[test]
+fn compose_starts_the_daemon_after_its_dependencies_are_ready() {
+    let compose = compose();
+    let services = &compose["services"];
+    let condition = |service: &str, on: &str| {
+        services[service]["depends_on"][on]["condition"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(condition("migrate", "postgres"), "service_healthy");
+    assert_eq!(condition("paywait", "rabbitmq"), "service_healthy");
+    assert_eq!(condition("paywait", "postgres"), "service_healthy");
+    assert_eq!(
+        condition("paywait", "migrate"),
+        "service_completed_successfully"
+    );
+    assert_eq!(services["migrate"]["restart"].as_str(), Some("no"));
+}
+
+#[test]
+fn compose_commands_are_paywait_commands_with_valid_settings() {
+    let compose = compose();
+    let services = &compose["services"];
+    for (name, expected) in [("migrate", "migrate"), ("paywait", "run")] {
+        let service = &services[name];
+        let command = strings(&service["command"]);
+        assert_eq!(command, [expected], "{name}'s command");
+        let mut argv = vec!["paywait".to_owned()];
+        argv.extend(command);
+        Cli::try_parse_from(&argv).unwrap_or_else(|error| panic!("{name}: {error}"));
+
+        let mut env = environment(service);
+        env.push(("PAYWAIT_HTTP__LISTEN".into(), "0.0.0.0:9464".into()));
+        let settings = Settings::load(&Sources {
+            file: None,
+            environment: env,
+        })
+        .unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert_eq!(settings.amqp.url.address(), "rabbitmq:5672");
+        assert_eq!(settings.database.url.address(), "postgres:5432");
+        assert_eq!(settings.database.name(), "paywait");
+    }
+}
+
+#[test]
+fn compose_publishes_ports_on_loopback_and_keeps_data_in_named_volumes() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().unwrap();
+    for (name, service) in services {
+        for port in strings(&service["ports"]) {
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port} beyond loopback"
+            );
+        }
+    }
+    let volumes = compose["volumes"].as_mapping().unwrap();
+    for (service, volume) in [("rabbitmq", "rabbitmq-data"), ("postgres", "postgres-data")] {
+        assert!(
+            volumes.contains_key(volume),
+            "volume {volume} is not declared"
+        );
+        let mounts = strings(&compose["services"][service]["volumes"]);
+        assert!(
+            mounts.iter().any(|m| m.starts_with(&format!("{volume}:"))),
+            "{service} does not use {volume}"
+        );
+    }
+    let published: Vec<String> = strings(&compose["services"]["paywait"]["ports"]);
+    assert!(
+        published.iter().any(|p| p.ends_with(":9464")),
+        "HTTP is not published"
+    );
+}
+
+#[test]
+fn the_image_builds_in_stages_and_runs_as_a_non_root_user() {
+    let dockerfile = read("Dockerfile");
+    let stages = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .count();
+    assert!(stages >= 2, "a multi-stage build");
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("a USER instruction");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runs as {user}"
+    );
+    assert!(
+        dockerfile.contains("COPY migrations"),
+        "migrations are embedded at build time"
+    );
+    assert!(dockerfile.contains("ENTRYPOINT [\"paywait\"]"));
+}
+
+#[test]
+fn the_systemd_unit_runs_the_daemon_hardened() {
+    let unit = read("deploy/paywait.service");
+    for line in [
+        "ExecStart=/usr/local/bin/paywait run",
+        "Restart=on-failure",
+        "EnvironmentFile=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "the unit lacks {line}"
+        );
+    }
+}
