@@ -178,7 +178,7 @@ fn the_image_builds_in_stages_and_runs_as_a_non_root_user() {
     let user = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER instruction");
     assert!(
         !user.starts_with("root") && !user.starts_with("0"),
