@@ -22,6 +22,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub sweeper: SweeperSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +65,17 @@ pub struct LogSettings {
 pub struct ShutdownSettings {
     /// How long in-flight messages may take to finish after SIGTERM.
     pub timeout: Duration,
+}
+
+/// The safety net that re-arms timers lost outside paywait.
+#[derive(Debug, Clone)]
+pub struct SweeperSettings {
+    /// How often to look for overdue checks.
+    pub interval: Duration,
+    /// How late a check must be before its timer counts as lost.
+    pub grace: Duration,
+    /// How many orders one sweep re-arms at most.
+    pub batch: i64,
 }
 
 /// The RabbitMQ queue type of every queue paywait declares.
@@ -185,6 +197,14 @@ struct RawSettings {
     http: RawHttp,
     log: RawLog,
     shutdown: RawShutdown,
+    sweeper: RawSweeper,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSweeper {
+    interval: String,
+    grace: String,
+    batch: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,7 +303,10 @@ impl Settings {
             .set_default("checks.schedule", vec!["1m", "4m", "10m", "15m"])?
             .set_default("http.listen", "127.0.0.1:9464")?
             .set_default("log.format", "text")?
-            .set_default("shutdown.timeout", "10s")?;
+            .set_default("shutdown.timeout", "10s")?
+            .set_default("sweeper.interval", "30s")?
+            .set_default("sweeper.grace", "1m")?
+            .set_default("sweeper.batch", 500)?;
         if let Some(file) = sources.file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -376,6 +399,11 @@ impl Settings {
             shutdown: ShutdownSettings {
                 timeout: duration("shutdown.timeout", &raw.shutdown.timeout)?,
             },
+            sweeper: SweeperSettings {
+                interval: positive_duration("sweeper.interval", &raw.sweeper.interval)?,
+                grace: duration("sweeper.grace", &raw.sweeper.grace)?,
+                batch: positive("sweeper.batch", raw.sweeper.batch)?,
+            },
         })
     }
 }
@@ -401,6 +429,14 @@ fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
             format!("{text:?} is not a duration such as 250ms, 5s, 1m or 2h"),
         )
     })
+}
+
+fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let value = duration(key, text)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be longer than zero"));
+    }
+    Ok(value)
 }
 
 fn database_url(text: &str) -> Result<SecretUrl, ConfigError> {
@@ -536,6 +572,9 @@ mod tests {
             ("PAYWAIT_DATABASE__URL", "postgres://host", "database.url"),
             ("PAYWAIT_SHUTDOWN__TIMEOUT", "later", "shutdown.timeout"),
             ("PAYWAIT_AMQP__PREFETCH", "0", "amqp.prefetch"),
+            ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),
+            ("PAYWAIT_SWEEPER__GRACE", "soon", "sweeper.grace"),
+            ("PAYWAIT_SWEEPER__BATCH", "-1", "sweeper.batch"),
         ];
         for (name, value, key) in cases {
             let error = load(&[(name, value)]).unwrap_err().to_string();

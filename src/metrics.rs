@@ -32,6 +32,8 @@ pub struct Metrics {
     events_published: Family<EventLabels, Counter>,
     messages_dead: Family<ReasonLabels, Counter>,
     close_lateness: Histogram,
+    timers_rearmed: Counter,
+    reconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,19 @@ impl Metrics {
             close_lateness.clone(),
         );
 
+        let timers_rearmed = Counter::default();
+        registry.register(
+            "sweeper_rearmed",
+            "Lost timers re-armed by the sweeper",
+            timers_rearmed.clone(),
+        );
+        let reconnects = Counter::default();
+        registry.register(
+            "reconnects",
+            "Times the daemon reconnected to RabbitMQ after losing it",
+            reconnects.clone(),
+        );
+
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
@@ -107,7 +122,17 @@ impl Metrics {
             events_published,
             messages_dead,
             close_lateness,
+            timers_rearmed,
+            reconnects,
         }
+    }
+
+    pub fn timer_rearmed(&self) {
+        self.timers_rearmed.inc();
+    }
+
+    pub fn reconnected(&self) {
+        self.reconnects.inc();
     }
 
     pub fn order_placed(&self) {

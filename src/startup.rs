@@ -1,7 +1,9 @@
-//! Building and running the daemon.
+//! Building and running the daemon: one supervised session per connection
+//! to RabbitMQ, reconnecting with capped, jittered backoff when it is lost.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use backon::BackoffBuilder;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +24,13 @@ pub struct Application {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+}
+
+/// How a session with the broker ended, when not by a stop.
+struct Lost {
+    error: Error,
+    /// Whether the session got as far as consuming.
+    was_consuming: bool,
 }
 
 impl Application {
@@ -45,8 +54,12 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Declares the topology, consumes, and serves HTTP until `stop` is
-    /// cancelled (then drains in-flight messages) or a consumer fails.
+    /// Declares the topology, consumes, sweeps and serves HTTP until `stop`
+    /// is cancelled, then drains in-flight messages and returns.
+    ///
+    /// A broker or database that cannot be reached at start-up is an error,
+    /// so a misconfigured daemon fails fast. Once it has consumed, losing the
+    /// broker only makes it reconnect.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<()> {
         let Self {
             settings,
@@ -56,6 +69,7 @@ impl Application {
         } = self;
         let db = Database::new(&settings.database)?;
         db::ensure_migrated(&settings.database.url).await?;
+        let broker = Broker::new(&settings.amqp)?;
 
         let http_stop = CancellationToken::new();
         let app = http::router(HttpState {
@@ -69,51 +83,95 @@ impl Application {
                 .into_future(),
         );
 
-        let result = consume(&settings, db, metrics, &readiness, stop).await;
+        let mut delays = reconnect_delays();
+        let mut ever_consumed = false;
+        let result = loop {
+            let lost = match session(&settings, &broker, &db, &metrics, &readiness, &stop).await {
+                Ok(()) => break Ok(()),
+                Err(lost) => lost,
+            };
+            readiness.stopped();
+            if !ever_consumed && !lost.was_consuming {
+                break Err(lost.error);
+            }
+            if lost.was_consuming {
+                ever_consumed = true;
+                delays = reconnect_delays();
+            }
+            let wait = delays.next().unwrap_or(Duration::from_secs(30));
+            tracing::warn!(error = %lost.error, retry_in = ?wait, "lost RabbitMQ; reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => metrics.reconnected(),
+                () = stop.cancelled() => break Ok(()),
+            }
+        };
         readiness.stopped();
         http_stop.cancel();
         let _ = server.await;
+        broker.close();
+        if result.is_ok() {
+            tracing::info!("paywait stopped");
+        }
         result
     }
 }
 
-async fn consume(
+/// Reconnection attempts: from 100 ms, doubling with jitter, up to 30 s.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One connection's life: declare, consume and sweep until `stop` (then
+/// `Ok`) or until the connection or a channel fails (then `Lost`).
+async fn session(
     settings: &Settings,
-    db: Database,
-    metrics: Arc<Metrics>,
+    broker: &Broker,
+    db: &Database,
+    metrics: &Arc<Metrics>,
     readiness: &Readiness,
-    stop: CancellationToken,
-) -> Result<()> {
-    let broker = Broker::new(&settings.amqp)?;
-    let connection = broker.connection().await?;
+    stop: &CancellationToken,
+) -> std::result::Result<(), Lost> {
+    let not_consuming = |error| Lost {
+        error,
+        was_consuming: false,
+    };
+    let connection = broker.connection().await.map_err(not_consuming)?;
+    let open_channel = || async {
+        connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("opening a channel"))
+    };
     let topology = Arc::new(Topology::from_settings(settings));
-    let setup = connection
-        .create_channel()
+    let setup = open_channel().await.map_err(not_consuming)?;
+    amqp::declare(&setup, &topology)
         .await
-        .map_err(Error::amqp("opening a channel"))?;
-    amqp::declare(&setup, &topology).await?;
+        .map_err(not_consuming)?;
     let _ = setup.close(200, "topology declared".into()).await;
 
-    let publisher_channel = connection
-        .create_channel()
-        .await
-        .map_err(Error::amqp("opening a channel"))?;
-    let publisher = Publisher::new(publisher_channel, settings.amqp.confirm_timeout).await?;
+    let publisher = Publisher::new(
+        open_channel().await.map_err(not_consuming)?,
+        settings.amqp.confirm_timeout,
+    )
+    .await
+    .map_err(not_consuming)?;
     let worker = Arc::new(Worker {
-        db,
+        db: db.clone(),
         publisher: publisher.clone(),
         topology,
         schedule: settings.checks.schedule.clone(),
-        metrics,
+        metrics: metrics.clone(),
     });
 
     let session = stop.child_token();
     let mut consumers = JoinSet::new();
     for inbox in Inbox::ALL {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("opening a channel"))?;
+        let channel = open_channel().await.map_err(not_consuming)?;
         consumers.spawn(worker::consume(
             worker.clone(),
             inbox,
@@ -123,31 +181,39 @@ async fn consume(
             settings.shutdown.timeout,
         ));
     }
+    let sweeper = tokio::spawn(worker::sweep_periodically(
+        worker.clone(),
+        settings.sweeper.clone(),
+        session.clone(),
+    ));
     readiness.consuming(connection.status().clone());
     tracing::info!("paywait is running");
 
-    let mut result = Ok(());
+    let mut failure = None;
     while let Some(joined) = consumers.join_next().await {
-        let failure = match joined {
+        let error = match joined {
             Ok(Ok(())) => continue,
             Ok(Err(error)) => error,
             Err(panic) => Error::Other(anyhow::anyhow!("a consumer panicked: {panic}")),
         };
         readiness.stopped();
         session.cancel();
-        if result.is_ok() {
-            result = Err(failure);
-        }
+        failure.get_or_insert(error);
     }
     readiness.stopped();
+    let _ = sweeper.await;
     let _ = publisher
         .channel()
         .close(200, "paywait stopping".into())
         .await;
     let _ = connection.close(200, "paywait stopping".into()).await;
-    broker.close();
-    if result.is_ok() {
-        tracing::info!("paywait stopped");
+
+    if stop.is_cancelled() {
+        return Ok(());
     }
-    result
+    Err(Lost {
+        error: failure
+            .unwrap_or_else(|| Error::Other(anyhow::anyhow!("the publishing channel was closed"))),
+        was_consuming: true,
+    })
 }

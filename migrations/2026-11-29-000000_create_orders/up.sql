@@ -17,13 +17,17 @@ CREATE TABLE orders (
     -- When the broker confirmed the event of the current terminal status;
     -- NULL while downstream has not been told.
     event_published_at timestamptz,
-    -- When the next check of a pending order is due.
+    -- When the next check of the order is due: the sweeper re-arms the timer
+    -- of an order whose check is overdue and whose event is still owed.
     next_check_at      timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 
--- Only pending orders are ever looked up by due time, so only they are indexed.
-CREATE INDEX orders_pending_next_check_at ON orders (next_check_at) WHERE status = 'pending';
+-- The sweeper looks up overdue checks of orders whose event is still owed
+-- (pending ones, and those a payment service marked paid in SQL). Settled
+-- orders leave this index, so it stays as small as the work in flight.
+CREATE INDEX orders_unsettled_next_check_at ON orders (next_check_at)
+    WHERE event_published_at IS NULL;
 
 -- Every payment message, including those for orders not seen yet and those
 -- that arrived after the order was closed.

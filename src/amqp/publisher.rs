@@ -44,8 +44,34 @@ impl Publisher {
         &self.channel
     }
 
-    /// Publishes and waits for the broker's confirm.
+    /// Whether the channel can still publish; once closed, it never can again.
+    pub fn usable(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Publishes and waits for the broker's confirm, for at most the confirm
+    /// timeout in all: a broker that stops answering (flow control, a
+    /// half-open connection) makes this fail instead of hanging.
     pub async fn publish(
+        &self,
+        what: &str,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
+        tokio::time::timeout(
+            self.confirm_timeout,
+            self.publish_confirmed(what, exchange, routing_key, body, properties),
+        )
+        .await
+        .map_err(|_| Error::ConfirmTimeout {
+            what: what.to_owned(),
+            timeout: self.confirm_timeout,
+        })?
+    }
+
+    async fn publish_confirmed(
         &self,
         what: &str,
         exchange: &str,
@@ -67,12 +93,8 @@ impl Publisher {
             )
             .await
             .map_err(Error::amqp(format!("publishing {what}")))?;
-        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
+        let confirmation = confirm
             .await
-            .map_err(|_| Error::ConfirmTimeout {
-                what: what.to_owned(),
-                timeout: self.confirm_timeout,
-            })?
             .map_err(Error::amqp(format!("confirming {what}")))?;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),

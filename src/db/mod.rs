@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
     pg::Pg,
-    prelude::{Insertable, Queryable, Selectable},
-    sql_types::{Int4, Text},
+    prelude::{Insertable, Queryable, QueryableByName, Selectable},
+    sql_types::{BigInt, Int4, Text, Timestamptz},
 };
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
@@ -90,6 +90,14 @@ pub struct Payment {
     pub received_at: DateTime<Utc>,
     pub after_close: bool,
     pub event_published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = Text)]
+    order_id: String,
+    #[diesel(sql_type = Int4)]
+    attempts: i32,
 }
 
 #[derive(Debug, Queryable, Selectable)]
@@ -419,6 +427,43 @@ impl Database {
             .execute(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Claims up to `batch` orders whose check was due before `cutoff` and
+    /// whose event is still owed, moving their next check to `next_check_at`.
+    /// Returns each claimed order with the number of checks made so far.
+    ///
+    /// Claiming and moving is one statement, and rows another sweeper holds
+    /// are skipped, so two daemons never claim the same order at once; a
+    /// claim whose timer is then not armed comes due again by itself.
+    pub async fn claim_overdue(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+        next_check_at: DateTime<Utc>,
+    ) -> Result<Vec<(OrderId, u32)>> {
+        let mut conn = self.conn().await?;
+        let claimed: Vec<Claimed> = diesel::sql_query(
+            "UPDATE orders SET next_check_at = $1 WHERE order_id IN ( \
+                 SELECT order_id FROM orders \
+                 WHERE event_published_at IS NULL AND next_check_at < $2 \
+                 ORDER BY next_check_at LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED) \
+             RETURNING order_id, attempts",
+        )
+        .bind::<Timestamptz, _>(next_check_at)
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<BigInt, _>(batch)
+        .get_results(&mut conn)
+        .await?;
+        claimed
+            .into_iter()
+            .map(|claimed| {
+                let order_id = OrderId::parse(claimed.order_id)
+                    .map_err(|error| Error::CorruptRow(error.to_string()))?;
+                Ok((order_id, claimed.attempts.max(0) as u32))
+            })
+            .collect()
     }
 
     /// Records that `order.paid_after_close` for a payment was confirmed.

@@ -71,6 +71,11 @@ impl Schedule {
         self.waits[0]
     }
 
+    /// The shortest wait of the schedule.
+    pub fn shortest_wait(&self) -> Duration {
+        *self.waits.iter().min().expect("a schedule is never empty")
+    }
+
     /// The time from placing an order to its deadline.
     pub fn total(&self) -> Duration {
         self.waits.iter().sum()
@@ -183,6 +188,7 @@ mod tests {
         let s = schedule(&["1m", "4m", "10m", "15m", "4m"]);
         assert_eq!(s.total(), Duration::from_secs(34 * 60));
         assert_eq!(s.checks(), 5);
+        assert_eq!(s.shortest_wait(), Duration::from_secs(60));
         assert_eq!(
             s.distinct_waits(),
             [60, 240, 600, 900].map(Duration::from_secs)

@@ -19,9 +19,16 @@ use tokio_util::sync::CancellationToken;
 use super::{Inbox, Verdict, Worker};
 use crate::error::{Error, Result};
 
-/// Retries of a failed handler wait this long at first, doubling up to the cap.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_CAP: Duration = Duration::from_secs(5);
+/// Retries of a failed handler: from 100 ms, doubling with jitter, up to 5 s.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// Consumes `inbox` on `channel` until `stop` is cancelled or the channel
 /// fails. After a stop, in-flight messages get `drain` to finish; whatever is
@@ -96,9 +103,17 @@ pub async fn consume(
 
 /// Handles one delivery to the end: acknowledged when done, parked when it
 /// cannot be processed, retried with backoff when something else failed.
-async fn process(worker: Arc<Worker>, inbox: Inbox, delivery: Delivery, stop: CancellationToken) {
+///
+/// `session` ends the connection's life: it is cancelled by a stop, and here
+/// when the publishing channel is found closed, which no retry can mend.
+async fn process(
+    worker: Arc<Worker>,
+    inbox: Inbox,
+    delivery: Delivery,
+    session: CancellationToken,
+) {
     let queue = inbox.queue(&worker.topology);
-    let mut wait = RETRY_FIRST;
+    let mut delays = retry_delays();
     let mut retry = false;
     loop {
         let failure = match worker.handle(inbox, &delivery, retry).await {
@@ -125,11 +140,16 @@ async fn process(worker: Arc<Worker>, inbox: Inbox, delivery: Delivery, stop: Ca
             }
             Err(error) => error,
         };
+        if !worker.publisher.usable() {
+            tracing::warn!(queue, error = %failure, "the publishing channel is closed; reconnecting");
+            session.cancel();
+        }
+        let wait = delays.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
         retry = true;
         tokio::select! {
-            () = tokio::time::sleep(wait) => wait = (wait * 2).min(RETRY_CAP),
-            () = stop.cancelled() => {
+            () = tokio::time::sleep(wait) => {}
+            () = session.cancelled() => {
                 let _ = delivery
                     .nack(BasicNackOptions { requeue: true, ..Default::default() })
                     .await;

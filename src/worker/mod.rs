@@ -4,8 +4,10 @@ mod checks;
 mod consumer;
 mod intake;
 mod payments;
+mod sweeper;
 
 pub use consumer::consume;
+pub use sweeper::{sweep, sweep_periodically};
 
 use std::sync::Arc;
 
