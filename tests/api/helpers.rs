@@ -201,6 +201,8 @@ pub struct TestApp {
     pub sandbox: Sandbox,
     pub topology: Topology,
     pub http: SocketAddr,
+    settings: Settings,
+    siblings: Vec<CancellationToken>,
     pub db: Database,
     pub channel: Channel,
     events: Option<Consumer>,
@@ -246,6 +248,8 @@ impl TestApp {
             .unwrap();
         let mut app = Self {
             sandbox,
+            settings,
+            siblings: Vec::new(),
             topology,
             http,
             db,
@@ -260,6 +264,33 @@ impl TestApp {
             app.events = Some(app.bind_downstream("downstream.all", "#").await);
         }
         app
+    }
+
+    /// Starts the daemon again after [`TestApp::stop`], on the same broker and
+    /// database.
+    pub async fn restart(&mut self) {
+        assert!(self.daemon.is_none(), "stop the daemon first");
+        let (http, stop, daemon) = start_daemon(&self.settings).await;
+        self.http = http;
+        self.stop = stop;
+        self.daemon = Some(daemon);
+        self.wait_until_ready().await;
+    }
+
+    /// Starts a second daemon on the same broker and database; returns its
+    /// HTTP address. It stops with this app.
+    pub async fn spawn_sibling(&mut self) -> SocketAddr {
+        let (http, stop, _) = start_daemon(&self.settings).await;
+        self.siblings.push(stop);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&format!("http://{http}/readyz")).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the second daemon never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        http
     }
 
     pub async fn wait_until_ready(&self) {
@@ -528,7 +559,26 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        for sibling in &self.siblings {
+            sibling.cancel();
+        }
     }
+}
+
+async fn start_daemon(
+    settings: &Settings,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<paywait::Result<()>>,
+) {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("building the app");
+    let http = app.http_address();
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(app.run_until_stopped(stop.clone()));
+    (http, stop, daemon)
 }
 
 pub fn http_get(url: &str) -> (u16, String) {

@@ -6,3 +6,4 @@ mod helpers;
 mod lifecycle;
 mod packaging;
 mod race;
+mod resilience;

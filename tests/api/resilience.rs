@@ -1,0 +1,174 @@
+//! Lost timers, clean stops under load, and two daemons sharing the work.
+
+use std::{collections::HashMap, time::Duration};
+
+use lapin::options::QueuePurgeOptions;
+use paywait::domain::OrderStatus;
+
+use crate::helpers::{TestApp, metric_value};
+
+const SWEEPER_FAST: &[(&str, &str)] = &[
+    ("PAYWAIT_SWEEPER__INTERVAL", "200ms"),
+    ("PAYWAIT_SWEEPER__GRACE", "300ms"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
+    let mut app = TestApp::spawn_with("1s", true, SWEEPER_FAST).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("P-{i}")).collect();
+    for id in &ids {
+        app.place(id).await;
+    }
+    for id in &ids {
+        app.wait_for_status(id, OrderStatus::Pending, Duration::from_secs(10))
+            .await;
+    }
+    let wait_queue = app.topology.wait_queues[0].name.clone();
+    let purged = app
+        .channel
+        .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(purged, 20, "every timer was in the TTL queue");
+
+    let mut closed = Vec::new();
+    while closed.len() < ids.len() {
+        let event = app.expect_event(Duration::from_secs(15)).await;
+        assert_eq!(event.name(), "order.closed");
+        closed.push(event.order_id().to_owned());
+    }
+    closed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(closed, expected);
+    let rearmed = app.metric("paywait_sweeper_rearmed_total").await;
+    assert!(rearmed >= 20.0, "re-armed {rearmed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
+    let mut app = TestApp::spawn_with("1s", true, SWEEPER_FAST).await;
+    app.place("P-SQL").await;
+    app.wait_for_status("P-SQL", OrderStatus::Pending, Duration::from_secs(10))
+        .await;
+    let wait_queue = app.topology.wait_queues[0].name.clone();
+    app.channel
+        .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
+            .await
+            .unwrap();
+        diesel::sql_query(
+            "UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = 'P-SQL' AND status = 'pending'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let event = app.expect_event(Duration::from_secs(15)).await;
+    assert_eq!(event.name(), "order.paid");
+    assert_eq!(event.order_id(), "P-SQL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_load_loses_nothing() {
+    let mut app = TestApp::spawn("300ms").await;
+    let ids: Vec<String> = (0..300).map(|i| format!("L-{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        app.place(id).await;
+        if i % 2 == 0 {
+            app.pay(id, &format!("PAY-{id}")).await;
+        }
+        if i == 150 {
+            // Stop in the middle of the stream, as SIGTERM would.
+            app.stop().await.expect("a clean stop");
+        }
+    }
+    // A new daemon on the same broker and database picks up where it left off.
+    app.restart().await;
+    let mut events: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while events.len() < ids.len() && std::time::Instant::now() < deadline {
+        if let Some(event) = app.next_event(Duration::from_secs(5)).await {
+            events
+                .entry(event.order_id().to_owned())
+                .or_default()
+                .push(event.name().to_owned());
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let order = app
+            .order(id)
+            .await
+            .unwrap_or_else(|| panic!("{id} was lost"));
+        let names = events.get(id).cloned().unwrap_or_default();
+        if order.status == OrderStatus::Paid {
+            assert!(names.contains(&"order.paid".to_owned()), "{id}: {names:?}");
+        } else {
+            assert_eq!(order.status, OrderStatus::Closed, "{id} never settled");
+            assert!(
+                names.contains(&"order.closed".to_owned()),
+                "{id}: {names:?}"
+            );
+            assert!(
+                i % 2 == 1 || names.contains(&"order.paid_after_close".to_owned()),
+                "{id}: {names:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_the_work_without_double_transitions() {
+    let mut app = TestApp::spawn("400ms").await;
+    let second = app.spawn_sibling().await;
+    let ids: Vec<String> = (0..200).map(|i| format!("T-{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        app.place(id).await;
+        if i % 2 == 0 {
+            app.pay(id, &format!("PAY-{id}")).await;
+        }
+    }
+    let mut terminal: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while terminal.values().filter(|names| !names.is_empty()).count() < ids.len()
+        && std::time::Instant::now() < deadline
+    {
+        if let Some(event) = app.next_event(Duration::from_secs(5)).await {
+            terminal
+                .entry(event.order_id().to_owned())
+                .or_default()
+                .push(event.name().to_owned());
+        }
+    }
+    while let Some(event) = app.next_event(Duration::from_millis(1500)).await {
+        terminal
+            .entry(event.order_id().to_owned())
+            .or_default()
+            .push(event.name().to_owned());
+    }
+    for id in &ids {
+        let names = terminal.get(id).cloned().unwrap_or_default();
+        let paid = names.iter().any(|n| n == "order.paid");
+        let closed = names.iter().any(|n| n == "order.closed");
+        assert!(paid ^ closed, "{id} got {names:?}");
+        let order = app.order(id).await.unwrap();
+        assert_eq!(
+            order.status == OrderStatus::Paid,
+            paid,
+            "{id}: row and events disagree"
+        );
+    }
+    // Both daemons did part of the work.
+    let (_, first_metrics) = app.get("/metrics").await;
+    let (_, second_metrics) = crate::helpers::http_get(&format!("http://{second}/metrics"));
+    let placed = |text: &str| metric_value(text, "paywait_orders_placed_total");
+    assert_eq!(
+        placed(&first_metrics) + placed(&second_metrics),
+        ids.len() as f64
+    );
+    assert!(placed(&first_metrics) > 0.0 && placed(&second_metrics) > 0.0);
+}
