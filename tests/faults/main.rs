@@ -65,6 +65,13 @@ impl Daemon {
         Self { child, port, log }
     }
 
+    async fn ready_status(&self) -> u16 {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        tokio::task::spawn_blocking(move || http_get(&url).0)
+            .await
+            .unwrap()
+    }
+
     /// Waits until `/readyz` answers 200; returns how long that took.
     async fn wait_ready(&mut self, within: Duration) -> Duration {
         let started = Instant::now();
@@ -389,7 +396,19 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
 
     at(8).await;
     broker_ctl("stop_app");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = Instant::now();
+    while primary.ready_status().await == 200 {
+        assert!(
+            down.elapsed() < Duration::from_secs(3),
+            "/readyz still 200 without a broker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        primary.child.try_wait().unwrap().is_none(),
+        "the daemon exited without its broker"
+    );
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(down.elapsed())).await;
     broker_ctl("start_app");
     let back = Instant::now();
     primary.wait_ready(Duration::from_secs(90)).await;
@@ -552,7 +571,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     for (kind, times) in &figures.faults {
         println!("| {kind} | {times} | {:.2?} |", figures.recovery[kind]);
     }
-    println!("timers deleted by the purge, re-armed by the sweeper: {purged}");
+    println!("timers deleted by the purge (every order settled, so the sweeper re-armed them): {purged}");
     println!(
         "orders: {paid} paid, {closed_then_paid} closed then paid after close, {closed_unpaid} closed unpaid; \
          lost: {}; events delivered: {delivered}, duplicates: {duplicates}",
