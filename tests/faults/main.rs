@@ -571,7 +571,9 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     for (kind, times) in &figures.faults {
         println!("| {kind} | {times} | {:.2?} |", figures.recovery[kind]);
     }
-    println!("timers deleted by the purge (every order settled, so the sweeper re-armed them): {purged}");
+    println!(
+        "timers deleted by the purge (every order settled, so the sweeper re-armed them): {purged}"
+    );
     println!(
         "orders: {paid} paid, {closed_then_paid} closed then paid after close, {closed_unpaid} closed unpaid; \
          lost: {}; events delivered: {delivered}, duplicates: {duplicates}",
