@@ -98,7 +98,7 @@ impl Application {
                 ever_consumed = true;
                 delays = reconnect_delays();
             }
-            let wait = delays.next().unwrap_or(Duration::from_secs(30));
+            let wait = delays.next().unwrap_or(Duration::from_secs(10));
             tracing::warn!(error = %lost.error, retry_in = ?wait, "lost RabbitMQ; reconnecting");
             tokio::select! {
                 () = tokio::time::sleep(wait) => metrics.reconnected(),
@@ -116,11 +116,11 @@ impl Application {
     }
 }
 
-/// Reconnection attempts: from 100 ms, doubling with jitter, up to 30 s.
+/// Reconnection attempts: from 100 ms, doubling with jitter, up to 10 s.
 fn reconnect_delays() -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(Duration::from_secs(10))
         .with_jitter()
         .without_max_times()
         .build()

@@ -278,12 +278,17 @@ async fn generate_load(url: String, plans: Vec<Plan>) {
 }
 
 fn broker_ctl(command: &str) {
+    broker_ctl_args(&[command]);
+}
+
+fn broker_ctl_args(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
-        .args(["-q", command])
+        .arg("-q")
+        .args(args)
         .stdout(Stdio::null())
         .status()
         .expect("rabbitmqctl");
-    assert!(status.success(), "rabbitmqctl {command}");
+    assert!(status.success(), "rabbitmqctl {args:?}");
 }
 
 fn restart_postgres() {
@@ -319,6 +324,25 @@ async fn wait_for_postgres() {
     }
 }
 
+/// Puts the broker back in service however the test ends: a failed
+/// assertion must not leave it stopped or blocking publishers.
+struct BrokerRestorer;
+
+impl Drop for BrokerRestorer {
+    fn drop(&mut self) {
+        for args in [
+            &["start_app"][..],
+            &["set_vm_memory_high_watermark", "0.4"][..],
+        ] {
+            let _ = Command::new("rabbitmqctl")
+                .arg("-q")
+                .args(args)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Figures {
     faults: BTreeMap<&'static str, u32>,
@@ -335,6 +359,7 @@ impl Figures {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
+    let _restorer = BrokerRestorer;
     let sandbox = Sandbox::create().await;
     let mut environment = sandbox.environment(SCHEDULE);
     environment.retain(|(key, _)| key != "PAYWAIT_HTTP__LISTEN");
@@ -343,6 +368,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
             ("PAYWAIT_SWEEPER__INTERVAL", "1s"),
             ("PAYWAIT_SWEEPER__GRACE", "3s"),
             ("PAYWAIT_SHUTDOWN__TIMEOUT", "3s"),
+            ("PAYWAIT_AMQP__CONFIRM_TIMEOUT", "2s"),
             ("RUST_LOG", "info"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -449,6 +475,19 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
 
     load.await.expect("the load generator finished");
 
+    // A broker that stops answering: a memory alarm blocks every publisher.
+    // The daemon's publishes must time out and be retried, not hang it.
+    at(24).await;
+    broker_ctl_args(&["set_vm_memory_high_watermark", "0"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker_ctl_args(&["set_vm_memory_high_watermark", "0.4"]);
+    let unblocked = Instant::now();
+    primary.wait_ready(Duration::from_secs(30)).await;
+    figures.fault(
+        "broker blocks publishers for 5 s (memory alarm)",
+        unblocked.elapsed(),
+    );
+
     // Settle: every order terminal and announced, every late payment announced.
     let db = paywait::db::Database::new(&sandbox.settings_for(SCHEDULE).database).unwrap();
     let ids: Vec<OrderId> = (0..ORDERS)
@@ -497,6 +536,12 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         Some(0),
         "SIGTERM exit status"
     );
+    let log = std::fs::read_to_string(&primary.log).unwrap();
+    let timeouts = log.matches("did not confirm").count();
+    println!(
+        "publishes that timed out while the broker blocked them, then were retried: {timeouts}"
+    );
+    assert!(timeouts > 0, "no publish timed out during the memory alarm");
 
     // Read every event downstream received.
     let mut events: HashMap<String, Vec<String>> = HashMap::new();
