@@ -29,6 +29,17 @@ diesel::define_sql_function!(fn greatest(a: Int4, b: Int4) -> Int4);
 diesel::define_sql_function!(fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt));
 diesel::define_sql_function!(fn hashtextextended(text: Text, seed: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt);
 
+/// The sweeper's claim: `$1` the new `next_check_at`, `$2` the cutoff, `$3`
+/// the batch size. The inner select walks the partial index
+/// `orders_unsettled_next_check_at`, which holds only orders whose event is
+/// still owed, from the most overdue on.
+pub const CLAIM_OVERDUE: &str = "UPDATE orders SET next_check_at = $1 WHERE order_id IN ( \
+        SELECT order_id FROM orders \
+        WHERE event_published_at IS NULL AND next_check_at < $2 \
+        ORDER BY next_check_at LIMIT $3 \
+        FOR UPDATE SKIP LOCKED) \
+    RETURNING order_id, attempts";
+
 /// The database paywait keeps its orders in.
 #[derive(Clone)]
 pub struct Database {
@@ -443,19 +454,12 @@ impl Database {
         next_check_at: DateTime<Utc>,
     ) -> Result<Vec<(OrderId, u32)>> {
         let mut conn = self.conn().await?;
-        let claimed: Vec<Claimed> = diesel::sql_query(
-            "UPDATE orders SET next_check_at = $1 WHERE order_id IN ( \
-                 SELECT order_id FROM orders \
-                 WHERE event_published_at IS NULL AND next_check_at < $2 \
-                 ORDER BY next_check_at LIMIT $3 \
-                 FOR UPDATE SKIP LOCKED) \
-             RETURNING order_id, attempts",
-        )
-        .bind::<Timestamptz, _>(next_check_at)
-        .bind::<Timestamptz, _>(cutoff)
-        .bind::<BigInt, _>(batch)
-        .get_results(&mut conn)
-        .await?;
+        let claimed: Vec<Claimed> = diesel::sql_query(CLAIM_OVERDUE)
+            .bind::<Timestamptz, _>(next_check_at)
+            .bind::<Timestamptz, _>(cutoff)
+            .bind::<BigInt, _>(batch)
+            .get_results(&mut conn)
+            .await?;
         claimed
             .into_iter()
             .map(|claimed| {

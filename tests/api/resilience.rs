@@ -172,3 +172,57 @@ async fn two_daemons_share_the_work_without_double_transitions() {
     );
     assert!(placed(&first_metrics) > 0.0 && placed(&second_metrics) > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
+    use diesel::{
+        QueryableByName,
+        sql_types::{BigInt, Text, Timestamptz},
+    };
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    let sandbox = crate::helpers::Sandbox::create().await;
+    let mut conn = AsyncPgConnection::establish(&sandbox.database_url())
+        .await
+        .unwrap();
+    for statement in [
+        // Many settled orders, some pending ones not yet due, a few overdue.
+        "INSERT INTO orders (order_id, status, placed_at, expires_at, closed_at, event_published_at) \
+         SELECT 'S-' || g, 'closed', now() - interval '2 days', now() - interval '1 day', \
+                now() - interval '1 day', now() - interval '1 day' \
+         FROM generate_series(1, 50000) g",
+        "INSERT INTO orders (order_id, placed_at, expires_at, next_check_at) \
+         SELECT 'P-' || g, now(), now() + interval '30 minutes', now() + interval '1 minute' \
+         FROM generate_series(1, 2000) g",
+        "INSERT INTO orders (order_id, placed_at, expires_at, next_check_at) \
+         SELECT 'O-' || g, now() - interval '10 minutes', now() + interval '20 minutes', now() - interval '5 minutes' \
+         FROM generate_series(1, 20) g",
+        "ANALYZE orders",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let now = chrono::Utc::now();
+    let plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {}", paywait::db::CLAIM_OVERDUE))
+        .bind::<Timestamptz, _>(now)
+        .bind::<Timestamptz, _>(now - chrono::TimeDelta::minutes(1))
+        .bind::<BigInt, _>(500)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let text = plan
+        .into_iter()
+        .map(|p| p.line)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("orders_unsettled_next_check_at"), "{text}");
+    assert!(!text.contains("Seq Scan"), "{text}");
+}
