@@ -291,7 +291,7 @@ fn broker_ctl_args(args: &[&str]) {
     assert!(status.success(), "rabbitmqctl {args:?}");
 }
 
-fn restart_postgres() {
+fn postgres_ctl(action: &str) {
     let cluster = std::fs::read_dir("/etc/postgresql")
         .expect("a Debian PostgreSQL cluster")
         .filter_map(|entry| entry.ok())
@@ -299,11 +299,11 @@ fn restart_postgres() {
         .next()
         .unwrap();
     let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &cluster, "main", "restart"])
+        .args(["--skip-systemctl-redirect", &cluster, "main", action])
         .stdout(Stdio::null())
         .status()
         .expect("pg_ctlcluster");
-    assert!(status.success(), "restarting PostgreSQL");
+    assert!(status.success(), "pg_ctlcluster {action}");
 }
 
 async fn wait_for_postgres() {
@@ -338,6 +338,30 @@ impl Drop for BrokerRestorer {
                 .arg("-q")
                 .args(args)
                 .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Starts PostgreSQL again however the test ends.
+struct PostgresRestorer;
+
+impl Drop for PostgresRestorer {
+    fn drop(&mut self) {
+        if let Some(cluster) = std::fs::read_dir("/etc/postgresql")
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|entry| entry.ok())
+        {
+            let _ = Command::new("pg_ctlcluster")
+                .args([
+                    "--skip-systemctl-redirect",
+                    &cluster.file_name().to_string_lossy(),
+                    "main",
+                    "start",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -441,11 +465,26 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     figures.fault("broker restart (stop_app, 3 s, start_app)", back.elapsed());
 
     at(14).await;
-    restart_postgres();
+    postgres_ctl("stop");
+    let _postgres = PostgresRestorer;
+    let down = Instant::now();
+    while primary.ready_status().await == 200 {
+        assert!(
+            down.elapsed() < Duration::from_secs(5),
+            "/readyz still 200 without PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        primary.child.try_wait().unwrap().is_none(),
+        "the daemon exited without its database"
+    );
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(down.elapsed())).await;
+    postgres_ctl("start");
     let back = Instant::now();
     wait_for_postgres().await;
     primary.wait_ready(Duration::from_secs(60)).await;
-    figures.fault("PostgreSQL restart", back.elapsed());
+    figures.fault("PostgreSQL restart (stop, 2 s, start)", back.elapsed());
 
     at(16).await;
     let mut second = Daemon::start(&environment, "second", &mut generation);
