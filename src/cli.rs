@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         amount_cents: Option<u32>,
     },
+    /// Move parked messages from the dead queue back to the queue they came
+    /// from, once what made them fail is fixed
+    Replay {
+        /// Replay at most this many messages
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+        /// Only list the parked messages, leaving them in place
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show an order's row
     Show {
         order_id: OrderId,

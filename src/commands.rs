@@ -42,6 +42,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             amount_cents,
         } => pay(&settings, &order_id, &payment_id, amount_cents).await,
         Command::Show { order_id, json } => show(&settings, &order_id, json).await,
+        Command::Replay { limit, dry_run } => replay(&settings, limit, dry_run).await,
     }
 }
 
@@ -155,6 +156,56 @@ async fn pay(
         "paid_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     });
     publish_inbound(settings, PAYMENT_SUCCEEDED, order_id, body).await
+}
+
+async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
+    let broker = Broker::new(&settings.amqp)?;
+    let topology = Topology::from_settings(settings);
+    let publisher = Publisher::new(broker.channel().await?, settings.amqp.confirm_timeout).await?;
+    let reader = broker.channel().await?;
+    let mut replayed = 0;
+    for _ in 0..limit {
+        let Some(parked) = amqp::take_parked(&reader, &topology).await? else {
+            break;
+        };
+        println!(
+            "{}\t{}\t{}",
+            parked.source_queue.as_deref().unwrap_or("?"),
+            parked.error.as_deref().unwrap_or("?"),
+            parked.body_preview()
+        );
+        if dry_run {
+            continue;
+        }
+        match parked.source_queue.clone() {
+            Some(queue) => {
+                publisher
+                    .publish(
+                        &format!("a parked message back to {queue}"),
+                        "",
+                        &queue,
+                        &parked.delivery.data,
+                        parked.original_properties(),
+                    )
+                    .await?;
+                parked
+                    .delivery
+                    .ack(lapin::options::BasicAckOptions::default())
+                    .await
+                    .map_err(Error::amqp("acknowledging a replayed message"))?;
+                replayed += 1;
+            }
+            None => eprintln!("paywait: skipped a parked message that names no source queue"),
+        }
+    }
+    // Whatever was read and not replayed goes back to the dead queue.
+    let _ = reader.close(200, "replay done".into()).await;
+    let _ = publisher.channel().close(200, "replay done".into()).await;
+    broker.close();
+    if !dry_run {
+        println!("replayed {replayed} message(s)");
+    }
+    Ok(())
 }
 
 async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<()> {

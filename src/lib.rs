@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

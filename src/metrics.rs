@@ -2,7 +2,7 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -23,6 +23,11 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
 /// Every metric, registered under the `paywait_` prefix.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +39,8 @@ pub struct Metrics {
     close_lateness: Histogram,
     timers_rearmed: Counter,
     reconnects: Counter,
+    check_duration: Histogram,
+    queue_messages: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,6 +105,21 @@ impl Metrics {
             reconnects.clone(),
         );
 
+        let check_duration = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        registry.register(
+            "check_duration_seconds",
+            "How long a check took, from its timer's delivery to its acknowledgement",
+            check_duration.clone(),
+        );
+        let queue_messages = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_messages",
+            "Messages ready in each of paywait's queues, as last polled",
+            queue_messages.clone(),
+        );
+
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
@@ -124,7 +146,21 @@ impl Metrics {
             close_lateness,
             timers_rearmed,
             reconnects,
+            check_duration,
+            queue_messages,
         }
+    }
+
+    pub fn check_finished(&self, took: std::time::Duration) {
+        self.check_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn queue_depth(&self, queue: &str, messages: u32) {
+        self.queue_messages
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .set(messages.into());
     }
 
     pub fn timer_rearmed(&self) {

@@ -13,6 +13,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
             _ = interrupt.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "stopping: finishing in-flight messages");
+        crate::service::stopping();
         token.cancel();
     });
     Ok(())

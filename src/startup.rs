@@ -14,6 +14,7 @@ use crate::{
     error::{Error, Result},
     http::{self, HttpState, Readiness},
     metrics::Metrics,
+    service,
     topology::Topology,
     worker::{self, Inbox, Worker},
 };
@@ -83,9 +84,12 @@ impl Application {
                 .into_future(),
         );
 
+        let watchdog = CancellationToken::new();
+        service::keep_watchdog_fed(watchdog.clone());
         let mut delays = reconnect_delays();
         let mut ever_consumed = false;
         let result = loop {
+            service::status("connecting to RabbitMQ");
             let lost = match session(&settings, &broker, &db, &metrics, &readiness, &stop).await {
                 Ok(()) => break Ok(()),
                 Err(lost) => lost,
@@ -100,6 +104,10 @@ impl Application {
             }
             let wait = delays.next().unwrap_or(Duration::from_secs(10));
             tracing::warn!(error = %lost.error, retry_in = ?wait, "lost RabbitMQ; reconnecting");
+            service::status(&format!(
+                "lost RabbitMQ ({}); reconnecting in {wait:.1?}",
+                lost.error
+            ));
             tokio::select! {
                 () = tokio::time::sleep(wait) => metrics.reconnected(),
                 () = stop.cancelled() => break Ok(()),
@@ -107,6 +115,7 @@ impl Application {
         };
         readiness.stopped();
         http_stop.cancel();
+        watchdog.cancel();
         let _ = server.await;
         broker.close();
         if result.is_ok() {
@@ -186,8 +195,18 @@ async fn session(
         settings.sweeper.clone(),
         session.clone(),
     ));
+    let backlog = tokio::spawn(worker::poll_queue_depths(
+        open_channel().await.map_err(not_consuming)?,
+        worker.topology.clone(),
+        metrics.clone(),
+        session.clone(),
+    ));
     readiness.consuming(connection.status().clone());
     tracing::info!("paywait is running");
+    service::ready(&format!(
+        "consuming from {}, {} and {}",
+        worker.topology.placed_queue, worker.topology.payments_queue, worker.topology.checks_queue
+    ));
 
     let mut failure = None;
     while let Some(joined) = consumers.join_next().await {
@@ -202,6 +221,7 @@ async fn session(
     }
     readiness.stopped();
     let _ = sweeper.await;
+    let _ = backlog.await;
     let _ = publisher
         .channel()
         .close(200, "paywait stopping".into())

@@ -1,9 +1,11 @@
 //! The RabbitMQ shell: connections, declaring the topology, publishing with
 //! confirms.
 
+mod dead;
 mod publisher;
 
-pub use publisher::Publisher;
+pub use dead::{Parked, take_parked};
+pub use publisher::{ERROR_HEADER, Publisher, SOURCE_QUEUE_HEADER};
 
 use std::time::Duration;
 

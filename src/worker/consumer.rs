@@ -113,6 +113,7 @@ async fn process(
     session: CancellationToken,
 ) {
     let queue = inbox.queue(&worker.topology);
+    let started = std::time::Instant::now();
     let mut delays = retry_delays();
     let mut retry = false;
     loop {
@@ -159,5 +160,7 @@ async fn process(
     }
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
+    } else if inbox == Inbox::Checks {
+        worker.metrics.check_finished(started.elapsed());
     }
 }

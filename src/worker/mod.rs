@@ -1,11 +1,13 @@
 //! The worker: what paywait does with each message it consumes.
 
+mod backlog;
 mod checks;
 mod consumer;
 mod intake;
 mod payments;
 mod sweeper;
 
+pub use backlog::poll_queue_depths;
 pub use consumer::consume;
 pub use sweeper::{sweep, sweep_periodically};
 

@@ -196,6 +196,93 @@ impl Message {
     }
 }
 
+/// A client of a sandbox's broker, without a daemon of its own.
+pub struct Client {
+    channel: Channel,
+    _connection: Connection,
+}
+
+impl Client {
+    pub async fn publish(&self, routing_key: &str, body: &[u8]) {
+        confirm_publish(
+            &self.channel,
+            "paywait.orders",
+            routing_key,
+            body,
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    pub async fn place(&self, order_id: &str) {
+        self.publish(
+            "order.placed",
+            serde_json::json!({"order_id": order_id})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    }
+
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+    }
+}
+
+async fn confirm_publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        confirmation.is_ack(),
+        "the broker did not accept the publish"
+    );
+    assert!(
+        confirmation.take_message().is_none(),
+        "the publish was not routed"
+    );
+}
+
+async fn connect(sandbox: &Sandbox) -> (Connection, Channel) {
+    let connection = Connection::connect(&sandbox.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("test client connects");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (connection, channel)
+}
+
 /// A running daemon plus a client that talks to it like the outside world.
 pub struct TestApp {
     pub sandbox: Sandbox,
@@ -238,14 +325,7 @@ impl TestApp {
         let db = Database::new(&settings.database).unwrap();
         let topology = Topology::from_settings(&settings);
 
-        let connection = Connection::connect(&sandbox.amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("test client connects");
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (connection, channel) = connect(&sandbox).await;
         let mut app = Self {
             sandbox,
             settings,
@@ -264,6 +344,15 @@ impl TestApp {
             app.events = Some(app.bind_downstream("downstream.all", "#").await);
         }
         app
+    }
+
+    /// A client of `sandbox`'s broker alone.
+    pub async fn client_for(sandbox: &Sandbox) -> Client {
+        let (connection, channel) = connect(sandbox).await;
+        Client {
+            channel,
+            _connection: connection,
+        }
     }
 
     /// Starts the daemon again after [`TestApp::stop`], on the same broker and
@@ -356,30 +445,7 @@ impl TestApp {
         body: &[u8],
         properties: BasicProperties,
     ) {
-        let confirmation = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(
-            confirmation.is_ack(),
-            "the broker did not accept the publish"
-        );
-        assert!(
-            confirmation.take_message().is_none(),
-            "the publish was not routed"
-        );
+        confirm_publish(&self.channel, exchange, routing_key, body, properties).await;
     }
 
     pub async fn place(&self, order_id: &str) {

@@ -5,6 +5,7 @@ mod cli;
 mod fuzz;
 mod helpers;
 mod lifecycle;
+mod operations;
 mod packaging;
 mod race;
 mod resilience;

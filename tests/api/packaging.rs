@@ -195,6 +195,9 @@ fn the_image_builds_in_stages_and_runs_as_a_non_root_user() {
 fn the_systemd_unit_runs_the_daemon_hardened() {
     let unit = read("deploy/paywait.service");
     for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "User=",
         "ExecStart=/usr/local/bin/paywait run",
         "Restart=on-failure",
         "EnvironmentFile=",
