@@ -211,3 +211,143 @@ fn the_systemd_unit_runs_the_daemon_hardened() {
         );
     }
 }
+
+/// The value of `key` in a RabbitMQ (sysctl-style) config file, if set.
+fn conf_value<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
+    conf.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, value)| value.trim())
+}
+
+/// The rabbitmq service's bind mounts, as (source, target) pairs.
+fn broker_mounts(compose: &Value) -> Vec<(String, String)> {
+    strings(&compose["services"]["rabbitmq"]["volumes"])
+        .iter()
+        .filter_map(|mount| {
+            let mut parts = mount.split(':');
+            let source = parts.next()?;
+            let target = parts.next()?;
+            Some((source.to_owned(), target.to_owned()))
+        })
+        .collect()
+}
+
+fn json_file(path: &str) -> serde_json::Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn items<'a>(definitions: &'a serde_json::Value, kind: &str) -> &'a [serde_json::Value] {
+    definitions[kind]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_broker_loads_access_and_topology_definitions_at_boot() {
+    let conf = read("rabbit/rabbitmq.conf");
+    assert_eq!(conf_value(&conf, "loopback_users.guest"), Some("false"));
+    // The classic key: some 3.10 releases read a single file only through
+    // definitions.local.path.
+    let dir = conf_value(&conf, "load_definitions")
+        .expect("rabbit/rabbitmq.conf sets load_definitions")
+        .trim_end_matches('/');
+
+    let mounts = broker_mounts(&compose());
+    assert!(
+        mounts
+            .iter()
+            .any(|(source, target)| source == "./rabbit/rabbitmq.conf"
+                && target.starts_with("/etc/rabbitmq/conf.d/")
+                && target.ends_with(".conf")),
+        "rabbit/rabbitmq.conf is not mounted into /etc/rabbitmq/conf.d: {mounts:?}"
+    );
+    // The broker imports every file in the directory, one by one in name order.
+    let in_dir: Vec<&(String, String)> = mounts
+        .iter()
+        .filter(|(_, target)| {
+            target
+                .rsplit_once('/')
+                .is_some_and(|(parent, _)| parent == dir)
+        })
+        .collect();
+    assert!(
+        !mounts.iter().any(|(_, target)| target == dir),
+        "mount single files into {dir}, not a whole directory"
+    );
+    let name_of = |source: &str| {
+        let (_, target) = in_dir
+            .iter()
+            .find(|(s, _)| s == source)
+            .unwrap_or_else(|| panic!("{source} is not mounted into {dir}: {mounts:?}"));
+        target.rsplit_once('/').unwrap().1.to_owned()
+    };
+    let access = name_of("./rabbit/access.json");
+    let topology = name_of("./rabbit/definitions.json");
+    assert!(
+        access < topology,
+        "{access} must sort before {topology}, so that / exists when the topology is imported"
+    );
+    for (source, target) in &in_dir {
+        assert!(
+            target.ends_with(".json"),
+            "{source} is mounted into {dir} but is not definitions"
+        );
+    }
+
+    // A boot-time import skips the default vhost and user: access.json has them.
+    let access = json_file("rabbit/access.json");
+    assert!(
+        items(&access, "vhosts").iter().any(|v| v["name"] == "/"),
+        "access.json defines no vhost /"
+    );
+    let guest = items(&access, "users")
+        .iter()
+        .find(|u| u["name"] == "guest")
+        .expect("access.json defines the user guest");
+    assert_eq!(
+        guest["hashing_algorithm"], "rabbit_password_hashing_sha256",
+        "guest's hashing_algorithm"
+    );
+    // base64 of a 4-byte salt and a SHA-256 digest: 36 bytes, 48 characters.
+    let hash = guest["password_hash"].as_str().expect("a password_hash");
+    assert!(
+        hash.len() == 48
+            && hash
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'),
+        "guest's password_hash is not a salted SHA-256 hash: {hash}"
+    );
+    assert!(guest.get("password").is_none(), "no clear-text password");
+    assert!(
+        items(guest, "tags").iter().any(|t| t == "administrator"),
+        "guest is an administrator (the management UI)"
+    );
+    assert!(
+        items(&access, "permissions")
+            .iter()
+            .any(|p| p["user"] == "guest"
+                && p["vhost"] == "/"
+                && ["configure", "write", "read"]
+                    .iter()
+                    .all(|kind| p[*kind] == ".*")),
+        "access.json gives guest no full permissions on /"
+    );
+
+    // Every vhost the topology uses is one access.json defines.
+    let topology = json_file("rabbit/definitions.json");
+    for kind in ["exchanges", "queues", "bindings"] {
+        for item in items(&topology, kind) {
+            assert!(
+                items(&access, "vhosts")
+                    .iter()
+                    .any(|v| v["name"] == item["vhost"]),
+                "definitions.json uses vhost {} that access.json lacks",
+                item["vhost"]
+            );
+        }
+    }
+}
