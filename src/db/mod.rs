@@ -12,7 +12,9 @@ use diesel::{
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{AsyncDieselConnectionManager, deadpool::Pool},
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool::Pool,
+    },
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -26,8 +28,6 @@ use schema::{orders, payments};
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 diesel::define_sql_function!(fn greatest(a: Int4, b: Int4) -> Int4);
-diesel::define_sql_function!(fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt));
-diesel::define_sql_function!(fn hashtextextended(text: Text, seed: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt);
 
 /// The sweeper's claim: `$1` the new `next_check_at`, `$2` the cutoff, `$3`
 /// the batch size. The inner select walks the partial index
@@ -111,7 +111,7 @@ struct Claimed {
     attempts: i32,
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = orders, check_for_backend(Pg))]
 struct OrderRow {
     order_id: String,
@@ -159,18 +159,6 @@ fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
     row.map(Order::try_from).transpose()
 }
 
-/// Serialises everything paywait does to one order id inside a transaction,
-/// including an order id with no row yet (a payment before its order).
-async fn lock_order(conn: &mut AsyncPgConnection, order_id: &OrderId) -> diesel::QueryResult<()> {
-    diesel::select(pg_advisory_xact_lock(hashtextextended(
-        order_id.as_str(),
-        0,
-    )))
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
 async fn find_order(
     conn: &mut AsyncPgConnection,
     order_id: &OrderId,
@@ -183,8 +171,28 @@ async fn find_order(
         .optional()
 }
 
-/// Applies a recorded payment to its order, inside the payment's transaction.
-async fn apply_payment(
+/// Pays a pending order with its earliest recorded payment, if it has one.
+/// `$1`: the order id.
+const PAY_WITH_RECORDED_PAYMENT: &str = "UPDATE orders \
+    SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), payment_id = p.payment_id, \
+        next_check_at = NULL, event_published_at = NULL \
+    FROM (SELECT payment_id, paid_at, received_at FROM payments WHERE order_id = $1 \
+          ORDER BY received_at, payment_id LIMIT 1) p \
+    WHERE orders.order_id = $1 AND orders.status = 'pending' \
+    RETURNING orders.*";
+
+/// Pays a pending order with one payment. `$1`: the payment id, `$2`: the
+/// order id; nothing happens unless that payment was recorded for that order.
+const PAY_WITH_PAYMENT: &str = "UPDATE orders \
+    SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), payment_id = p.payment_id, \
+        next_check_at = NULL, event_published_at = NULL \
+    FROM payments p \
+    WHERE p.payment_id = $1 AND p.order_id = $2 \
+      AND orders.order_id = $2 AND orders.status = 'pending' \
+    RETURNING orders.*";
+
+/// Why a payment did not pay its order, once that is known.
+async fn settle_unapplied_payment(
     conn: &mut AsyncPgConnection,
     order_id: &OrderId,
     recorded: Payment,
@@ -193,23 +201,6 @@ async fn apply_payment(
         return Ok(PaymentEffect::Conflict {
             recorded_for: recorded.order_id,
         });
-    }
-    let paid = diesel::update(orders::table)
-        .filter(orders::order_id.eq(order_id.as_str()))
-        .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-        .set((
-            orders::status.eq(OrderStatus::Paid.as_str()),
-            orders::paid_at.eq(recorded.paid_at.unwrap_or(recorded.received_at)),
-            orders::payment_id.eq(&recorded.payment_id),
-            orders::next_check_at.eq(None::<DateTime<Utc>>),
-            orders::event_published_at.eq(None::<DateTime<Utc>>),
-        ))
-        .returning(OrderRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
-    if let Some(order) = to_order(paid)? {
-        return Ok(PaymentEffect::Paid(order));
     }
     let Some(order) = to_order(find_order(conn, order_id).await?)? else {
         return Ok(PaymentEffect::Early);
@@ -228,7 +219,15 @@ async fn apply_payment(
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+        // A closed connection or a broken transaction is still caught when a
+        // connection returns to the pool; a test query on every checkout
+        // would add a round trip to every statement.
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            settings.url.expose(),
+            config,
+        );
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(deadpool::Runtime::Tokio1)
@@ -265,94 +264,97 @@ impl Database {
 
     /// Stores a placed order, unless it is known already. An order whose
     /// payment came first is stored as paid.
+    ///
+    /// No lock: the order is written first, then its recorded payments are
+    /// looked for, each statement committing on its own; a payment is written
+    /// first, then its order is looked for (see [`Database::record_payment`]).
+    /// Whichever side commits its write second finds the other's, so a
+    /// payment that races its order is never left unapplied. The order of
+    /// the two statements is what makes this work: they are never reordered
+    /// or merged into one (one statement sees one snapshot).
     pub async fn place(&self, new: &NewOrder<'_>) -> Result<Placement> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, Error, _>(async |conn| {
-            let order_id = &new.placed.order_id;
-            lock_order(conn, order_id).await?;
-            if let Some(known) = find_order(conn, order_id).await? {
-                return Ok(Placement::Known(known.try_into()?));
+        let order_id = new.placed.order_id.as_str();
+        let insert = diesel::insert_into(orders::table)
+            .values((
+                orders::order_id.eq(order_id),
+                orders::status.eq(OrderStatus::Pending.as_str()),
+                orders::amount_cents.eq(new.placed.amount_cents),
+                orders::currency.eq(new.placed.currency.as_ref().map(|c| c.as_str())),
+                orders::placed_at.eq(new.placed_at),
+                orders::expires_at.eq(new.expires_at),
+                orders::next_check_at.eq(new.next_check_at),
+            ))
+            .on_conflict_do_nothing()
+            .returning(OrderRow::as_returning());
+        let inserted = insert.get_result::<OrderRow>(&mut conn).await.optional()?;
+        let paid = diesel::sql_query(PAY_WITH_RECORDED_PAYMENT)
+            .bind::<Text, _>(order_id)
+            .get_result::<OrderRow>(&mut conn)
+            .await
+            .optional()?;
+        Ok(match (inserted, to_order(paid)?) {
+            (Some(_), Some(paid)) => Placement::CreatedPaid(paid),
+            (None, Some(paid)) => Placement::Known(paid),
+            (Some(created), None) => Placement::Created(created.try_into()?),
+            (None, None) => {
+                let known = find_order(&mut conn, &new.placed.order_id)
+                    .await?
+                    .ok_or_else(|| Error::CorruptRow(format!("order {order_id} vanished")))?;
+                Placement::Known(known.try_into()?)
             }
-            let early_payment: Option<Payment> = payments::table
-                .filter(payments::order_id.eq(order_id.as_str()))
-                .order(payments::received_at.asc())
-                .select(Payment::as_select())
-                .first(conn)
-                .await
-                .optional()?;
-            let (status, paid_at, payment_id, next_check_at) = match &early_payment {
-                Some(payment) => (
-                    OrderStatus::Paid,
-                    Some(payment.paid_at.unwrap_or(payment.received_at)),
-                    Some(payment.payment_id.as_str()),
-                    None,
-                ),
-                None => (OrderStatus::Pending, None, None, Some(new.next_check_at)),
-            };
-            let row = diesel::insert_into(orders::table)
-                .values((
-                    orders::order_id.eq(order_id.as_str()),
-                    orders::status.eq(status.as_str()),
-                    orders::amount_cents.eq(new.placed.amount_cents),
-                    orders::currency.eq(new.placed.currency.as_ref().map(|c| c.as_str())),
-                    orders::placed_at.eq(new.placed_at),
-                    orders::expires_at.eq(new.expires_at),
-                    orders::paid_at.eq(paid_at),
-                    orders::payment_id.eq(payment_id),
-                    orders::next_check_at.eq(next_check_at),
-                ))
-                .returning(OrderRow::as_returning())
-                .get_result(conn)
-                .await?;
-            let order = Order::try_from(row)?;
-            Ok(match status {
-                OrderStatus::Pending => Placement::Created(order),
-                _ => Placement::CreatedPaid(order),
-            })
         })
-        .await
     }
 
-    /// Records a payment and applies it to its order.
+    /// Records a payment and applies it to its order: the payment is written
+    /// first, then its order is paid if it is pending (see [`Database::place`]
+    /// for why in this order).
     pub async fn record_payment(
         &self,
         payment: &PaymentSucceeded,
         received_at: DateTime<Utc>,
     ) -> Result<PaymentRecord> {
         let mut conn = self.conn().await?;
-        conn.transaction::<_, Error, _>(async |conn| {
-            let order_id = &payment.order_id;
-            lock_order(conn, order_id).await?;
-            let inserted = diesel::insert_into(payments::table)
-                .values(Payment {
-                    payment_id: payment.payment_id.as_str().to_owned(),
-                    order_id: order_id.as_str().to_owned(),
-                    amount_cents: payment.amount_cents,
-                    paid_at: payment.paid_at,
-                    received_at,
-                    after_close: false,
-                    event_published_at: None,
-                })
-                .on_conflict_do_nothing()
-                .returning(Payment::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-            let first_time = inserted.is_some();
-            let recorded = match inserted {
-                Some(recorded) => recorded,
-                None => {
-                    payments::table
-                        .find(payment.payment_id.as_str())
-                        .select(Payment::as_select())
-                        .first(conn)
-                        .await?
-                }
-            };
-            let effect = apply_payment(conn, order_id, recorded).await?;
-            Ok(PaymentRecord { first_time, effect })
-        })
-        .await
+        let order_id = &payment.order_id;
+        let inserted = diesel::insert_into(payments::table)
+            .values(Payment {
+                payment_id: payment.payment_id.as_str().to_owned(),
+                order_id: order_id.as_str().to_owned(),
+                amount_cents: payment.amount_cents,
+                paid_at: payment.paid_at,
+                received_at,
+                after_close: false,
+                event_published_at: None,
+            })
+            .on_conflict_do_nothing()
+            .returning(Payment::as_returning())
+            .get_result::<Payment>(&mut conn)
+            .await
+            .optional()?;
+        let paid = diesel::sql_query(PAY_WITH_PAYMENT)
+            .bind::<Text, _>(payment.payment_id.as_str())
+            .bind::<Text, _>(order_id.as_str())
+            .get_result::<OrderRow>(&mut conn)
+            .await
+            .optional()?;
+        let first_time = inserted.is_some();
+        let effect = match to_order(paid)? {
+            Some(order) => PaymentEffect::Paid(order),
+            None => {
+                let recorded = match inserted {
+                    Some(recorded) => recorded,
+                    None => {
+                        payments::table
+                            .find(payment.payment_id.as_str())
+                            .select(Payment::as_select())
+                            .first(&mut conn)
+                            .await?
+                    }
+                };
+                settle_unapplied_payment(&mut conn, order_id, recorded).await?
+            }
+        };
+        Ok(PaymentRecord { first_time, effect })
     }
 
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {

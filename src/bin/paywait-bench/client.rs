@@ -1,0 +1,176 @@
+//! A load-generating AMQP client: pipelined publishes with confirms, and a
+//! sink that timestamps what it receives.
+
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm,
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+};
+use tokio::sync::mpsc;
+
+pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+/// Publishes with up to `window` confirms outstanding: as fast as the
+/// broker accepts, every message still confirmed.
+pub struct Pipeline {
+    channel: Channel,
+    window: usize,
+    in_flight: FuturesUnordered<PublisherConfirm>,
+}
+
+impl Pipeline {
+    pub fn new(channel: Channel, window: usize) -> Self {
+        Self {
+            channel,
+            window,
+            in_flight: FuturesUnordered::new(),
+        }
+    }
+
+    pub async fn publish(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        while self.in_flight.len() >= self.window {
+            self.settle_one().await?;
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        self.in_flight.push(confirm);
+        Ok(())
+    }
+
+    async fn settle_one(&mut self) -> anyhow::Result<()> {
+        if let Some(confirmation) = self.in_flight.next().await {
+            let confirmation = confirmation?;
+            ensure!(confirmation.is_ack(), "the broker refused a publish");
+            ensure!(
+                confirmation.take_message().is_none(),
+                "a publish was not routed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for every outstanding confirm.
+    pub async fn finish(&mut self) -> anyhow::Result<()> {
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A message the sink received, with when.
+pub struct Received {
+    pub at: Instant,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+}
+
+/// Declares an exclusive queue bound to `exchange` with `pattern` and
+/// forwards every message it receives.
+pub async fn sink(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    pattern: &str,
+) -> anyhow::Result<mpsc::UnboundedReceiver<Received>> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bench-sink".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let received = Received {
+                at: Instant::now(),
+                message_id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string()),
+                body: delivery.data,
+            };
+            if sender.send(received).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// Deletes every queue and exchange whose name the bench owns.
+pub async fn delete_topology(
+    channel: &Channel,
+    queues: &[String],
+    exchanges: &[String],
+) -> anyhow::Result<()> {
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await?;
+    }
+    for exchange in exchanges {
+        channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! paywait itself: a burst of orders, then a steady rate for timer precision.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use chrono::{SecondsFormat, Utc};
+use diesel::{QueryableByName, sql_types::Double};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use paywait::{
+    configuration::{Settings, Sources},
+    topology::Topology,
+};
+use serde_json::json;
+
+use crate::{
+    Options,
+    client::{self, Pipeline},
+    daemon::Daemon,
+    stats::{Lateness, PaywaitRun, Samples},
+};
+
+const PREFIX: &str = "paywait_bench";
+const DATABASE: &str = "paywait_bench";
+const PUBLISH_WINDOW: usize = 1_000;
+
+pub fn environment(options: &Options, database: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("AMQP_URL", options.amqp_url.clone()),
+        ("DATABASE_URL", format!("{}/{database}", options.postgres)),
+        ("PAYWAIT_TOPOLOGY__PREFIX", prefix.to_owned()),
+        ("PAYWAIT_CHECKS__SCHEDULE", "1s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub fn settings(environment: &[(String, String)]) -> anyhow::Result<Settings> {
+    Ok(Settings::load(&Sources {
+        file: None,
+        environment: environment.to_vec(),
+    })?)
+}
+
+/// Drops and re-creates a database with paywait's schema.
+pub async fn fresh_database(options: &Options, settings: &Settings) -> anyhow::Result<()> {
+    let name = settings.database.name();
+    let mut conn = AsyncPgConnection::establish(&format!("{}/postgres", options.postgres)).await?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    paywait::db::migrate(&settings.database.url, &name).await?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Millis {
+    #[diesel(sql_type = Double)]
+    ms: f64,
+}
+
+pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun> {
+    let environment = environment(options, DATABASE, PREFIX);
+    let settings = settings(&environment)?;
+    let topology = Topology::from_settings(&settings);
+    let (_connection, channel) = client::connect(&options.amqp_url).await?;
+    client::delete_topology(
+        &channel,
+        &topology
+            .queues()
+            .into_iter()
+            .map(|q| q.name)
+            .collect::<Vec<_>>(),
+        &topology
+            .exchanges()
+            .into_iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    fresh_database(options, &settings).await?;
+
+    let daemon = Daemon::start(binary, &environment).await?;
+    let mut events = client::sink(
+        &channel,
+        &format!("{PREFIX}.bench.sink"),
+        &topology.events_exchange,
+        "#",
+    )
+    .await?;
+    let mut pipeline = Pipeline::new(channel.clone(), PUBLISH_WINDOW);
+
+    // Burst: every order at once, every other one paid right after it.
+    let cpu_before = daemon.cpu_seconds()?;
+    let started = Instant::now();
+    for i in 0..options.orders {
+        let order_id = format!("B-{i}");
+        pipeline
+            .publish(
+                &topology.orders_exchange,
+                "order.placed",
+                json!({"order_id": order_id}).to_string().as_bytes(),
+            )
+            .await?;
+        if i % 2 == 0 {
+            pipeline
+                .publish(
+                    &topology.orders_exchange,
+                    "payment.succeeded",
+                    json!({"order_id": order_id, "payment_id": format!("PAY-{i}")})
+                        .to_string()
+                        .as_bytes(),
+                )
+                .await?;
+        }
+    }
+    pipeline.finish().await?;
+
+    let mut terminal: HashMap<String, String> = HashMap::new();
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    let mut last = started;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while terminal.len() < options.orders {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let received = tokio::time::timeout(remaining, events.recv())
+            .await
+            .ok()
+            .flatten()
+            .with_context(|| {
+                format!(
+                    "only {} of {} orders were resolved",
+                    terminal.len(),
+                    options.orders
+                )
+            })?;
+        if !seen_ids.insert(received.message_id.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&received.body)?;
+        let order_id = body["order_id"].as_str().unwrap_or_default().to_owned();
+        let event = body["event"].as_str().unwrap_or_default().to_owned();
+        if let Some(previous) = terminal.insert(order_id.clone(), event.clone()) {
+            anyhow::bail!("{order_id} was resolved twice: {previous}, then {event}");
+        }
+        last = received.at;
+    }
+    let burst_seconds = (last - started).as_secs_f64();
+    let cpu_seconds = daemon.cpu_seconds()? - cpu_before;
+    for (i, kind) in (0..options.orders).map(|i| (i, &terminal[&format!("B-{i}")])) {
+        let expected = if i % 2 == 0 {
+            "order.paid"
+        } else {
+            "order.closed"
+        };
+        ensure!(kind == expected, "B-{i} ended {kind}, expected {expected}");
+    }
+
+    // Precision: unpaid orders at a steady rate, stamped with when they were placed.
+    let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
+    let spacing = Duration::from_secs_f64(1.0 / options.rate as f64);
+    let started = tokio::time::Instant::now();
+    for i in 0..precision_orders {
+        tokio::time::sleep_until(started + spacing * i as u32).await;
+        let placed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        pipeline
+            .publish(
+                &topology.orders_exchange,
+                "order.placed",
+                json!({"order_id": format!("P-{i}"), "placed_at": placed_at})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await?;
+    }
+    pipeline.finish().await?;
+    let mut closed = 0;
+    while closed < precision_orders {
+        let received = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .ok()
+            .flatten()
+            .context("the precision orders were not all closed")?;
+        if seen_ids.insert(received.message_id.clone()) {
+            closed += 1;
+        }
+    }
+    let mut conn = AsyncPgConnection::establish(settings.database.url.expose()).await?;
+    let lateness: Vec<Millis> = diesel::sql_query(
+        "SELECT EXTRACT(EPOCH FROM (closed_at - expires_at))::float8 * 1000 AS ms \
+         FROM orders WHERE order_id LIKE 'P-%' AND status = 'closed'",
+    )
+    .load(&mut conn)
+    .await?;
+    let samples = Samples::new(lateness.into_iter().map(|m| m.ms).collect());
+    ensure!(
+        samples.len() == precision_orders,
+        "some precision orders are not closed"
+    );
+
+    let peak_rss_mib = daemon.peak_rss_mib()?;
+    daemon.stop().await?;
+    Ok(PaywaitRun {
+        orders_per_second: options.orders as f64 / burst_seconds,
+        duplicates,
+        lateness: Lateness::of(&samples),
+        cpu_ms_per_order: cpu_seconds * 1000.0 / options.orders as f64,
+        peak_rss_mib,
+    })
+}

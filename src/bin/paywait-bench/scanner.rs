@@ -1,0 +1,95 @@
+//! The design paywait replaces: a job that closes expired orders with a
+//! periodic query over the whole orders table.
+
+use std::time::{Duration, Instant};
+
+use diesel::{QueryableByName, sql_types::Double};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::{
+    Options, paywait_runs,
+    stats::{Lateness, Samples, ScanRun},
+};
+
+const DATABASE: &str = "paywait_bench_scan";
+
+/// What a cron job runs: close every pending order whose deadline passed.
+const SCAN: &str = "UPDATE orders SET status = 'closed', closed_at = clock_timestamp() \
+                    WHERE status = 'pending' AND expires_at <= now()";
+
+#[derive(QueryableByName)]
+struct Millis {
+    #[diesel(sql_type = Double)]
+    ms: f64,
+}
+
+pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Result<ScanRun> {
+    let environment = paywait_runs::environment(options, DATABASE, "paywait_bench_scan");
+    let settings = paywait_runs::settings(&environment)?;
+    paywait_runs::fresh_database(options, &settings).await?;
+    let mut conn = AsyncPgConnection::establish(settings.database.url.expose()).await?;
+
+    // Orders expire at the same rate as in the precision run, starting in 2 s.
+    let pending = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
+    let settled = rows.saturating_sub(pending);
+    for statement in [
+        format!(
+            "INSERT INTO orders (order_id, status, placed_at, expires_at, paid_at, closed_at, attempts, event_published_at) \
+             SELECT 'S-' || g, CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'closed' END, \
+                    now() - interval '2 days', now() - interval '2 days' + interval '30 minutes', \
+                    CASE WHEN g % 2 = 0 THEN now() - interval '2 days' END, \
+                    CASE WHEN g % 2 = 1 THEN now() - interval '1 day' END, 4, now() - interval '1 day' \
+             FROM generate_series(1, {settled}) g"
+        ),
+        if indexed {
+            "CREATE INDEX orders_pending_expires_at ON orders (expires_at) WHERE status = 'pending'"
+                .to_owned()
+        } else {
+            "SELECT 1".to_owned()
+        },
+        format!(
+            "INSERT INTO orders (order_id, placed_at, expires_at) \
+             SELECT 'Q-' || g, now(), now() + interval '2 seconds' + g * interval '{} microseconds' \
+             FROM generate_series(0, {}) g",
+            1_000_000 / options.rate.max(1),
+            pending - 1
+        ),
+        "ANALYZE orders".to_owned(),
+    ] {
+        diesel::sql_query(statement).execute(&mut conn).await?;
+    }
+
+    let window = Duration::from_secs(2) + options.precision_for + options.scan_every * 2;
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(options.scan_every);
+    let (mut scans, mut scan_time, mut closed) = (0u32, Duration::ZERO, 0usize);
+    while started.elapsed() < window {
+        ticks.tick().await;
+        let before = Instant::now();
+        closed += diesel::sql_query(SCAN).execute(&mut conn).await?;
+        scan_time += before.elapsed();
+        scans += 1;
+    }
+    let lateness: Vec<Millis> = diesel::sql_query(
+        "SELECT EXTRACT(EPOCH FROM (closed_at - expires_at))::float8 * 1000 AS ms \
+         FROM orders WHERE order_id LIKE 'Q-%' AND status = 'closed'",
+    )
+    .load(&mut conn)
+    .await?;
+    let samples = Samples::new(lateness.into_iter().map(|m| m.ms).collect());
+    drop(conn);
+    let mut admin = AsyncPgConnection::establish(&format!("{}/postgres", options.postgres)).await?;
+    diesel::sql_query(format!(
+        "DROP DATABASE IF EXISTS \"{DATABASE}\" WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await?;
+    Ok(ScanRun {
+        rows,
+        indexed,
+        closed,
+        scan_ms: scan_time.as_secs_f64() * 1000.0 / scans.max(1) as f64,
+        db_ms_per_closed: scan_time.as_secs_f64() * 1000.0 / closed.max(1) as f64,
+        lateness: Lateness::of(&samples),
+    })
+}
