@@ -33,6 +33,10 @@ pub enum Error {
     #[error("PostgreSQL: {0}")]
     Database(#[from] diesel::result::Error),
 
+    /// A batched statement failed for every request in the batch.
+    #[error("{0}")]
+    Batch(String),
+
     #[error("PostgreSQL migrations failed: {0}")]
     Migration(String),
 
@@ -72,6 +76,7 @@ impl Error {
             | Self::ConfirmTimeout { .. }
             | Self::Unroutable { .. }
             | Self::Database(_)
+            | Self::Batch(_)
             | Self::Other(_) => 70,
         }
     }

@@ -1,10 +1,14 @@
 //! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
 
+mod batch;
 mod schema;
+mod statements;
+
+pub use statements::NewOrder;
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+    ExpressionMethods, QueryDsl, SelectableHelper,
     pg::Pg,
     prelude::{Insertable, Queryable, QueryableByName, Selectable},
     sql_types::{BigInt, Int4, Text, Timestamptz},
@@ -20,10 +24,15 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::{
     configuration::{DatabaseSettings, SecretUrl},
-    domain::{Order, OrderId, OrderPlaced, OrderStatus, PaymentSucceeded},
+    domain::{Order, OrderId, OrderStatus, PaymentSucceeded},
     error::{Error, Result},
 };
+use batch::Batcher;
 use schema::{orders, payments};
+use statements::{Announced, CheckMade, Closing, NewPayment};
+
+/// The most requests one batched statement serves.
+const MAX_BATCH: usize = 256;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -45,15 +54,45 @@ pub const CLAIM_OVERDUE: &str = "UPDATE orders SET next_check_at = $1 WHERE orde
 pub struct Database {
     pool: Pool<AsyncPgConnection>,
     address: String,
+    batches: Batches,
 }
 
-/// A new order, ready to be stored.
-#[derive(Debug, Clone)]
-pub struct NewOrder<'a> {
-    pub placed: &'a OrderPlaced,
-    pub placed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub next_check_at: DateTime<Utc>,
+/// One batcher per kind of statement, each running one batch at a time.
+#[derive(Clone)]
+struct Batches {
+    place: Batcher<NewOrder, Placement>,
+    pay: Batcher<NewPayment, PaymentRecord>,
+    find: Batcher<OrderId, Option<Order>>,
+    close: Batcher<Closing, Option<Order>>,
+    record_check: Batcher<CheckMade, ()>,
+    mark_announced: Batcher<Announced, ()>,
+}
+
+/// A batcher whose batches run `statement` on a pooled connection.
+fn batcher<I, O, F, Fut>(
+    pool: &Pool<AsyncPgConnection>,
+    address: &str,
+    statement: F,
+) -> Batcher<I, O>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: Fn(statements::Conn, Vec<I>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = Result<Vec<O>>> + Send,
+{
+    let pool = pool.clone();
+    let address = address.to_owned();
+    Batcher::spawn(MAX_BATCH, move |items| {
+        let pool = pool.clone();
+        let address = address.clone();
+        async move {
+            let conn = pool.get().await.map_err(|error| Error::DatabaseConnect {
+                address,
+                message: error.to_string(),
+            })?;
+            statement(conn, items).await
+        }
+    })
 }
 
 /// What storing an `order.placed` did.
@@ -159,63 +198,6 @@ fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
     row.map(Order::try_from).transpose()
 }
 
-async fn find_order(
-    conn: &mut AsyncPgConnection,
-    order_id: &OrderId,
-) -> diesel::QueryResult<Option<OrderRow>> {
-    orders::table
-        .find(order_id.as_str())
-        .select(OrderRow::as_select())
-        .first(conn)
-        .await
-        .optional()
-}
-
-/// Pays a pending order with its earliest recorded payment, if it has one.
-/// `$1`: the order id.
-const PAY_WITH_RECORDED_PAYMENT: &str = "UPDATE orders \
-    SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), payment_id = p.payment_id, \
-        next_check_at = NULL, event_published_at = NULL \
-    FROM (SELECT payment_id, paid_at, received_at FROM payments WHERE order_id = $1 \
-          ORDER BY received_at, payment_id LIMIT 1) p \
-    WHERE orders.order_id = $1 AND orders.status = 'pending' \
-    RETURNING orders.*";
-
-/// Pays a pending order with one payment. `$1`: the payment id, `$2`: the
-/// order id; nothing happens unless that payment was recorded for that order.
-const PAY_WITH_PAYMENT: &str = "UPDATE orders \
-    SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), payment_id = p.payment_id, \
-        next_check_at = NULL, event_published_at = NULL \
-    FROM payments p \
-    WHERE p.payment_id = $1 AND p.order_id = $2 \
-      AND orders.order_id = $2 AND orders.status = 'pending' \
-    RETURNING orders.*";
-
-/// Why a payment did not pay its order, once that is known.
-async fn settle_unapplied_payment(
-    conn: &mut AsyncPgConnection,
-    order_id: &OrderId,
-    recorded: Payment,
-) -> Result<PaymentEffect> {
-    if recorded.order_id != order_id.as_str() {
-        return Ok(PaymentEffect::Conflict {
-            recorded_for: recorded.order_id,
-        });
-    }
-    let Some(order) = to_order(find_order(conn, order_id).await?)? else {
-        return Ok(PaymentEffect::Early);
-    };
-    if order.status != OrderStatus::Closed {
-        return Ok(PaymentEffect::AlreadyPaid(order));
-    }
-    let payment = diesel::update(payments::table.find(&recorded.payment_id))
-        .set(payments::after_close.eq(true))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .await?;
-    Ok(PaymentEffect::AfterClose { order, payment })
-}
-
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
@@ -235,9 +217,19 @@ impl Database {
             .wait_timeout(Some(std::time::Duration::from_secs(30)))
             .build()
             .map_err(|error| Error::Other(anyhow::anyhow!("database pool: {error}")))?;
+        let address = settings.url.address();
+        let batches = Batches {
+            place: batcher(&pool, &address, statements::place),
+            pay: batcher(&pool, &address, statements::record_payments),
+            find: batcher(&pool, &address, statements::find),
+            close: batcher(&pool, &address, statements::close),
+            record_check: batcher(&pool, &address, statements::record_checks),
+            mark_announced: batcher(&pool, &address, statements::mark_announced),
+        };
         Ok(Self {
             pool,
-            address: settings.url.address(),
+            address,
+            batches,
         })
     }
 
@@ -267,102 +259,38 @@ impl Database {
     ///
     /// No lock: the order is written first, then its recorded payments are
     /// looked for, each statement committing on its own; a payment is written
-    /// first, then its order is looked for (see [`Database::record_payment`]).
+    /// first, then its order is looked for ([`Database::record_payment`]).
     /// Whichever side commits its write second finds the other's, so a
-    /// payment that races its order is never left unapplied. The order of
-    /// the two statements is what makes this work: they are never reordered
-    /// or merged into one (one statement sees one snapshot).
-    pub async fn place(&self, new: &NewOrder<'_>) -> Result<Placement> {
-        let mut conn = self.conn().await?;
-        let order_id = new.placed.order_id.as_str();
-        let insert = diesel::insert_into(orders::table)
-            .values((
-                orders::order_id.eq(order_id),
-                orders::status.eq(OrderStatus::Pending.as_str()),
-                orders::amount_cents.eq(new.placed.amount_cents),
-                orders::currency.eq(new.placed.currency.as_ref().map(|c| c.as_str())),
-                orders::placed_at.eq(new.placed_at),
-                orders::expires_at.eq(new.expires_at),
-                orders::next_check_at.eq(new.next_check_at),
-            ))
-            .on_conflict_do_nothing()
-            .returning(OrderRow::as_returning());
-        let inserted = insert.get_result::<OrderRow>(&mut conn).await.optional()?;
-        let paid = diesel::sql_query(PAY_WITH_RECORDED_PAYMENT)
-            .bind::<Text, _>(order_id)
-            .get_result::<OrderRow>(&mut conn)
-            .await
-            .optional()?;
-        Ok(match (inserted, to_order(paid)?) {
-            (Some(_), Some(paid)) => Placement::CreatedPaid(paid),
-            (None, Some(paid)) => Placement::Known(paid),
-            (Some(created), None) => Placement::Created(created.try_into()?),
-            (None, None) => {
-                let known = find_order(&mut conn, &new.placed.order_id)
-                    .await?
-                    .ok_or_else(|| Error::CorruptRow(format!("order {order_id} vanished")))?;
-                Placement::Known(known.try_into()?)
-            }
-        })
+    /// payment that races its order is never left unapplied. The order of the
+    /// two statements is what makes this work: they are never reordered or
+    /// merged into one (one statement sees one snapshot).
+    pub async fn place(&self, new: NewOrder) -> Result<Placement> {
+        self.batches.place.run(new).await
     }
 
     /// Records a payment and applies it to its order: the payment is written
-    /// first, then its order is paid if it is pending (see [`Database::place`]
-    /// for why in this order).
+    /// first, then its order is paid if it is pending.
     pub async fn record_payment(
         &self,
         payment: &PaymentSucceeded,
         received_at: DateTime<Utc>,
     ) -> Result<PaymentRecord> {
-        let mut conn = self.conn().await?;
-        let order_id = &payment.order_id;
-        let inserted = diesel::insert_into(payments::table)
-            .values(Payment {
-                payment_id: payment.payment_id.as_str().to_owned(),
-                order_id: order_id.as_str().to_owned(),
-                amount_cents: payment.amount_cents,
-                paid_at: payment.paid_at,
-                received_at,
-                after_close: false,
-                event_published_at: None,
-            })
-            .on_conflict_do_nothing()
-            .returning(Payment::as_returning())
-            .get_result::<Payment>(&mut conn)
-            .await
-            .optional()?;
-        let paid = diesel::sql_query(PAY_WITH_PAYMENT)
-            .bind::<Text, _>(payment.payment_id.as_str())
-            .bind::<Text, _>(order_id.as_str())
-            .get_result::<OrderRow>(&mut conn)
-            .await
-            .optional()?;
-        let first_time = inserted.is_some();
-        let effect = match to_order(paid)? {
-            Some(order) => PaymentEffect::Paid(order),
-            None => {
-                let recorded = match inserted {
-                    Some(recorded) => recorded,
-                    None => {
-                        payments::table
-                            .find(payment.payment_id.as_str())
-                            .select(Payment::as_select())
-                            .first(&mut conn)
-                            .await?
-                    }
-                };
-                settle_unapplied_payment(&mut conn, order_id, recorded).await?
-            }
+        let payment = Payment {
+            payment_id: payment.payment_id.as_str().to_owned(),
+            order_id: payment.order_id.as_str().to_owned(),
+            amount_cents: payment.amount_cents,
+            paid_at: payment.paid_at,
+            received_at,
+            after_close: false,
+            event_published_at: None,
         };
-        Ok(PaymentRecord { first_time, effect })
+        self.batches.pay.run(NewPayment { payment }).await
     }
 
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
-        let mut conn = self.conn().await?;
-        to_order(find_order(&mut conn, order_id).await?)
+        self.batches.find.run(order_id.clone()).await
     }
 
-    /// The payments recorded for an order, oldest first.
     pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<Payment>> {
         let mut conn = self.conn().await?;
         Ok(payments::table
@@ -381,22 +309,14 @@ impl Database {
         attempt: u32,
         now: DateTime<Utc>,
     ) -> Result<Option<Order>> {
-        let mut conn = self.conn().await?;
-        let row = diesel::update(orders::table)
-            .filter(orders::order_id.eq(order_id.as_str()))
-            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-            .set((
-                orders::status.eq(OrderStatus::Closed.as_str()),
-                orders::closed_at.eq(now),
-                orders::attempts.eq(greatest(orders::attempts, attempt as i32)),
-                orders::next_check_at.eq(None::<DateTime<Utc>>),
-                orders::event_published_at.eq(None::<DateTime<Utc>>),
-            ))
-            .returning(OrderRow::as_returning())
-            .get_result(&mut conn)
+        self.batches
+            .close
+            .run(Closing {
+                order_id: order_id.clone(),
+                attempt,
+                at: now,
+            })
             .await
-            .optional()?;
-        to_order(row)
     }
 
     /// Records that check number `attempt` of a pending order was made and
@@ -407,18 +327,14 @@ impl Database {
         attempt: u32,
         next_check_at: DateTime<Utc>,
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
-        diesel::update(orders::table)
-            .filter(orders::order_id.eq(order_id.as_str()))
-            .filter(orders::status.eq(OrderStatus::Pending.as_str()))
-            .filter(orders::attempts.lt(attempt as i32))
-            .set((
-                orders::attempts.eq(attempt as i32),
-                orders::next_check_at.eq(next_check_at),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.batches
+            .record_check
+            .run(CheckMade {
+                order_id: order_id.clone(),
+                attempt,
+                next_check_at,
+            })
+            .await
     }
 
     /// Records that the event of the order's terminal `status` was confirmed,
@@ -429,17 +345,14 @@ impl Database {
         status: OrderStatus,
         attempts: u32,
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
-        diesel::update(orders::table)
-            .filter(orders::order_id.eq(order_id.as_str()))
-            .filter(orders::status.eq(status.as_str()))
-            .set((
-                orders::event_published_at.eq(diesel::dsl::now),
-                orders::attempts.eq(greatest(orders::attempts, attempts as i32)),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.batches
+            .mark_announced
+            .run(Announced {
+                order_id: order_id.clone(),
+                status,
+                attempts,
+            })
+            .await
     }
 
     /// Claims up to `batch` orders whose check was due before `cutoff` and

@@ -24,12 +24,14 @@ pub(super) async fn order_placed(
     let now = Utc::now();
     let placed_at = placed.placed_at.unwrap_or(now);
     let new = NewOrder {
-        placed: &placed,
+        order_id: placed.order_id,
+        amount_cents: placed.amount_cents,
+        currency: placed.currency.map(|currency| currency.as_str().to_owned()),
         placed_at,
         expires_at: placed_at + time_delta(schedule.total()),
         next_check_at: now + time_delta(schedule.first_wait()),
     };
-    match worker.db.place(&new).await? {
+    match worker.db.place(new).await? {
         Placement::Created(order) => {
             arm_first_timer(worker, &order.order_id).await?;
             worker.metrics.order_placed();
