@@ -68,6 +68,53 @@ struct Batches {
     mark_announced: Batcher<Announced, ()>,
 }
 
+/// Connections of the pool that does not wait for WAL flushes.
+const RELAXED_POOL_SIZE: usize = 2;
+
+fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
+    // A closed connection or a broken transaction is still caught when a
+    // connection returns to the pool; a test query on every checkout would
+    // add a round trip to every statement.
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .map_err(|error| Error::Other(anyhow::anyhow!("database pool: {error}")))
+}
+
+/// The same URL, for sessions whose commits do not wait for the WAL flush.
+fn without_flush_wait(url: &url::Url) -> String {
+    const SETTING: &str = "-c synchronous_commit=off";
+    let mut url = url.clone();
+    let mut options = None;
+    let others: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(key, value)| {
+            if key == "options" {
+                options = Some(format!("{value} {SETTING}"));
+                None
+            } else {
+                Some((key.into_owned(), value.into_owned()))
+            }
+        })
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(others)
+        .append_pair("options", options.as_deref().unwrap_or(SETTING));
+    // PostgreSQL's URL parameters are percent-decoded only: a space must
+    // not travel as '+' (a literal '+' is already %2B here).
+    if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
+        url.set_query(Some(&query));
+    }
+    url.to_string()
+}
+
 /// A batcher whose batches run `statement` on a pooled connection.
 fn batcher<I, O, F, Fut>(
     pool: &Pool<AsyncPgConnection>,
@@ -201,30 +248,19 @@ fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
-        // A closed connection or a broken transaction is still caught when a
-        // connection returns to the pool; a test query on every checkout
-        // would add a round trip to every statement.
-        let mut config = ManagerConfig::default();
-        config.recycling_method = RecyclingMethod::Fast;
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-            settings.url.expose(),
-            config,
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
-            .build()
-            .map_err(|error| Error::Other(anyhow::anyhow!("database pool: {error}")))?;
+        let pool = connection_pool(settings.url.url().as_str(), settings.pool_size)?;
+        // Records whose loss is harmless — that a check was made, that an
+        // event was published — commit without waiting for the WAL flush: a
+        // lost one only means a check or an event is repeated.
+        let relaxed = connection_pool(&without_flush_wait(settings.url.url()), RELAXED_POOL_SIZE)?;
         let address = settings.url.address();
         let batches = Batches {
             place: batcher(&pool, &address, statements::place),
             pay: batcher(&pool, &address, statements::record_payments),
             find: batcher(&pool, &address, statements::find),
             close: batcher(&pool, &address, statements::close),
-            record_check: batcher(&pool, &address, statements::record_checks),
-            mark_announced: batcher(&pool, &address, statements::mark_announced),
+            record_check: batcher(&relaxed, &address, statements::record_checks),
+            mark_announced: batcher(&relaxed, &address, statements::mark_announced),
         };
         Ok(Self {
             pool,
@@ -473,4 +509,33 @@ pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_flush_wait;
+
+    #[test]
+    fn relaxed_sessions_add_the_setting_to_any_options() {
+        let plain = url::Url::parse("postgres://u:p@db:5432/paywait").unwrap();
+        assert_eq!(
+            without_flush_wait(&plain),
+            "postgres://u:p@db:5432/paywait?options=-c%20synchronous_commit%3Doff"
+        );
+        let with_options =
+            url::Url::parse("postgres://db/paywait?sslmode=disable&options=-c%20work_mem%3D4MB")
+                .unwrap();
+        let relaxed = url::Url::parse(&without_flush_wait(&with_options)).unwrap();
+        let pairs: Vec<(String, String)> = relaxed.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("sslmode".to_owned(), "disable".to_owned()),
+                (
+                    "options".to_owned(),
+                    "-c work_mem=4MB -c synchronous_commit=off".to_owned()
+                )
+            ]
+        );
+    }
 }

@@ -49,18 +49,21 @@ struct OrderInsert<'a> {
 }
 
 /// Pays pending orders with their earliest recorded payment, if they have
-/// one. `$1`: the order ids.
+/// one. `$1`: the order ids. Only orders with a payment are locked, so in
+/// the usual case (no payment yet) the statement writes nothing and its
+/// commit waits for no flush.
 const PAY_WITH_RECORDED_PAYMENTS: &str = "\
-    WITH locked AS (SELECT order_id FROM orders \
-                    WHERE order_id = ANY($1) AND status = 'pending' \
-                    ORDER BY order_id FOR UPDATE), \
-         earliest AS (SELECT DISTINCT ON (order_id) order_id, payment_id, paid_at, received_at \
-                      FROM payments WHERE order_id IN (SELECT order_id FROM locked) \
-                      ORDER BY order_id, received_at, payment_id) \
+    WITH earliest AS (SELECT DISTINCT ON (order_id) order_id, payment_id, paid_at, received_at \
+                      FROM payments WHERE order_id = ANY($1) \
+                      ORDER BY order_id, received_at, payment_id), \
+         locked AS (SELECT order_id FROM orders \
+                    WHERE order_id IN (SELECT order_id FROM earliest) AND status = 'pending' \
+                    ORDER BY order_id FOR UPDATE) \
     UPDATE orders SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), \
         payment_id = p.payment_id, next_check_at = NULL, event_published_at = NULL \
     FROM earliest p \
-    WHERE orders.order_id = p.order_id AND orders.status = 'pending' \
+    WHERE orders.order_id = p.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
+      AND orders.status = 'pending' \
     RETURNING orders.*";
 
 /// Pays pending orders with the given payments. `$1`: payment ids, `$2`:
