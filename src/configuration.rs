@@ -294,7 +294,7 @@ impl Settings {
 
         let mut builder = config::Config::builder()
             .set_default("amqp.url", DEFAULT_AMQP_URL)?
-            .set_default("amqp.prefetch", 64)?
+            .set_default("amqp.prefetch", 256)?
             .set_default("amqp.confirm_timeout", "30s")?
             .set_default("database.url", DEFAULT_DATABASE_URL)?
             .set_default("database.pool_size", 16)?

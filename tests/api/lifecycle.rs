@@ -308,3 +308,32 @@ async fn classic_queues_work_end_to_end() {
     assert_eq!(event.name(), "order.closed");
     assert_eq!(event.body["attempts"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_racing_their_orders_are_never_left_unapplied() {
+    let mut app = TestApp::spawn("5s").await;
+    let second = TestApp::client_for(&app.sandbox).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("RACE-{i:03}")).collect();
+    // Each order and its payment leave at the same moment, on two connections.
+    for id in &ids {
+        let payment =
+            serde_json::json!({"order_id": id, "payment_id": format!("PAY-{id}")}).to_string();
+        tokio::join!(
+            app.place(id),
+            second.publish("payment.succeeded", payment.as_bytes())
+        );
+    }
+    let mut paid = std::collections::HashSet::new();
+    while paid.len() < ids.len() {
+        let event = app.expect_event(Duration::from_secs(4)).await;
+        assert_eq!(event.name(), "order.paid", "{event:?}");
+        paid.insert(event.order_id().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(
+            app.order(id).await.unwrap().status,
+            OrderStatus::Paid,
+            "{id}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel,
+    BasicProperties, Channel, Connection,
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
     types::FieldTable,
@@ -108,7 +108,7 @@ async fn start_relay(
     topology: Arc<Topology>,
     prefetch: u16,
     stop: CancellationToken,
-) -> anyhow::Result<Arc<Mutex<Vec<f64>>>> {
+) -> anyhow::Result<(Arc<Connection>, Arc<Mutex<Vec<f64>>>)> {
     let (connection, publisher) = client::connect(url).await?;
     let connection = Arc::new(connection);
     let lateness = Arc::new(Mutex::new(Vec::new()));
@@ -164,14 +164,14 @@ async fn start_relay(
             }
         });
     }
-    Ok(lateness)
+    Ok((connection, lateness))
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let environment = paywait_runs::environment(options, "paywait_ceiling_unused", PREFIX);
     let settings = paywait_runs::settings(&environment)?;
     let topology = Arc::new(Topology::from_settings(&settings));
-    let (_connection, channel) = client::connect(&options.amqp_url).await?;
+    let (connection, channel) = client::connect(&options.amqp_url).await?;
     client::delete_topology(
         &channel,
         &topology
@@ -195,7 +195,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     )
     .await?;
     let stop = CancellationToken::new();
-    let lateness = start_relay(
+    let (relay, lateness) = start_relay(
         &options.amqp_url,
         topology.clone(),
         settings.amqp.prefetch,
@@ -270,6 +270,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
+    let _ = relay.close(200, "run done".into()).await;
     let samples = Samples::new(lateness.lock().unwrap().clone());
     client::delete_topology(
         &channel,
@@ -285,6 +286,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
             .collect::<Vec<_>>(),
     )
     .await?;
+    let _ = connection.close(200, "run done".into()).await;
     Ok(CeilingRun {
         orders_per_second: options.orders as f64 / burst_seconds,
         ttl_lateness: Lateness::of(&samples),

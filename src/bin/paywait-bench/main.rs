@@ -53,6 +53,15 @@ struct Options {
     /// The paywait binary (default: the one next to this one)
     #[arg(long)]
     daemon: Option<PathBuf>,
+    /// Extra settings for the daemon, e.g. PAYWAIT_AMQP__PREFETCH=128 (repeatable)
+    #[arg(long = "daemon-env", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    daemon_env: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 #[tokio::main]

@@ -36,6 +36,7 @@ pub fn environment(options: &Options, database: &str, prefix: &str) -> Vec<(Stri
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(options.daemon_env.iter().cloned())
     .collect()
 }
 
@@ -67,7 +68,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
     let environment = environment(options, DATABASE, PREFIX);
     let settings = settings(&environment)?;
     let topology = Topology::from_settings(&settings);
-    let (_connection, channel) = client::connect(&options.amqp_url).await?;
+    let (connection, channel) = client::connect(&options.amqp_url).await?;
     client::delete_topology(
         &channel,
         &topology
@@ -161,6 +162,9 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         ensure!(kind == expected, "B-{i} ended {kind}, expected {expected}");
     }
 
+    // Let the burst's last timers (those of paid orders) fire before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     // Precision: unpaid orders at a steady rate, stamped with when they were placed.
     let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
     let spacing = Duration::from_secs_f64(1.0 / options.rate as f64);
@@ -205,6 +209,8 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
 
     let peak_rss_mib = daemon.peak_rss_mib()?;
     daemon.stop().await?;
+    // Its exclusive sink queue goes with the connection.
+    let _ = connection.close(200, "run done".into()).await;
     Ok(PaywaitRun {
         orders_per_second: options.orders as f64 / burst_seconds,
         duplicates,
