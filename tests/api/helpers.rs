@@ -225,18 +225,21 @@ impl Client {
     }
 
     pub async fn queue_exists(&self, queue: &str) -> bool {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok()
+        passive_declare(&self.channel, queue).await.is_ok()
     }
+}
+
+async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
 }
 
 async fn confirm_publish(
@@ -566,15 +569,7 @@ impl TestApp {
 
     /// How many messages wait in `queue` now.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        passive_declare(&self.channel, queue)
             .await
             .unwrap()
             .message_count()

@@ -32,9 +32,15 @@ use paywait::domain::{OrderId, OrderStatus};
 
 use helpers::{Sandbox, http_get};
 
-const ORDERS: usize = 2_000;
-/// One order every 10 ms: 100 orders a second for 20 seconds.
+/// The steady load: one order every 10 ms, 100 a second for 20 seconds.
+const STEADY_ORDERS: usize = 2_000;
 const ORDER_SPACING: Duration = Duration::from_millis(10);
+/// A last second of orders from 23 s on, whose checks fall due while the
+/// broker blocks publishers (from 24 s), so that the daemon has publishes in
+/// flight then.
+const TAIL_ORDERS: usize = 100;
+const TAIL_START: Duration = Duration::from_secs(23);
+const ORDERS: usize = STEADY_ORDERS + TAIL_ORDERS;
 const SCHEDULE: &str = "1s,1s";
 const DOWNSTREAM: &str = "downstream.audit";
 
@@ -224,7 +230,11 @@ struct Plan {
 fn plans() -> Vec<Plan> {
     (0..ORDERS)
         .map(|i| {
-            let placed_after = ORDER_SPACING * i as u32;
+            let placed_after = if i < STEADY_ORDERS {
+                ORDER_SPACING * i as u32
+            } else {
+                TAIL_START + ORDER_SPACING * (i - STEADY_ORDERS) as u32
+            };
             // Even orders are paid 0 to 2.6 s after being placed: before, at and
             // after their 2 s deadline.
             let paid_after = (i % 2 == 0)
@@ -516,9 +526,22 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
 
     // A broker that stops answering: a memory alarm blocks every publisher.
     // The daemon's publishes must time out and be retried, not hang it.
+    // The alarm takes effect a moment after it is set, so it stays on until
+    // the daemon has seen a publish time out, and for 5 s at least.
     at(24).await;
     broker_ctl_args(&["set_vm_memory_high_watermark", "0"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let blocked = Instant::now();
+    while blocked.elapsed() < Duration::from_secs(5)
+        || !std::fs::read_to_string(&primary.log)
+            .unwrap()
+            .contains("did not confirm")
+    {
+        assert!(
+            blocked.elapsed() < Duration::from_secs(30),
+            "no publish timed out while the broker blocked publishers"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     broker_ctl_args(&["set_vm_memory_high_watermark", "0.4"]);
     let unblocked = Instant::now();
     primary.wait_ready(Duration::from_secs(30)).await;

@@ -172,20 +172,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let settings = paywait_runs::settings(&environment)?;
     let topology = Arc::new(Topology::from_settings(&settings));
     let (connection, channel) = client::connect(&options.amqp_url).await?;
-    client::delete_topology(
-        &channel,
-        &topology
-            .queues()
-            .into_iter()
-            .map(|q| q.name)
-            .collect::<Vec<_>>(),
-        &topology
-            .exchanges()
-            .into_iter()
-            .map(|e| e.name)
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    client::delete_topology(&channel, &topology).await?;
     paywait::amqp::declare(&channel, &topology).await?;
     let mut events = client::sink(
         &channel,
@@ -272,20 +259,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     stop.cancel();
     let _ = relay.close(200, "run done".into()).await;
     let samples = Samples::new(lateness.lock().unwrap().clone());
-    client::delete_topology(
-        &channel,
-        &topology
-            .queues()
-            .into_iter()
-            .map(|q| q.name)
-            .collect::<Vec<_>>(),
-        &topology
-            .exchanges()
-            .into_iter()
-            .map(|e| e.name)
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    client::delete_topology(&channel, &topology).await?;
     let _ = connection.close(200, "run done".into()).await;
     Ok(CeilingRun {
         orders_per_second: options.orders as f64 / burst_seconds,

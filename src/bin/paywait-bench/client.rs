@@ -13,6 +13,7 @@ use lapin::{
     },
     types::FieldTable,
 };
+use paywait::topology::Topology;
 use tokio::sync::mpsc;
 
 pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
@@ -156,20 +157,16 @@ pub async fn sink(
     Ok(receiver)
 }
 
-/// Deletes every queue and exchange whose name the bench owns.
-pub async fn delete_topology(
-    channel: &Channel,
-    queues: &[String],
-    exchanges: &[String],
-) -> anyhow::Result<()> {
-    for queue in queues {
+/// Deletes every queue and exchange of a topology the bench owns.
+pub async fn delete_topology(channel: &Channel, topology: &Topology) -> anyhow::Result<()> {
+    for queue in topology.queues() {
         channel
-            .queue_delete(queue.as_str().into(), Default::default())
+            .queue_delete(queue.name.as_str().into(), Default::default())
             .await?;
     }
-    for exchange in exchanges {
+    for exchange in topology.exchanges() {
         channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
+            .exchange_delete(exchange.name.as_str().into(), Default::default())
             .await?;
     }
     Ok(())

@@ -69,20 +69,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
     let settings = settings(&environment)?;
     let topology = Topology::from_settings(&settings);
     let (connection, channel) = client::connect(&options.amqp_url).await?;
-    client::delete_topology(
-        &channel,
-        &topology
-            .queues()
-            .into_iter()
-            .map(|q| q.name)
-            .collect::<Vec<_>>(),
-        &topology
-            .exchanges()
-            .into_iter()
-            .map(|e| e.name)
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    client::delete_topology(&channel, &topology).await?;
     fresh_database(options, &settings).await?;
 
     let daemon = Daemon::start(binary, &environment).await?;
