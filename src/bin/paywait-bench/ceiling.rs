@@ -233,21 +233,14 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     // Steady rate, unpaid: the broker's own TTL lateness.
     lateness.lock().unwrap().clear();
     let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
-    let spacing = Duration::from_secs_f64(1.0 / options.rate as f64);
-    let steady = tokio::time::Instant::now();
-    for i in 0..precision_orders {
-        tokio::time::sleep_until(steady + spacing * i as u32).await;
-        pipeline
-            .publish(
-                &topology.orders_exchange,
-                "order.placed",
-                json!({"order_id": format!("P-{i}"), "paid": false})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .await?;
-    }
-    pipeline.finish().await?;
+    pipeline
+        .place_steadily(
+            &topology.orders_exchange,
+            options.rate,
+            precision_orders,
+            |i| json!({"order_id": format!("P-{i}"), "paid": false}),
+        )
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while lateness.lock().unwrap().len() < precision_orders {
         ensure!(

@@ -82,6 +82,26 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Publishes `count` orders at `rate` a second to `exchange` with routing
+    /// key `order.placed`, the body of order `i` made by `body`; returns once
+    /// every one is confirmed.
+    pub async fn place_steadily(
+        &mut self,
+        exchange: &str,
+        rate: u32,
+        count: usize,
+        body: impl Fn(usize) -> serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let spacing = std::time::Duration::from_secs_f64(1.0 / f64::from(rate));
+        let started = tokio::time::Instant::now();
+        for i in 0..count {
+            tokio::time::sleep_until(started + spacing * i as u32).await;
+            self.publish(exchange, "order.placed", body(i).to_string().as_bytes())
+                .await?;
+        }
+        self.finish().await
+    }
+
     /// Waits for every outstanding confirm.
     pub async fn finish(&mut self) -> anyhow::Result<()> {
         while !self.in_flight.is_empty() {

@@ -154,22 +154,17 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
 
     // Precision: unpaid orders at a steady rate, stamped with when they were placed.
     let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
-    let spacing = Duration::from_secs_f64(1.0 / options.rate as f64);
-    let started = tokio::time::Instant::now();
-    for i in 0..precision_orders {
-        tokio::time::sleep_until(started + spacing * i as u32).await;
-        let placed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-        pipeline
-            .publish(
-                &topology.orders_exchange,
-                "order.placed",
+    pipeline
+        .place_steadily(
+            &topology.orders_exchange,
+            options.rate,
+            precision_orders,
+            |i| {
+                let placed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
                 json!({"order_id": format!("P-{i}"), "placed_at": placed_at})
-                    .to_string()
-                    .as_bytes(),
-            )
-            .await?;
-    }
-    pipeline.finish().await?;
+            },
+        )
+        .await?;
     let mut closed = 0;
     while closed < precision_orders {
         let received = tokio::time::timeout(Duration::from_secs(60), events.recv())
