@@ -29,14 +29,12 @@ use crate::{
 };
 use batch::Batcher;
 use schema::{orders, payments};
-use statements::{Announced, CheckMade, Closing, NewPayment};
+use statements::{Announced, CheckMade, Closing};
 
 /// The most requests one batched statement serves.
 const MAX_BATCH: usize = 256;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-diesel::define_sql_function!(fn greatest(a: Int4, b: Int4) -> Int4);
 
 /// The sweeper's claim: `$1` the new `next_check_at`, `$2` the cutoff, `$3`
 /// the batch size. The inner select walks the partial index
@@ -61,7 +59,7 @@ pub struct Database {
 #[derive(Clone)]
 struct Batches {
     place: Batcher<NewOrder, Placement>,
-    pay: Batcher<NewPayment, PaymentRecord>,
+    pay: Batcher<Payment, PaymentRecord>,
     find: Batcher<OrderId, Option<Order>>,
     close: Batcher<Closing, Option<Order>>,
     record_check: Batcher<CheckMade, ()>,
@@ -115,6 +113,14 @@ fn without_flush_wait(url: &url::Url) -> String {
     url.to_string()
 }
 
+/// A connection from `pool`; failing that, an error naming the address.
+async fn checkout(pool: &Pool<AsyncPgConnection>, address: &str) -> Result<statements::Conn> {
+    pool.get().await.map_err(|error| Error::DatabaseConnect {
+        address: address.to_owned(),
+        message: error.to_string(),
+    })
+}
+
 /// A batcher whose batches run `statement` on a pooled connection.
 fn batcher<I, O, F, Fut>(
     pool: &Pool<AsyncPgConnection>,
@@ -132,13 +138,7 @@ where
     Batcher::spawn(MAX_BATCH, move |items| {
         let pool = pool.clone();
         let address = address.clone();
-        async move {
-            let conn = pool.get().await.map_err(|error| Error::DatabaseConnect {
-                address,
-                message: error.to_string(),
-            })?;
-            statement(conn, items).await
-        }
+        async move { statement(checkout(&pool, &address).await?, items).await }
     })
 }
 
@@ -269,16 +269,8 @@ impl Database {
         })
     }
 
-    async fn conn(
-        &self,
-    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
-        self.pool
-            .get()
-            .await
-            .map_err(|error| Error::DatabaseConnect {
-                address: self.address.clone(),
-                message: error.to_string(),
-            })
+    async fn conn(&self) -> Result<statements::Conn> {
+        checkout(&self.pool, &self.address).await
     }
 
     /// Answers whether the database takes queries now.
@@ -320,7 +312,7 @@ impl Database {
             after_close: false,
             event_published_at: None,
         };
-        self.batches.pay.run(NewPayment { payment }).await
+        self.batches.pay.run(payment).await
     }
 
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {

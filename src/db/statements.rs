@@ -139,10 +139,7 @@ fn first_claim<T>(
     keys: impl Iterator<Item = String>,
     mut claim: impl FnMut(Option<Order>) -> T,
 ) -> Result<Vec<T>> {
-    let mut by_id: std::collections::HashMap<String, Order> = rows
-        .into_iter()
-        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
-        .collect::<Result<_>>()?;
+    let mut by_id: std::collections::HashMap<String, Order> = by_order_id(rows)?;
     Ok(keys.map(|key| claim(by_id.remove(&key))).collect())
 }
 
@@ -155,6 +152,11 @@ pub(super) async fn find_orders(
         .select(OrderRow::as_select())
         .load(conn)
         .await?;
+    by_order_id(rows)
+}
+
+/// Rows as orders, by order id.
+fn by_order_id(rows: Vec<OrderRow>) -> Result<std::collections::HashMap<String, Order>> {
     rows.into_iter()
         .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
         .collect()
@@ -191,14 +193,8 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
 
     let created: std::collections::HashSet<String> =
         inserted.iter().map(|row| row.order_id.clone()).collect();
-    let paid: std::collections::HashMap<String, Order> = paid
-        .into_iter()
-        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
-        .collect::<Result<_>>()?;
-    let inserted: std::collections::HashMap<String, Order> = inserted
-        .into_iter()
-        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
-        .collect::<Result<_>>()?;
+    let paid: std::collections::HashMap<String, Order> = by_order_id(paid)?;
+    let inserted: std::collections::HashMap<String, Order> = by_order_id(inserted)?;
     let unknown: Vec<String> = all_ids
         .iter()
         .filter(|id| !created.contains(*id) && !paid.contains_key(*id))
@@ -232,28 +228,21 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
     Ok(placements)
 }
 
-/// A payment message, ready to be recorded.
-#[derive(Debug, Clone)]
-pub struct NewPayment {
-    pub payment: Payment,
-}
-
 /// Records payments, then pays their pending orders (see
 /// [`super::Database::place`] for why in this order).
 pub(super) async fn record_payments(
     mut conn: Conn,
-    batch: Vec<NewPayment>,
+    batch: Vec<Payment>,
 ) -> Result<Vec<PaymentRecord>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let rows: Vec<&Payment> = batch.iter().map(|new| &new.payment).collect();
     let inserted: Vec<Payment> = diesel::insert_into(payments::table)
-        .values(rows)
+        .values(&batch)
         .on_conflict_do_nothing()
         .returning(Payment::as_returning())
         .get_results(conn)
         .await?;
-    let payment_ids = ids(batch.iter().map(|new| &new.payment.payment_id));
-    let order_ids = ids(batch.iter().map(|new| &new.payment.order_id));
+    let payment_ids = ids(batch.iter().map(|payment| &payment.payment_id));
+    let order_ids = ids(batch.iter().map(|payment| &payment.order_id));
     let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_PAYMENTS)
         .bind::<Array<Text>, _>(&payment_ids)
         .bind::<Array<Text>, _>(&order_ids)
@@ -264,31 +253,28 @@ pub(super) async fn record_payments(
         .into_iter()
         .map(|payment| (payment.payment_id.clone(), payment))
         .collect();
-    let mut paid: std::collections::HashMap<String, Order> = paid
-        .into_iter()
-        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
-        .collect::<Result<_>>()?;
+    let mut paid: std::collections::HashMap<String, Order> = by_order_id(paid)?;
     let mut records = Vec::with_capacity(batch.len());
-    for new in batch {
-        let recorded = first_time.remove(&new.payment.payment_id);
+    for payment in batch {
+        let recorded = first_time.remove(&payment.payment_id);
         let first = recorded.is_some();
         let applied = paid
-            .get(&new.payment.order_id)
-            .is_some_and(|order| order.payment_id.as_deref() == Some(&new.payment.payment_id));
+            .get(&payment.order_id)
+            .is_some_and(|order| order.payment_id.as_deref() == Some(&payment.payment_id));
         let effect = if applied {
-            PaymentEffect::Paid(paid.remove(&new.payment.order_id).expect("checked above"))
+            PaymentEffect::Paid(paid.remove(&payment.order_id).expect("checked above"))
         } else {
             let recorded = match recorded {
                 Some(recorded) => recorded,
                 None => {
                     payments::table
-                        .find(&new.payment.payment_id)
+                        .find(&payment.payment_id)
                         .select(Payment::as_select())
                         .first(conn)
                         .await?
                 }
             };
-            unapplied_payment(conn, recorded, &new.payment.order_id).await?
+            unapplied_payment(conn, recorded, &payment.order_id).await?
         };
         records.push(PaymentRecord {
             first_time: first,
