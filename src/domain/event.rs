@@ -25,6 +25,15 @@ impl EventKind {
             Self::PaidAfterClose => "order.paid_after_close",
         }
     }
+
+    /// Whether the event is about one payment rather than the order's
+    /// terminal status: an order can have several such events.
+    pub fn is_about_one_payment(self) -> bool {
+        match self {
+            Self::Paid | Self::Closed => false,
+            Self::PaidAfterClose => true,
+        }
+    }
 }
 
 /// The JSON body of an outbound event.
@@ -92,13 +101,125 @@ impl OrderEvent {
         }
     }
 
-    /// `<order_id>/<event>`: the same for every copy of the event, so that
-    /// consumers can drop duplicates.
+    /// The same for every copy of the event, so that consumers can drop
+    /// duplicates: `<order_id>/<event>` for the order's terminal status, and
+    /// `<order_id>/<event>/<payment_id>` for an event about one payment, so
+    /// that each payment owed a refund keeps an id of its own.
     pub fn message_id(&self) -> String {
-        format!("{}/{}", self.order_id, self.event.name())
+        match &self.payment_id {
+            Some(payment_id) if self.event.is_about_one_payment() => {
+                format!("{}/{}/{payment_id}", self.order_id, self.event.name())
+            }
+            _ => format!("{}/{}", self.order_id, self.event.name()),
+        }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an event always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn order(status: OrderStatus) -> Order {
+        Order {
+            order_id: OrderId::parse("A-1001").unwrap(),
+            status,
+            amount_cents: Some(12900),
+            currency: Some("CNY".into()),
+            placed_at: at("2026-11-27T08:00:00Z"),
+            expires_at: at("2026-11-27T08:30:00Z"),
+            paid_at: None,
+            closed_at: None,
+            attempts: 4,
+            payment_id: None,
+            event_published_at: None,
+            next_check_at: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_order_has_no_event() {
+        assert_eq!(OrderEvent::for_status(&order(OrderStatus::Pending)), None);
+    }
+
+    #[test]
+    fn a_closed_order_is_announced_with_every_documented_field() {
+        let mut closed = order(OrderStatus::Closed);
+        closed.closed_at = Some(at("2026-11-27T08:30:00.120Z"));
+        let event = OrderEvent::for_status(&closed).unwrap();
+        assert_eq!(event.message_id(), "A-1001/order.closed");
+        let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "event": "order.closed", "order_id": "A-1001", "status": "closed",
+                "occurred_at": "2026-11-27T08:30:00.120Z",
+                "placed_at": "2026-11-27T08:00:00Z", "expires_at": "2026-11-27T08:30:00Z",
+                "attempts": 4, "amount_cents": 12900, "currency": "CNY", "payment_id": null
+            })
+        );
+    }
+
+    #[test]
+    fn a_paid_order_is_announced_when_and_by_what_it_was_paid() {
+        let mut paid = order(OrderStatus::Paid);
+        paid.paid_at = Some(at("2026-11-27T08:03:10Z"));
+        paid.payment_id = Some("PAY-77".into());
+        let event = OrderEvent::for_status(&paid).unwrap();
+        assert_eq!(event.event, EventKind::Paid);
+        assert_eq!(event.occurred_at, at("2026-11-27T08:03:10Z"));
+        assert_eq!(event.payment_id.as_deref(), Some("PAY-77"));
+        assert_eq!(event.message_id(), "A-1001/order.paid");
+        let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(body["event"], "order.paid");
+        assert_eq!(body["status"], "paid");
+    }
+
+    #[test]
+    fn a_terminal_order_without_its_timestamp_falls_back_to_placed_at() {
+        let event = OrderEvent::for_status(&order(OrderStatus::Paid)).unwrap();
+        assert_eq!(event.occurred_at, at("2026-11-27T08:00:00Z"));
+    }
+
+    #[test]
+    fn each_payment_after_the_close_has_a_message_id_of_its_own() {
+        let mut closed = order(OrderStatus::Closed);
+        closed.closed_at = Some(at("2026-11-27T08:30:00Z"));
+        let received = at("2026-11-27T08:31:00Z");
+        let first = OrderEvent::paid_after_close(&closed, "PAY-1", received);
+        let second =
+            OrderEvent::paid_after_close(&closed, "PAY-2", received + TimeDelta::seconds(1));
+        assert_eq!(first.message_id(), "A-1001/order.paid_after_close/PAY-1");
+        assert_eq!(second.message_id(), "A-1001/order.paid_after_close/PAY-2");
+        assert_eq!(first.occurred_at, received);
+        assert_eq!(first.status, OrderStatus::Closed);
+        let body: serde_json::Value = serde_json::from_slice(&first.to_json()).unwrap();
+        assert_eq!(body["event"], "order.paid_after_close");
+        assert_eq!(body["payment_id"], "PAY-1");
+    }
+
+    #[test]
+    fn event_names_are_the_documented_routing_keys() {
+        let names: Vec<_> = EventKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(
+            names,
+            ["order.paid", "order.closed", "order.paid_after_close"]
+        );
+        for kind in EventKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+        assert!(!EventKind::Paid.is_about_one_payment());
+        assert!(!EventKind::Closed.is_about_one_payment());
+        assert!(EventKind::PaidAfterClose.is_about_one_payment());
     }
 }

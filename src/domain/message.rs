@@ -205,6 +205,14 @@ impl Attempt {
 #[serde(transparent)]
 pub struct Currency(String);
 
+impl std::str::FromStr for Currency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
 impl Currency {
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -223,6 +231,14 @@ impl Currency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct PaymentId(String);
+
+impl std::str::FromStr for PaymentId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
 
 impl PaymentId {
     pub const MAX_LEN: usize = 128;
@@ -396,16 +412,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn oversized_bodies_are_refused_unread() {
+    /// A JSON object of exactly `size` bytes: `{"order_id":"A","pad":"xx…"}`.
+    fn body_of(size: usize) -> Vec<u8> {
         let mut body = br#"{"order_id":"A","pad":""#.to_vec();
-        body.resize(MAX_BODY_BYTES + 1, b' ');
+        body.resize(size - 2, b'x');
+        body.extend_from_slice(br#""}"#);
+        body
+    }
+
+    #[test]
+    fn bodies_up_to_64_kib_are_read_and_larger_ones_refused_unread() {
+        assert_eq!(MAX_BODY_BYTES, 65_536);
+        let largest = body_of(MAX_BODY_BYTES);
+        assert_eq!(OrderPlaced::parse(&largest).unwrap().order_id.as_str(), "A");
+        let too_large = body_of(MAX_BODY_BYTES + 1);
         assert_eq!(
-            OrderPlaced::parse(&body),
+            OrderPlaced::parse(&too_large),
             Err(Rejection::TooLarge {
                 size: MAX_BODY_BYTES + 1
             })
         );
+        assert_eq!(
+            Rejection::TooLarge { size: 70_000 }.to_string(),
+            "body is 70000 bytes, more than the 65536 allowed"
+        );
+    }
+
+    #[test]
+    fn payment_ids_are_1_to_128_printable_characters() {
+        let longest = "é".repeat(PaymentId::MAX_LEN);
+        assert_eq!(PaymentId::parse(&longest).unwrap().as_str(), longest);
+        assert!(PaymentId::parse(&"é".repeat(PaymentId::MAX_LEN + 1)).is_err());
+        assert!(PaymentId::parse(&"p".repeat(PaymentId::MAX_LEN + 1)).is_err());
+        assert!(PaymentId::parse("").is_err());
+        assert!(PaymentId::parse("PAY\n1").is_err());
+        assert_eq!("PAY-1".parse::<PaymentId>().unwrap().as_str(), "PAY-1");
+        assert_eq!("EUR".parse::<Currency>().unwrap().as_str(), "EUR");
+        assert!("EURO".parse::<Currency>().is_err());
+        assert!("eur".parse::<Currency>().is_err());
     }
 
     #[test]

@@ -59,3 +59,24 @@ pub struct Order {
     /// When the next check of a pending order is due.
     pub next_check_at: Option<DateTime<Utc>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_written_and_read_as_the_database_holds_them() {
+        for (status, text) in [
+            (OrderStatus::Pending, "pending"),
+            (OrderStatus::Paid, "paid"),
+            (OrderStatus::Closed, "closed"),
+        ] {
+            assert_eq!(status.as_str(), text);
+            assert_eq!(status.to_string(), text);
+            assert_eq!(OrderStatus::parse(text), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), text);
+        }
+        assert_eq!(OrderStatus::parse("Paid"), None);
+        assert_eq!(OrderStatus::parse(""), None);
+    }
+}

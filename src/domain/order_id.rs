@@ -76,7 +76,11 @@ mod tests {
     #[test]
     fn accepts_the_documented_alphabet() {
         for ok in ["A-1001", "a", "x.y_z:1-2", &"9".repeat(64)] {
-            assert_eq!(OrderId::parse(ok).unwrap().as_str(), ok);
+            let id = OrderId::parse(ok).unwrap();
+            assert_eq!(id.as_str(), ok);
+            assert_eq!(id.as_ref(), ok);
+            assert_eq!(id.to_string(), ok);
+            assert_eq!(ok.parse::<OrderId>().unwrap(), id);
         }
     }
 

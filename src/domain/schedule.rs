@@ -187,6 +187,7 @@ mod tests {
     fn deadline_is_the_sum_and_queues_are_distinct() {
         let s = schedule(&["1m", "4m", "10m", "15m", "4m"]);
         assert_eq!(s.total(), Duration::from_secs(34 * 60));
+        assert_eq!(s.first_wait(), Duration::from_secs(60));
         assert_eq!(s.checks(), 5);
         assert_eq!(s.shortest_wait(), Duration::from_secs(60));
         assert_eq!(
@@ -218,6 +219,15 @@ mod tests {
             s.wait_after(attempt(9), Duration::from_secs(5000)),
             Duration::from_secs(600)
         );
+    }
+
+    #[test]
+    fn waits_convert_to_time_deltas() {
+        assert_eq!(
+            time_delta(Duration::from_millis(1500)),
+            chrono::TimeDelta::milliseconds(1500)
+        );
+        assert_eq!(time_delta(Duration::MAX), chrono::TimeDelta::MAX);
     }
 
     #[test]
