@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::domain::OrderId;
+use crate::domain::{Currency, OrderId, PaymentId};
 
 /// Order-payment timeouts with RabbitMQ timers: closes unpaid orders at their
 /// deadline and tells downstream about paid ones.
@@ -34,18 +34,18 @@ pub enum Command {
     /// Publish order.placed, as an order service would
     Place {
         order_id: OrderId,
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
         amount_cents: Option<u32>,
         /// Three capital letters, e.g. CNY
         #[arg(long, value_name = "C")]
-        currency: Option<String>,
+        currency: Option<Currency>,
     },
     /// Publish payment.succeeded, as a payment service would
     Pay {
         order_id: OrderId,
         #[arg(long, value_name = "P")]
-        payment_id: String,
-        #[arg(long, value_name = "N")]
+        payment_id: PaymentId,
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
         amount_cents: Option<u32>,
     },
     /// Move parked messages from the dead queue back to the queue they came

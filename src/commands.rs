@@ -35,7 +35,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             order_id,
             amount_cents,
             currency,
-        } => place(&settings, &order_id, amount_cents, currency.as_deref()).await,
+        } => place(&settings, &order_id, amount_cents, currency.as_ref()).await,
         Command::Pay {
             order_id,
             payment_id,
@@ -118,20 +118,12 @@ async fn publish_inbound(
     Ok(())
 }
 
-fn invalid_argument(message: String) -> Error {
-    Error::Other(anyhow::anyhow!(message))
-}
-
 async fn place(
     settings: &Settings,
     order_id: &OrderId,
     amount_cents: Option<u32>,
-    currency: Option<&str>,
+    currency: Option<&Currency>,
 ) -> Result<()> {
-    let currency = currency
-        .map(Currency::parse)
-        .transpose()
-        .map_err(|why| invalid_argument(format!("--currency: {why}")))?;
     let body = json!({
         "order_id": order_id,
         "amount_cents": amount_cents,
@@ -144,11 +136,9 @@ async fn place(
 async fn pay(
     settings: &Settings,
     order_id: &OrderId,
-    payment_id: &str,
+    payment_id: &PaymentId,
     amount_cents: Option<u32>,
 ) -> Result<()> {
-    let payment_id = PaymentId::parse(payment_id)
-        .map_err(|why| invalid_argument(format!("--payment-id: {why}")))?;
     let body = json!({
         "order_id": order_id,
         "payment_id": payment_id,

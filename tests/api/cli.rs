@@ -141,16 +141,32 @@ fn unreachable_services_fail_fast_naming_the_address_not_the_password() {
 
 #[test]
 fn command_arguments_are_validated() {
-    for args in [
-        &["place", "bad id"][..],
-        &["place", "A-1", "--amount-cents", "-5"][..],
-        &["place", "A-1", "--currency", "yuan"][..],
-        &["pay", "A-1"][..],
-        &["show"][..],
+    // Each bad argument: exit 2, and the error (before clap's usage hint)
+    // names the argument.
+    for (args, named) in [
+        (&["place", "bad id"][..], "<ORDER_ID>"),
+        (
+            &["place", "A-1", "--amount-cents", "-5"][..],
+            "--amount-cents",
+        ),
+        (
+            &["place", "A-1", "--amount-cents", "1.5"][..],
+            "--amount-cents",
+        ),
+        (&["place", "A-1", "--currency", "yuan"][..], "--currency"),
+        (&["pay", "A-1"][..], "--payment-id"),
+        (&["pay", "A-1", "--payment-id", ""][..], "--payment-id"),
+        (&["show"][..], "<ORDER_ID>"),
+        (&["replay", "--limit", "many"][..], "--limit"),
     ] {
         let output = paywait(&[], args);
-        assert!(!output.status.success(), "{args:?} was accepted");
-        assert!(!stderr(&output).is_empty(), "{args:?} gave no reason");
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        let error = message.split("\n\n").next().unwrap_or_default();
+        assert!(
+            error.starts_with("error: ") && error.contains(named),
+            "{args:?} should name {named}: {message}"
+        );
     }
 }
 
