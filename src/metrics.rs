@@ -41,6 +41,8 @@ pub struct Metrics {
     reconnects: Counter,
     check_duration: Histogram,
     queue_messages: Family<QueueLabels, Gauge>,
+    messages_handled: Family<QueueLabels, Counter>,
+    message_retries: Family<QueueLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,20 @@ impl Metrics {
             queue_messages.clone(),
         );
 
+        let messages_handled = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "messages_handled",
+            "Messages acknowledged once processed or parked, by the queue they came from",
+            messages_handled.clone(),
+        );
+
+        let message_retries = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "message_retries",
+            "Times a message failed part-way (database or broker trouble) and was tried again, by queue",
+            message_retries.clone(),
+        );
+
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
@@ -148,7 +164,27 @@ impl Metrics {
             reconnects,
             check_duration,
             queue_messages,
+            messages_handled,
+            message_retries,
         }
+    }
+
+    /// A message from `queue` failed part-way and will be tried again.
+    pub fn message_retried(&self, queue: &str) {
+        self.message_retries
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A message from `queue` was acknowledged: processed, or parked.
+    pub fn message_handled(&self, queue: &str) {
+        self.messages_handled
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .inc();
     }
 
     pub fn check_finished(&self, took: std::time::Duration) {

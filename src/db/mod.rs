@@ -249,9 +249,11 @@ impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
         let pool = connection_pool(settings.url.url().as_str(), settings.pool_size)?;
-        // Records whose loss is harmless — that a check was made, that an
-        // event was published — commit without waiting for the WAL flush: a
-        // lost one only means a check or an event is repeated.
+        // That a check was made commits without waiting for the WAL flush:
+        // after a crash of the database, a lost record only means the next
+        // timer (armed before the record) finds a lower count. That an event
+        // was published waits for the flush: nothing would repair a lost one,
+        // and the order would look as if its event were still owed.
         let relaxed = connection_pool(&without_flush_wait(settings.url.url()), RELAXED_POOL_SIZE)?;
         let address = settings.url.address();
         let batches = Batches {
@@ -260,7 +262,7 @@ impl Database {
             find: batcher(&pool, &address, statements::find),
             close: batcher(&pool, &address, statements::close),
             record_check: batcher(&relaxed, &address, statements::record_checks),
-            mark_announced: batcher(&relaxed, &address, statements::mark_announced),
+            mark_announced: batcher(&pool, &address, statements::mark_announced),
         };
         Ok(Self {
             pool,

@@ -146,6 +146,7 @@ async fn process(
             session.cancel();
         }
         let wait = delays.next().unwrap_or(Duration::from_secs(5));
+        worker.metrics.message_retried(queue);
         tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
         retry = true;
         tokio::select! {
@@ -160,7 +161,10 @@ async fn process(
     }
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
-    } else if inbox == Inbox::Checks {
+        return;
+    }
+    worker.metrics.message_handled(queue);
+    if inbox == Inbox::Checks {
         worker.metrics.check_finished(started.elapsed());
     }
 }

@@ -1,7 +1,9 @@
-//! Arbitrary bytes and headers: the parsers and the check decision never
-//! panic, and the daemon processes or parks every message it is fed.
+//! Arbitrary bytes and headers. The parsers accept exactly what the contract
+//! allows (checked against a reference written from it), the check decision
+//! never closes early, and the live daemon parks exactly the messages the
+//! parsers refuse, body untouched, and processes the rest.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use lapin::{
@@ -13,7 +15,7 @@ use paywait::domain::{
     Schedule, decide,
 };
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::helpers::TestApp;
 
@@ -22,13 +24,16 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
         "[A-Za-z0-9._:-]{0,70}".prop_map(Value::from),
         "\\PC{0,20}".prop_map(Value::from),
+        "[A-Z]{2,4}".prop_map(Value::from),
         Just(json!("2026-11-27T08:00:00Z")),
-        Just(json!("CNY")),
+        Just(json!("2026-11-27T16:00:00+08:00")),
+        Just(json!("2026-11-27 08:00")),
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
@@ -36,6 +41,46 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::hash_map("[a-z_]{1,8}", inner, 0..3)
                 .prop_map(|map| Value::Object(map.into_iter().collect())),
         ]
+    })
+}
+
+/// A message that is valid, or one field away from it.
+fn near_valid_message() -> impl Strategy<Value = Vec<u8>> {
+    let valid = (
+        "[A-Za-z0-9._:-]{1,64}",
+        "[A-Za-z0-9 -]{1,20}",
+        0i64..1_000_000,
+        "[A-Z]{3}",
+        Just("2026-11-27T08:00:00Z"),
+    )
+        .prop_map(|(order_id, payment_id, cents, currency, time)| {
+            json!({
+                "order_id": order_id, "payment_id": payment_id, "amount_cents": cents,
+                "currency": currency, "placed_at": time, "paid_at": time,
+            })
+        });
+    let field = prop_oneof![
+        Just("order_id"),
+        Just("payment_id"),
+        Just("amount_cents"),
+        Just("currency"),
+        Just("placed_at"),
+        Just("paid_at"),
+    ];
+    let change = prop_oneof![
+        Just(None),
+        (field.clone(), json_value()).prop_map(Some),
+        field.prop_map(|field| Some((field, Value::Null))),
+    ];
+    (valid, change, any::<bool>()).prop_map(|(mut message, change, remove)| {
+        if let Some((field, value)) = change {
+            if remove {
+                message.as_object_mut().unwrap().remove(field);
+            } else {
+                message[field] = value;
+            }
+        }
+        message.to_string().into_bytes()
     })
 }
 
@@ -51,14 +96,14 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just("extra"),
     ];
     let object = prop::collection::vec((field, json_value()), 0..6).prop_map(|fields| {
-        let map: serde_json::Map<String, Value> =
-            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let map: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         Value::Object(map).to_string().into_bytes()
     });
     prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..200),
-        object,
-        json_value().prop_map(|v| v.to_string().into_bytes()),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+        2 => object,
+        1 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        4 => near_valid_message(),
     ]
 }
 
@@ -67,12 +112,15 @@ fn header_value() -> impl Strategy<Value = AMQPValue> {
         any::<i8>().prop_map(AMQPValue::ShortShortInt),
         any::<u8>().prop_map(AMQPValue::ShortShortUInt),
         any::<i16>().prop_map(AMQPValue::ShortInt),
+        any::<u16>().prop_map(AMQPValue::ShortUInt),
         any::<i32>().prop_map(AMQPValue::LongInt),
         any::<u32>().prop_map(AMQPValue::LongUInt),
         any::<i64>().prop_map(AMQPValue::LongLongInt),
         (1i64..5).prop_map(AMQPValue::LongLongInt),
+        (99_998i64..100_003).prop_map(AMQPValue::LongLongInt),
         any::<bool>().prop_map(AMQPValue::Boolean),
         any::<f64>().prop_map(AMQPValue::Double),
+        any::<u64>().prop_map(AMQPValue::Timestamp),
         "\\PC{0,10}".prop_map(|s| AMQPValue::LongString(LongString::from(s))),
         Just(AMQPValue::Void),
         Just(AMQPValue::FieldTable(FieldTable::default())),
@@ -81,7 +129,11 @@ fn header_value() -> impl Strategy<Value = AMQPValue> {
 
 fn headers() -> impl Strategy<Value = Option<FieldTable>> {
     let entry = (
-        prop_oneof![Just("x-attempt"), Just("x-death"), Just("other")],
+        prop_oneof![
+            3 => Just("x-attempt"),
+            1 => Just("x-death"),
+            1 => Just("other"),
+        ],
         header_value(),
     );
     prop::option::of(prop::collection::vec(entry, 0..3).prop_map(|entries| {
@@ -91,6 +143,106 @@ fn headers() -> impl Strategy<Value = Option<FieldTable>> {
         }
         table
     }))
+}
+
+/// The contract's rules for inbound messages, written out independently of
+/// the parsers: `None` where a message must be refused.
+mod reference {
+    use super::*;
+
+    fn object(body: &[u8]) -> Option<Map<String, Value>> {
+        if body.len() > 64 * 1024 {
+            return None;
+        }
+        match serde_json::from_str(std::str::from_utf8(body).ok()?).ok()? {
+            Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// A field that is present and not null.
+    fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+        map.get(name).filter(|value| !value.is_null())
+    }
+
+    /// `Some(None)` when absent, `None` when present but invalid.
+    fn optional<T>(
+        map: &Map<String, Value>,
+        name: &str,
+        valid: impl Fn(&Value) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match field(map, name) {
+            None => Some(None),
+            Some(value) => valid(value).map(Some),
+        }
+    }
+
+    fn order_id(map: &Map<String, Value>) -> Option<String> {
+        let id = field(map, "order_id")?.as_str()?;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:".contains(c);
+        ((1..=64).contains(&id.len()) && id.chars().all(allowed)).then(|| id.to_owned())
+    }
+
+    fn cents(value: &Value) -> Option<i64> {
+        value.as_i64().filter(|cents| *cents >= 0)
+    }
+
+    fn currency(value: &Value) -> Option<String> {
+        let text = value.as_str()?;
+        (text.len() == 3 && text.chars().all(|c| c.is_ascii_uppercase())).then(|| text.to_owned())
+    }
+
+    fn time(value: &Value) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(value.as_str()?)
+            .ok()
+            .map(|time| time.with_timezone(&Utc))
+    }
+
+    pub type Placed = (String, Option<i64>, Option<String>, Option<DateTime<Utc>>);
+    pub type Payment = (String, String, Option<i64>, Option<DateTime<Utc>>);
+
+    pub fn order_placed(body: &[u8]) -> Option<Placed> {
+        let map = object(body)?;
+        Some((
+            order_id(&map)?,
+            optional(&map, "amount_cents", cents)?,
+            optional(&map, "currency", currency)?,
+            optional(&map, "placed_at", time)?,
+        ))
+    }
+
+    pub fn payment_succeeded(body: &[u8]) -> Option<Payment> {
+        let map = object(body)?;
+        let order_id = order_id(&map)?;
+        let payment_id = field(&map, "payment_id")?.as_str()?;
+        let length = payment_id.chars().count();
+        if !(1..=128).contains(&length) || payment_id.chars().any(char::is_control) {
+            return None;
+        }
+        Some((
+            order_id,
+            payment_id.to_owned(),
+            optional(&map, "amount_cents", cents)?,
+            optional(&map, "paid_at", time)?,
+        ))
+    }
+
+    pub fn check_due(body: &[u8], headers: Option<&FieldTable>) -> Option<(String, u32)> {
+        let order_id = order_id(&object(body)?)?;
+        let number: i128 = match headers?.inner().get("x-attempt")? {
+            AMQPValue::ShortShortInt(n) => (*n).into(),
+            AMQPValue::ShortShortUInt(n) => (*n).into(),
+            AMQPValue::ShortInt(n) => (*n).into(),
+            AMQPValue::ShortUInt(n) => (*n).into(),
+            AMQPValue::LongInt(n) => (*n).into(),
+            AMQPValue::LongUInt(n) => (*n).into(),
+            AMQPValue::LongLongInt(n) => (*n).into(),
+            _ => return None,
+        };
+        (1..=100_000)
+            .contains(&number)
+            .then_some((order_id, number as u32))
+    }
 }
 
 fn order(status: OrderStatus, attempts: u32, announced: bool) -> Order {
@@ -113,17 +265,31 @@ fn order(status: OrderStatus, attempts: u32, announced: bool) -> Order {
 
 proptest! {
     #[test]
-    fn parsers_never_panic_and_accept_only_valid_messages(body in body(), headers in headers()) {
-        if let Ok(placed) = OrderPlaced::parse(&body) {
-            prop_assert!(OrderId::parse(placed.order_id.as_str()).is_ok());
-            prop_assert!(placed.amount_cents.is_none_or(|c| c >= 0));
-        }
-        if let Ok(payment) = PaymentSucceeded::parse(&body) {
-            prop_assert!(!payment.payment_id.as_str().is_empty());
-        }
-        if let Ok(due) = CheckDue::parse(&body, headers.as_ref()) {
-            prop_assert!((1..=Attempt::MAX).contains(&due.attempt.get()));
-        }
+    fn parsers_accept_exactly_what_the_contract_allows(body in body(), headers in headers()) {
+        let placed = OrderPlaced::parse(&body).ok().map(|placed| {
+            (
+                placed.order_id.as_str().to_owned(),
+                placed.amount_cents,
+                placed.currency.map(|c| c.as_str().to_owned()),
+                placed.placed_at,
+            )
+        });
+        prop_assert_eq!(placed, reference::order_placed(&body));
+
+        let payment = PaymentSucceeded::parse(&body).ok().map(|payment| {
+            (
+                payment.order_id.as_str().to_owned(),
+                payment.payment_id.as_str().to_owned(),
+                payment.amount_cents,
+                payment.paid_at,
+            )
+        });
+        prop_assert_eq!(payment, reference::payment_succeeded(&body));
+
+        let due = CheckDue::parse(&body, headers.as_ref())
+            .ok()
+            .map(|due| (due.order_id.as_str().to_owned(), due.attempt.get()));
+        prop_assert_eq!(due, reference::check_due(&body, headers.as_ref()));
     }
 
     #[test]
@@ -162,47 +328,172 @@ proptest! {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_processes_or_parks_every_arbitrary_message() {
-    const MESSAGES: usize = 150;
-    let mut app = TestApp::spawn("300ms").await;
-    let mut runner = TestRunner::deterministic();
-    let strategy = (body(), headers(), 0usize..3);
-    let queues = [
-        app.topology.placed_queue.clone(),
-        app.topology.payments_queue.clone(),
-        app.topology.checks_queue.clone(),
-    ];
-    for _ in 0..MESSAGES {
-        let (body, headers, queue) = strategy.new_tree(&mut runner).unwrap().current();
+/// Publishes `count` messages drawn from `strategy` to the queues named by
+/// their index; returns what went where.
+async fn publish_drawn(
+    app: &TestApp,
+    runner: &mut TestRunner,
+    strategy: impl Strategy<Value = (Vec<u8>, Option<FieldTable>, usize)>,
+    queues: &[String],
+    count: usize,
+) -> Vec<(usize, Vec<u8>, Option<FieldTable>)> {
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (body, headers, queue) = strategy.new_tree(runner).unwrap().current();
         let mut properties = BasicProperties::default();
-        if let Some(headers) = headers {
+        if let Some(headers) = headers.clone() {
             properties = properties.with_headers(headers);
         }
         app.publish_to("", &queues[queue], &body, properties).await;
+        sent.push((queue, body, headers));
     }
-    // A good order afterwards still gets through.
-    app.place("FUZZ-GOOD").await;
-    app.wait_for_status("FUZZ-GOOD", OrderStatus::Closed, Duration::from_secs(20))
+    sent
+}
+
+fn handled(queue: &str) -> String {
+    format!(r#"paywait_messages_handled_total{{queue="{queue}"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+    // Timers of an hour: no check arrives but those published here.
+    let mut app = TestApp::spawn("1h").await;
+    let mut runner = TestRunner::deterministic();
+    let (placed, payments, checks) = (
+        app.topology.placed_queue.clone(),
+        app.topology.payments_queue.clone(),
+        app.topology.checks_queue.clone(),
+    );
+
+    // Orders and payments first, so that the checks meet a known set of orders.
+    let inbound = publish_drawn(
+        &app,
+        &mut runner,
+        (body(), headers(), 0usize..2),
+        &[placed.clone(), payments.clone()],
+        160,
+    )
+    .await;
+    let count = |queue: usize| inbound.iter().filter(|(q, _, _)| *q == queue).count() as f64;
+    app.expect_metric(&handled(&placed), count(0)).await;
+    app.expect_metric(&handled(&payments), count(1)).await;
+
+    let known: Vec<String> = inbound
+        .iter()
+        .filter(|(queue, _, _)| *queue == 0)
+        .filter_map(|(_, body, _)| OrderPlaced::parse(body).ok())
+        .map(|placed| placed.order_id.as_str().to_owned())
+        .collect();
+    assert!(known.len() >= 10, "too few valid orders: {}", known.len());
+    let check_body = prop_oneof![
+        body(),
+        proptest::sample::select(known)
+            .prop_map(|id| json!({"order_id": id}).to_string().into_bytes()),
+    ];
+    let attempt = (1i64..5).prop_map(|attempt| {
+        let mut table = FieldTable::default();
+        table.insert("x-attempt".into(), AMQPValue::LongLongInt(attempt));
+        Some(table)
+    });
+    let timers = publish_drawn(
+        &app,
+        &mut runner,
+        (check_body, prop_oneof![headers(), attempt], Just(0usize)),
+        std::slice::from_ref(&checks),
+        80,
+    )
+    .await;
+    app.expect_metric(&handled(&checks), timers.len() as f64)
         .await;
 
-    // Stopping returns anything unfinished to its queue: all must be empty.
+    // A good order afterwards still gets through.
+    app.place("FUZZ-GOOD").await;
+    app.pay("FUZZ-GOOD", "PAY-FUZZ-GOOD").await;
+    app.wait_for_status("FUZZ-GOOD", OrderStatus::Paid, Duration::from_secs(20))
+        .await;
     app.stop().await.expect("a clean stop");
-    for queue in &queues {
+    for queue in [&placed, &payments, &checks] {
         assert_eq!(app.queue_depth(queue).await, 0, "{queue} kept messages");
     }
-    // Every parked message says why.
+
+    // The oracle: the parsers, and for a payment id used for two orders,
+    // the order the database recorded it for.
+    let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
+        .await
+        .unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Recorded {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        payment_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        order_id: String,
+    }
+    let recorded: HashMap<String, String> =
+        diesel::sql_query("SELECT payment_id, order_id FROM payments")
+            .load::<Recorded>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.payment_id, row.order_id))
+            .collect();
+    let mut expected: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
+    for (queue, body, _) in &inbound {
+        let refused = if *queue == 0 {
+            OrderPlaced::parse(body).is_err()
+        } else {
+            match PaymentSucceeded::parse(body) {
+                Err(_) => true,
+                Ok(payment) => recorded[payment.payment_id.as_str()] != payment.order_id.as_str(),
+            }
+        };
+        if refused {
+            let name = if *queue == 0 { &placed } else { &payments };
+            expected.entry(name).or_default().push(body.clone());
+        }
+    }
+    for (_, body, headers) in &timers {
+        let refused = match CheckDue::parse(body, headers.as_ref()) {
+            Err(_) => true,
+            Ok(due) => app.order(due.order_id.as_str()).await.is_none(),
+        };
+        if refused {
+            expected.entry(&checks).or_default().push(body.clone());
+        }
+    }
+
     let dead = app.topology.dead_queue.clone();
-    let parked_count = app.queue_depth(&dead).await as usize;
     let parked = app
-        .take_messages(&dead, parked_count, Duration::from_secs(1))
+        .take_messages(&dead, 1_000, Duration::from_millis(500))
         .await;
-    assert_eq!(parked.len(), parked_count);
-    assert!(
-        parked_count > 0,
-        "arbitrary input should include bad messages"
-    );
+    let mut actual: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
     for message in &parked {
         assert!(message.header("x-paywait-error").is_some());
+        let source = message.header("x-paywait-queue").expect("the source queue");
+        let name = [&placed, &payments, &checks]
+            .into_iter()
+            .find(|queue| **queue == source)
+            .unwrap_or_else(|| panic!("parked from an unknown queue {source}"));
+        actual.entry(name).or_default().push(message.body.clone());
+    }
+    for queue in [&placed, &payments, &checks] {
+        let mut want = expected.remove(queue.as_str()).unwrap_or_default();
+        let mut got = actual.remove(queue.as_str()).unwrap_or_default();
+        let sent = match queue {
+            q if q == &checks => timers.len(),
+            q if q == &placed => count(0) as usize,
+            _ => count(1) as usize,
+        };
+        println!("{queue}: {sent} sent, {} parked", got.len());
+        assert!(
+            !want.is_empty() && want.len() < sent,
+            "{queue}: the draw should hold good and bad messages ({} of {sent} bad)",
+            want.len()
+        );
+        want.sort();
+        got.sort();
+        assert_eq!(got.len(), want.len(), "{queue}: parked count");
+        assert_eq!(got, want, "{queue}: parked bodies");
     }
 }

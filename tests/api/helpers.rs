@@ -34,14 +34,23 @@ pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 pub struct Sandbox {
     pub vhost: String,
     pub database: String,
+    /// The PostgreSQL server, as a URL without a database.
+    pub postgres: String,
 }
 
 impl Sandbox {
+    /// A sandbox on the machine's broker and PostgreSQL.
     pub async fn create() -> Self {
+        Self::create_on(POSTGRES).await
+    }
+
+    /// A sandbox on the machine's broker and the PostgreSQL at `postgres`.
+    pub async fn create_on(postgres: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let sandbox = Self {
             vhost: format!("paywait-test-{}", &id[..12]),
             database: format!("paywait_test_{}", &id[..12]),
+            postgres: postgres.to_owned(),
         };
         let vhost = sandbox.vhost.clone();
         tokio::task::spawn_blocking(move || create_vhost(&vhost))
@@ -58,7 +67,7 @@ impl Sandbox {
     }
 
     pub fn database_url(&self) -> String {
-        format!("{POSTGRES}/{}", self.database)
+        format!("{}/{}", self.postgres, self.database)
     }
 
     /// The environment a daemon of this sandbox runs with.
@@ -75,6 +84,30 @@ impl Sandbox {
         .collect()
     }
 
+    /// Lets clients connect to the sandbox's database again, or refuses new
+    /// sessions and ends every open one, as a database that went away would.
+    pub async fn set_database_reachable(&self, reachable: bool) {
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+        let mut conn = AsyncPgConnection::establish(&format!("{}/postgres", self.postgres))
+            .await
+            .expect("connecting to the postgres database");
+        let database = &self.database;
+        diesel::sql_query(format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {reachable}"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        if !reachable {
+            diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+
     pub fn settings_for(&self, schedule: &str) -> Settings {
         Settings::load(&Sources {
             file: None,
@@ -88,10 +121,11 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let vhost = self.vhost.clone();
         let database = self.database.clone();
+        let postgres = self.postgres.clone();
         // Drop runs outside any async context we could await in.
         std::thread::spawn(move || {
             delete_vhost(&vhost);
-            drop_database(&database);
+            drop_database(&postgres, &database);
         })
         .join()
         .ok();
@@ -107,16 +141,61 @@ fn management(method: &str, path: &str) -> ureq::RequestBuilder<ureq::typestate:
     request.header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
 }
 
+/// A GET on the management API, as JSON.
+pub fn management_json(path: &str) -> Value {
+    management("GET", path)
+        .call()
+        .unwrap_or_else(|error| panic!("GET /api/{path}: {error}"))
+        .body_mut()
+        .read_json()
+        .expect("the management API answers JSON")
+}
+
+/// Grants guest everything on `vhost`, or nothing.
+pub fn set_guest_permissions(vhost: &str, allowed: bool) {
+    let path = format!("{MANAGEMENT}/api/permissions/{}/guest", urlencode(vhost));
+    let authorization = ("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=");
+    if allowed {
+        ureq::put(path)
+            .header(authorization.0, authorization.1)
+            .send_json(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .expect("granting guest the vhost");
+    } else {
+        ureq::delete(path)
+            .header(authorization.0, authorization.1)
+            .call()
+            .expect("revoking guest's permissions");
+    }
+}
+
+/// Closes every connection to `vhost` whose client named itself `name`;
+/// returns how many it closed.
+pub fn close_connections_named(vhost: &str, name: &str) -> usize {
+    let connections = management_json(&format!("vhosts/{}/connections", urlencode(vhost)));
+    let mut closed = 0;
+    for connection in connections.as_array().into_iter().flatten() {
+        if connection["client_properties"]["connection_name"] != name {
+            continue;
+        }
+        let id = connection["name"]
+            .as_str()
+            .expect("a connection has a name");
+        management("DELETE", &format!("connections/{}", urlencode(id)))
+            .header("X-Reason", "closed by a test")
+            .call()
+            .expect("closing a connection");
+        closed += 1;
+    }
+    closed
+}
+
 fn create_vhost(vhost: &str) {
     let encoded = urlencode(vhost);
     ureq::put(format!("{MANAGEMENT}/api/vhosts/{encoded}"))
         .header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
         .send_empty()
         .expect("creating a vhost through the management API");
-    ureq::put(format!("{MANAGEMENT}/api/permissions/{encoded}/guest"))
-        .header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
-        .send_json(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-        .expect("granting guest the vhost");
+    set_guest_permissions(vhost, true);
 }
 
 fn delete_vhost(vhost: &str) {
@@ -133,20 +212,20 @@ pub struct DropDatabase(String);
 impl Drop for DropDatabase {
     fn drop(&mut self) {
         let database = self.0.clone();
-        std::thread::spawn(move || drop_database(&database))
+        std::thread::spawn(move || drop_database(POSTGRES, &database))
             .join()
             .ok();
     }
 }
 
-fn drop_database(database: &str) {
+fn drop_database(postgres: &str, database: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-        if let Ok(mut conn) = AsyncPgConnection::establish(&format!("{POSTGRES}/postgres")).await {
+        if let Ok(mut conn) = AsyncPgConnection::establish(&format!("{postgres}/postgres")).await {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
             ))
@@ -156,8 +235,11 @@ fn drop_database(database: &str) {
     });
 }
 
+/// Percent-encodes one path segment (a space as `%20`, never `+`).
 pub fn urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// An event as a downstream consumer receives it.
@@ -399,6 +481,22 @@ impl TestApp {
                 );
             }
             assert!(Instant::now() < deadline, "the daemon never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers `status`; returns its body.
+    pub async fn wait_for_readiness(&self, status: u16, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (current, body) = self.get("/readyz").await;
+            if current == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz stayed {current} ({body:?}), expected {status}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

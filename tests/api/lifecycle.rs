@@ -14,6 +14,15 @@ fn time(value: &serde_json::Value) -> DateTime<Utc> {
 }
 
 fn assert_event_properties(event: &ReceivedEvent, name: &str, order_id: &str) {
+    assert_event_properties_with_id(event, name, order_id, &format!("{order_id}/{name}"));
+}
+
+fn assert_event_properties_with_id(
+    event: &ReceivedEvent,
+    name: &str,
+    order_id: &str,
+    message_id: &str,
+) {
     assert_eq!(event.routing_key, name);
     assert_eq!(event.name(), name);
     assert_eq!(event.order_id(), order_id);
@@ -21,7 +30,7 @@ fn assert_event_properties(event: &ReceivedEvent, name: &str, order_id: &str) {
     assert_eq!(properties.kind().as_ref().unwrap().as_str(), name);
     assert_eq!(
         properties.message_id().as_ref().unwrap().as_str(),
-        format!("{order_id}/{name}")
+        message_id
     );
     assert_eq!(
         properties.content_type().as_ref().unwrap().as_str(),
@@ -61,22 +70,16 @@ async fn an_unpaid_order_is_checked_on_schedule_and_closed_at_its_deadline() {
     assert_eq!(time(&body["expires_at"]), order.expires_at);
     assert_eq!(time(&body["placed_at"]), order.placed_at);
 
-    assert_eq!(
-        app.metric(r#"paywait_checks_total{outcome="rescheduled"}"#)
-            .await,
-        2.0
-    );
-    assert_eq!(
-        app.metric(r#"paywait_checks_total{outcome="closed"}"#)
-            .await,
-        1.0
-    );
+    app.expect_metric(r#"paywait_checks_total{outcome="rescheduled"}"#, 2.0)
+        .await;
+    app.expect_metric(r#"paywait_checks_total{outcome="closed"}"#, 1.0)
+        .await;
     app.expect_metric("paywait_orders_placed_total", 1.0).await;
-    assert_eq!(
-        app.metric(r#"paywait_events_published_total{event="order.closed"}"#)
-            .await,
-        1.0
-    );
+    app.expect_metric(
+        r#"paywait_events_published_total{event="order.closed"}"#,
+        1.0,
+    )
+    .await;
     app.expect_metric("paywait_close_lateness_seconds_count", 1.0)
         .await;
     assert!(
@@ -115,7 +118,8 @@ async fn a_payment_message_publishes_order_paid_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_made_in_sql_is_announced_by_the_next_check() {
-    let mut app = TestApp::spawn("600ms,10s").await;
+    // The first check comes 3 s after the order: time enough for the update.
+    let mut app = TestApp::spawn("3s,30s").await;
     app.place("A-3").await;
     app.wait_for_status("A-3", OrderStatus::Pending, SOON).await;
     {
@@ -131,7 +135,7 @@ async fn a_payment_made_in_sql_is_announced_by_the_next_check() {
         .unwrap();
         assert_eq!(changed, 1);
     }
-    let event = app.expect_event(SOON).await;
+    let event = app.expect_event(Duration::from_secs(15)).await;
     assert_event_properties(&event, "order.paid", "A-3");
     assert_eq!(event.body["attempts"], 1);
     assert!(event.body["payment_id"].is_null());
@@ -150,15 +154,30 @@ async fn a_payment_after_the_close_is_kept_and_announced() {
 
     app.pay("A-4", "PAY-LATE").await;
     let late = app.expect_event(SOON).await;
-    assert_event_properties(&late, "order.paid_after_close", "A-4");
+    assert_event_properties_with_id(
+        &late,
+        "order.paid_after_close",
+        "A-4",
+        "A-4/order.paid_after_close/PAY-LATE",
+    );
     assert_eq!(late.body["status"], "closed");
     assert_eq!(late.body["payment_id"], "PAY-LATE");
+
+    // A second late payment is a second refund, under an id of its own.
+    app.pay("A-4", "PAY-LATER").await;
+    let later = app.expect_event(SOON).await;
+    assert_event_properties_with_id(
+        &later,
+        "order.paid_after_close",
+        "A-4",
+        "A-4/order.paid_after_close/PAY-LATER",
+    );
 
     let order = app.order("A-4").await.unwrap();
     assert_eq!(order.status, OrderStatus::Closed, "the order stays closed");
     let payments = app.db.payments_of(&order.order_id).await.unwrap();
-    assert_eq!(payments.len(), 1);
-    assert!(payments[0].after_close);
+    assert_eq!(payments.len(), 2);
+    assert!(payments.iter().all(|payment| payment.after_close));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,9 +216,15 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
     app.publish("order.placed", br#"{"order_id":"A-6","amount_cents":999}"#)
         .await;
     app.place("A-7").await;
-    app.wait_for_status("A-7", OrderStatus::Pending, SOON).await;
-    // A-7 came after the repeat, so the repeat has been handled too.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // All three messages are acknowledged, the repeat included.
+    app.expect_metric(
+        &format!(
+            r#"paywait_messages_handled_total{{queue="{}"}}"#,
+            app.topology.placed_queue
+        ),
+        3.0,
+    )
+    .await;
 
     let order = app.order("A-6").await.unwrap();
     assert_eq!(order.amount_cents, Some(100));
@@ -242,7 +267,7 @@ async fn events_wait_in_unrouted_while_no_downstream_queue_is_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_report_health_readiness_and_metrics() {
-    let mut app = TestApp::spawn("1m").await;
+    let app = TestApp::spawn("1m").await;
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await.0, 200);
     let (status, metrics) = app.get("/metrics").await;
@@ -259,11 +284,44 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     assert!(!metrics.contains("guest"), "no credentials in metrics");
+}
 
-    let http = app.http;
-    app.stop().await.expect("a clean stop");
-    let (status, _) = crate::helpers::http_get(&format!("http://{http}/readyz"));
-    assert_ne!(status, 200, "not ready once stopped");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_the_broker() {
+    let app = TestApp::spawn("1m").await;
+    let within = Duration::from_secs(20);
+
+    app.sandbox.set_database_reachable(false).await;
+    let body = app.wait_for_readiness(503, within).await;
+    assert!(body.contains("PostgreSQL"), "{body}");
+    assert_eq!(app.get("/healthz").await.0, 200, "alive all the same");
+    app.sandbox.set_database_reachable(true).await;
+    app.wait_for_readiness(200, within).await;
+
+    // The broker refuses the daemon: its connection is closed and it may
+    // not open another until the permissions are back.
+    let vhost = app.sandbox.vhost.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::helpers::set_guest_permissions(&vhost, false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while crate::helpers::close_connections_named(&vhost, "paywait") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon's connection never showed up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let body = app.wait_for_readiness(503, within).await;
+    assert!(body.contains("RabbitMQ"), "{body}");
+    assert_eq!(app.get("/healthz").await.0, 200, "alive all the same");
+    let vhost = app.sandbox.vhost.clone();
+    tokio::task::spawn_blocking(move || crate::helpers::set_guest_permissions(&vhost, true))
+        .await
+        .unwrap();
+    app.wait_for_readiness(200, within).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +338,22 @@ async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged
     // stays unacknowledged and is retried.
     app.wait_for_status("A-RET", OrderStatus::Pending, SOON)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let placed = app.topology.placed_queue.clone();
+    let retries = format!(r#"paywait_message_retries_total{{queue="{placed}"}}"#);
+    let deadline = std::time::Instant::now() + SOON;
+    while app.metric(&retries).await < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the order was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handled = format!(r#"paywait_messages_handled_total{{queue="{placed}"}}"#);
+    assert_eq!(
+        app.metric(&handled).await,
+        0.0,
+        "acknowledged without a timer"
+    );
     assert_eq!(app.metric("paywait_orders_placed_total").await, 0.0);
     assert!(app.next_event(Duration::from_millis(10)).await.is_none());
 
@@ -301,8 +374,22 @@ async fn classic_queues_work_end_to_end() {
         &[("PAYWAIT_TOPOLOGY__QUEUE_TYPE", "classic")],
     )
     .await;
-    let depth_before = app.queue_depth(&app.topology.wait_queues[0].name).await;
-    assert_eq!(depth_before, 0);
+    for queue in app.topology.queues() {
+        let path = format!(
+            "queues/{}/{}",
+            crate::helpers::urlencode(&app.sandbox.vhost),
+            crate::helpers::urlencode(&queue.name)
+        );
+        let info = tokio::task::spawn_blocking(move || crate::helpers::management_json(&path))
+            .await
+            .unwrap();
+        assert_eq!(info["type"], "classic", "{}: {info}", queue.name);
+        assert!(
+            info["arguments"].get("x-dead-letter-strategy").is_none(),
+            "{}: {info}",
+            queue.name
+        );
+    }
     app.place("A-CL").await;
     let event = app.expect_event(SOON).await;
     assert_eq!(event.name(), "order.closed");

@@ -153,7 +153,18 @@ async fn json_logs_are_one_object_per_line_with_the_order_id() {
         assert!(Instant::now() < deadline, "J-1 never closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    while metric_value(
+        &http_get(&metrics).1,
+        r#"paywait_messages_dead_total{reason="not_json"}"#,
+    ) != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bad message was never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();

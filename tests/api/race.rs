@@ -3,12 +3,24 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use paywait::domain::OrderStatus;
 
 use crate::helpers::TestApp;
 
 const ORDERS: usize = 200;
+
+/// When order `i`'s payment leaves, relative to its deadline: most within
+/// 20 ms either side of it, every tenth well before (it must win) or well
+/// after (it must lose), so that both outcomes happen whatever the timing.
+fn payment_offset(i: usize) -> TimeDelta {
+    let millis = match i % 20 {
+        0 => -300,
+        10 => 600,
+        _ => (i as i64 * 7) % 41 - 20,
+    };
+    TimeDelta::milliseconds(millis)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
@@ -17,17 +29,47 @@ async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
     for id in &ids {
         app.place(id).await;
     }
-    for id in &ids {
-        app.wait_for_status(id, OrderStatus::Pending, Duration::from_secs(30))
+    let mut plan: Vec<(DateTime<Utc>, usize)> = Vec::with_capacity(ORDERS);
+    for (i, id) in ids.iter().enumerate() {
+        let order = app
+            .wait_for_status(id, OrderStatus::Pending, Duration::from_secs(30))
             .await;
+        plan.push((order.expires_at + payment_offset(i), i));
     }
-    // Publish each payment as close as we can to the moment its deadline passes.
-    for id in &ids {
-        let order = app.order(id).await.unwrap();
-        let until_deadline = (order.expires_at - Utc::now()).to_std().unwrap_or_default();
-        tokio::time::sleep(until_deadline).await;
-        app.pay(id, &format!("PAY-{id}")).await;
+    plan.sort();
+    let first_payment_in = plan[0].0 - Utc::now();
+    assert!(
+        first_payment_in > TimeDelta::zero(),
+        "placing the orders took longer than their deadline: the race cannot be run"
+    );
+
+    // Each payment leaves at its moment, on its own task, so that a slow
+    // confirm does not hold the next one back; note how late it left.
+    let payer = std::sync::Arc::new(TestApp::client_for(&app.sandbox).await);
+    let mut payments = tokio::task::JoinSet::new();
+    for (at, i) in plan {
+        let payer = payer.clone();
+        let id = ids[i].clone();
+        payments.spawn(async move {
+            let until = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(until).await;
+            let departure = Utc::now() - at;
+            let body = serde_json::json!({"order_id": id, "payment_id": format!("PAY-{id}")});
+            payer
+                .publish("payment.succeeded", body.to_string().as_bytes())
+                .await;
+            departure
+        });
     }
+    let mut departures: Vec<TimeDelta> = payments.join_all().await;
+    departures.sort();
+    let median = departures[ORDERS / 2];
+    let ninetieth = departures[ORDERS * 9 / 10];
+    println!("payments left {median} (median), {ninetieth} (90th percentile) after their moment");
+    assert!(
+        ninetieth < TimeDelta::milliseconds(25),
+        "payments left too late to race their deadline: 90th percentile {ninetieth}"
+    );
 
     // Each order gets one terminal event; a payment that lost to the close
     // also gets order.paid_after_close.
@@ -59,7 +101,8 @@ async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
     }
 
     let (mut paid, mut closed) = (0, 0);
-    for id in &ids {
+    let mut near_deadline: HashMap<OrderStatus, usize> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
         let order = app.order(id).await.unwrap();
         let names = events.get(id).cloned().unwrap_or_default();
         let has = |name: &str| names.iter().any(|n| n == name);
@@ -88,7 +131,26 @@ async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
             }
             OrderStatus::Pending => panic!("{id} is still pending"),
         }
+        let offset = payment_offset(i);
+        if offset.abs() <= TimeDelta::milliseconds(20) {
+            *near_deadline.entry(order.status).or_default() += 1;
+        } else if offset < TimeDelta::zero() {
+            assert_eq!(order.status, OrderStatus::Paid, "{id} was paid well before");
+        } else {
+            assert_eq!(
+                order.status,
+                OrderStatus::Closed,
+                "{id} was paid well after"
+            );
+        }
     }
-    println!("{ORDERS} orders raced their deadline: {paid} paid, {closed} closed then paid");
+    println!(
+        "{ORDERS} orders raced their deadline: {paid} paid, {closed} closed then paid; \
+         of those paid within 20 ms of the deadline: {near_deadline:?}"
+    );
     assert_eq!(paid + closed, ORDERS);
+    assert!(
+        paid > 0 && closed > 0,
+        "no race happened: {paid} paid, {closed} closed"
+    );
 }

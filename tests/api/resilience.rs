@@ -14,7 +14,7 @@ const SWEEPER_FAST: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
-    let mut app = TestApp::spawn_with("1s", true, SWEEPER_FAST).await;
+    let mut app = TestApp::spawn_with("3s", true, SWEEPER_FAST).await;
     let ids: Vec<String> = (0..20).map(|i| format!("P-{i}")).collect();
     for id in &ids {
         app.place(id).await;
@@ -29,7 +29,9 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
         .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
         .await
         .unwrap();
-    assert_eq!(purged, 20, "every timer was in the TTL queue");
+    // On a slow machine a few timers may have fired before the purge; those
+    // orders close as usual.
+    assert!(purged > 0, "no timer was waiting in the TTL queue");
 
     let mut closed = Vec::new();
     while closed.len() < ids.len() {
@@ -42,20 +44,25 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
     expected.sort();
     assert_eq!(closed, expected);
     let rearmed = app.metric("paywait_sweeper_rearmed_total").await;
-    assert!(rearmed >= 20.0, "re-armed {rearmed}");
+    assert!(
+        rearmed >= f64::from(purged),
+        "purged {purged}, re-armed {rearmed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
-    let mut app = TestApp::spawn_with("1s", true, SWEEPER_FAST).await;
+    let mut app = TestApp::spawn_with("3s", true, SWEEPER_FAST).await;
     app.place("P-SQL").await;
     app.wait_for_status("P-SQL", OrderStatus::Pending, Duration::from_secs(10))
         .await;
     let wait_queue = app.topology.wait_queues[0].name.clone();
-    app.channel
+    let purged = app
+        .channel
         .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
         .await
         .unwrap();
+    assert_eq!(purged, 1, "the order's timer was waiting");
     {
         use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
         let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
@@ -71,6 +78,8 @@ async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
     let event = app.expect_event(Duration::from_secs(15)).await;
     assert_eq!(event.name(), "order.paid");
     assert_eq!(event.order_id(), "P-SQL");
+    app.expect_metric("paywait_sweeper_rearmed_total", 1.0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
