@@ -12,12 +12,17 @@ FROM rust:1.88-slim-bookworm AS builder
 WORKDIR /build
 
 # Build the dependencies alone first, against placeholder sources, so that
-# editing src/ does not rebuild them.
+# editing src/ does not rebuild them. Cargo reads every workspace member's
+# manifest; the benchmark and the test kit are not built.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY bench/Cargo.toml ./bench/
+COPY testkit/Cargo.toml ./testkit/
+RUN mkdir -p src bench/src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && touch testkit/src/lib.rs \
+    && cargo build --release --locked --package paywait \
     && rm -rf src
 
 # migrations/ is embedded into the binary at compile time.
@@ -26,7 +31,7 @@ COPY src ./src
 # COPY keeps the files' original times, which may be older than the
 # placeholder build: touch the crate roots so cargo rebuilds the crate.
 RUN touch src/lib.rs src/main.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --package paywait \
     && install -D -m 0755 target/release/paywait /out/paywait
 
 

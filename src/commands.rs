@@ -1,21 +1,20 @@
 //! What each command does.
 
 use chrono::{SecondsFormat, Utc};
-use lapin::BasicProperties;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    amqp::{self, Broker, Publisher},
+    amqp::{self, Broker, Replayed},
     cli::{Cli, Command},
     configuration::{Settings, Sources},
     db::{self, Database},
-    domain::{Currency, OrderId, PaymentId},
+    domain::{Currency, Inbox, OrderId, PaymentId},
     error::{Error, Result},
     shutdown,
     startup::Application,
     telemetry,
-    topology::{ORDER_PLACED, PAYMENT_SUCCEEDED, Topology},
+    topology::Topology,
 };
 
 /// Runs the command the user asked for.
@@ -48,7 +47,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
 
 async fn run(settings: Settings) -> Result<()> {
     let stop = CancellationToken::new();
-    shutdown::cancel_on_signal(stop.clone()).map_err(|error| Error::Other(error.into()))?;
+    shutdown::cancel_on_signal(stop.clone()).map_err(Error::Signal)?;
     let app = Application::build(settings).await?;
     tracing::info!(http = %app.http_address(), "serving /healthz, /readyz, /metrics");
     app.run_until_stopped(stop).await
@@ -77,9 +76,7 @@ fn print_topology(settings: &Settings) -> Result<()> {
 async fn declare_topology(settings: &Settings) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let topology = Topology::from_settings(settings);
-    let channel = broker.channel().await?;
-    amqp::declare(&channel, &topology).await?;
-    let _ = channel.close(200, "topology declared".into()).await;
+    broker.declare(&topology).await?;
     broker.close();
     for queue in topology.queues() {
         println!("queue     {}", queue.name);
@@ -90,31 +87,23 @@ async fn declare_topology(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// Publishes an inbound message as the order or payment service would.
 async fn publish_inbound(
     settings: &Settings,
-    routing_key: &str,
+    inbox: Inbox,
     order_id: &OrderId,
     body: serde_json::Value,
 ) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
-    let publisher = Publisher::new(broker.channel().await?, settings.amqp.confirm_timeout).await?;
+    let publisher = broker.publisher(settings.amqp.confirm_timeout).await?;
     let topology = Topology::from_settings(settings);
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_type(routing_key.into());
+    let what = format!("{} for {order_id}", inbox.routing_key().unwrap_or_default());
     publisher
-        .publish(
-            &format!("{routing_key} for {order_id}"),
-            &topology.orders_exchange,
-            routing_key,
-            body.to_string().as_bytes(),
-            properties,
-        )
+        .publish_inbound(&topology, inbox, &what, body.to_string().as_bytes())
         .await?;
-    let _ = publisher.channel().close(200, "published".into()).await;
+    publisher.close().await;
     broker.close();
-    println!("published {routing_key} for {order_id}");
+    println!("published {what}");
     Ok(())
 }
 
@@ -130,7 +119,7 @@ async fn place(
         "currency": currency,
         "placed_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     });
-    publish_inbound(settings, ORDER_PLACED, order_id, body).await
+    publish_inbound(settings, Inbox::Placed, order_id, body).await
 }
 
 async fn pay(
@@ -145,53 +134,33 @@ async fn pay(
         "amount_cents": amount_cents,
         "paid_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     });
-    publish_inbound(settings, PAYMENT_SUCCEEDED, order_id, body).await
+    publish_inbound(settings, Inbox::Payments, order_id, body).await
 }
 
 async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let topology = Topology::from_settings(settings);
-    let publisher = Publisher::new(broker.channel().await?, settings.amqp.confirm_timeout).await?;
-    let reader = broker.channel().await?;
-    let mut replayed = 0;
-    for _ in 0..limit {
-        let Some(parked) = amqp::take_parked(&reader, &topology).await? else {
-            break;
-        };
-        println!(
-            "{}\t{}\t{}",
-            parked.source_queue.as_deref().unwrap_or("?"),
-            parked.error.as_deref().unwrap_or("?"),
-            parked.body_preview()
-        );
-        if dry_run {
-            continue;
-        }
-        match parked.source_queue.clone() {
-            Some(queue) => {
-                publisher
-                    .publish(
-                        &format!("a parked message back to {queue}"),
-                        "",
-                        &queue,
-                        &parked.delivery.data,
-                        parked.original_properties(),
-                    )
-                    .await?;
-                parked
-                    .delivery
-                    .ack(lapin::options::BasicAckOptions::default())
-                    .await
-                    .map_err(Error::amqp("acknowledging a replayed message"))?;
-                replayed += 1;
+    let replayed = amqp::replay_parked(
+        &broker,
+        &topology,
+        settings.amqp.confirm_timeout,
+        limit,
+        dry_run,
+        |parked, outcome| {
+            println!(
+                "{}\t{}\t{}",
+                parked.source_queue.as_deref().unwrap_or("?"),
+                parked.error.as_deref().unwrap_or("?"),
+                parked.preview
+            );
+            if outcome == Replayed::Skipped {
+                eprintln!("paywait: skipped a parked message that names no source queue");
             }
-            None => eprintln!("paywait: skipped a parked message that names no source queue"),
-        }
-    }
-    // Whatever was read and not replayed goes back to the dead queue.
-    let _ = reader.close(200, "replay done".into()).await;
-    let _ = publisher.channel().close(200, "replay done".into()).await;
+        },
+    )
+    .await;
     broker.close();
+    let replayed = replayed?;
     if !dry_run {
         println!("replayed {replayed} message(s)");
     }

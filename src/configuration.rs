@@ -1,19 +1,28 @@
 //! Settings: built-in defaults, an optional TOML file, then the environment.
 //!
-//! Everything is validated here, once, at start-up: the rest of the program
-//! only sees typed values, and an invalid one is refused with its key's name.
+//! Each setting is declared once, as a field of a typed struct that serde
+//! fills straight from the sources: a value that does not make a valid
+//! field is refused at start-up with its key's name, and the rest of the
+//! program only sees valid values.
 
-use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    num::{NonZeroU16, NonZeroU32, NonZeroUsize},
+    path::Path,
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::domain::{InvalidSchedule, Schedule, parse_duration};
+use crate::domain::{Schedule, parse_duration};
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/paywait";
 
 /// Validated settings of every paywait command.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     pub amqp: AmqpSettings,
     pub database: DatabaseSettings,
@@ -25,61 +34,143 @@ pub struct Settings {
     pub sweeper: SweeperSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct AmqpSettings {
+    #[serde(deserialize_with = "amqp_url")]
     pub url: SecretUrl,
     /// How many unacknowledged messages each consumer may hold.
-    pub prefetch: u16,
+    pub prefetch: NonZeroU16,
     /// How long a publish may wait for the broker's confirm.
+    #[serde(deserialize_with = "duration")]
     pub confirm_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub struct DatabaseSettings {
-    pub url: SecretUrl,
-    pub pool_size: usize,
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::parse(DEFAULT_AMQP_URL, AMQP_SCHEMES).expect("the default is valid"),
+            prefetch: NonZeroU16::new(256).expect("not zero"),
+            confirm_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    #[serde(deserialize_with = "database_url")]
+    pub url: SecretUrl,
+    pub pool_size: NonZeroUsize,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::parse(DEFAULT_DATABASE_URL, DATABASE_SCHEMES)
+                .expect("the default is valid"),
+            pool_size: NonZeroUsize::new(16).expect("not zero"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct TopologySettings {
+    /// The start of every RabbitMQ name.
+    #[serde(deserialize_with = "prefix")]
     pub prefix: String,
     pub queue_type: QueueType,
 }
 
-#[derive(Debug, Clone)]
+impl Default for TopologySettings {
+    fn default() -> Self {
+        Self {
+            prefix: "paywait".into(),
+            queue_type: QueueType::Quorum,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct CheckSettings {
+    #[serde(deserialize_with = "schedule")]
     pub schedule: Schedule,
 }
 
-#[derive(Debug, Clone)]
+impl Default for CheckSettings {
+    fn default() -> Self {
+        Self {
+            schedule: Schedule::parse(&["1m", "4m", "10m", "15m"]).expect("the default is valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct HttpSettings {
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct LogSettings {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct ShutdownSettings {
     /// How long in-flight messages may take to finish after SIGTERM.
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
 }
 
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The safety net that re-arms timers lost outside paywait.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct SweeperSettings {
     /// How often to look for overdue checks.
+    #[serde(deserialize_with = "positive_duration")]
     pub interval: Duration,
     /// How late a check must be before its timer counts as lost.
+    #[serde(deserialize_with = "duration")]
     pub grace: Duration,
     /// How many orders one sweep re-arms at most.
-    pub batch: i64,
+    pub batch: NonZeroU32,
+}
+
+impl Default for SweeperSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            grace: Duration::from_secs(60),
+            batch: NonZeroU32::new(500).expect("not zero"),
+        }
+    }
 }
 
 /// The RabbitMQ queue type of every queue paywait declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueType {
     /// Replicated, with at-least-once dead-lettering: no timer is lost
     /// between a TTL queue and the check queue.
@@ -97,8 +188,10 @@ impl QueueType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
 }
@@ -107,44 +200,61 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
     #[error("invalid configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
 }
 
-impl ConfigError {
-    fn invalid(key: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            key,
-            message: message.into(),
+impl From<config::ConfigError> for ConfigError {
+    /// Moves the key the config crate appends to its messages to the front.
+    fn from(error: config::ConfigError) -> Self {
+        match error {
+            config::ConfigError::At {
+                error,
+                key: Some(key),
+                ..
+            } => Self::Invalid {
+                key,
+                message: error.to_string(),
+            },
+            config::ConfigError::Type {
+                unexpected,
+                expected,
+                key: Some(key),
+                ..
+            } => Self::Invalid {
+                key,
+                message: format!("found {unexpected}, expected {expected}"),
+            },
+            other => Self::Load(other),
         }
     }
 }
+
+const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
+const DATABASE_SCHEMES: &[&str] = &["postgres", "postgresql"];
 
 /// A connection URL whose password never leaves this type unless asked for.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(url::Url);
 
 impl SecretUrl {
-    fn parse(key: &'static str, text: &str, schemes: &[&str]) -> Result<Self, ConfigError> {
-        let url = url::Url::parse(text)
-            .map_err(|error| ConfigError::invalid(key, format!("not a URL ({error})")))?;
+    /// Parses a URL of one of `schemes` that names a host. The error never
+    /// repeats the URL, which may hold a password.
+    fn parse(text: &str, schemes: &[&str]) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|error| format!("not a URL ({error})"))?;
         if !schemes.contains(&url.scheme()) {
-            return Err(ConfigError::invalid(
-                key,
-                format!(
-                    "scheme {:?} is not one of {}",
-                    url.scheme(),
-                    schemes.join(", ")
-                ),
+            return Err(format!(
+                "scheme {:?} is not one of {}",
+                url.scheme(),
+                schemes.join(", ")
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(ConfigError::invalid(key, "the URL names no host"));
+            return Err("the URL names no host".into());
         }
         Ok(Self(url))
     }
-
     /// The full URL, password included: for connecting, never for printing.
     pub fn expose(&self) -> &str {
         self.0.as_str()
@@ -187,81 +297,6 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
-/// The settings as written, before validation.
-#[derive(Debug, Deserialize)]
-struct RawSettings {
-    amqp: RawAmqp,
-    database: RawDatabase,
-    topology: RawTopology,
-    checks: RawChecks,
-    http: RawHttp,
-    log: RawLog,
-    shutdown: RawShutdown,
-    sweeper: RawSweeper,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawSweeper {
-    interval: String,
-    grace: String,
-    batch: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawAmqp {
-    url: String,
-    prefetch: u16,
-    confirm_timeout: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawDatabase {
-    url: String,
-    pool_size: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawTopology {
-    prefix: String,
-    queue_type: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawChecks {
-    #[serde(deserialize_with = "list_or_comma_separated")]
-    schedule: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawHttp {
-    listen: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawLog {
-    format: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawShutdown {
-    timeout: String,
-}
-
-fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
-    Ok(match ListOrText::deserialize(deserializer)? {
-        ListOrText::List(items) => items,
-        ListOrText::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
-    })
-}
-
 /// Where the settings come from, in rising precedence.
 #[derive(Debug, Default, Clone)]
 pub struct Sources<'a> {
@@ -292,21 +327,7 @@ impl Settings {
                 .map(|(_, value)| value.clone())
         };
 
-        let mut builder = config::Config::builder()
-            .set_default("amqp.url", DEFAULT_AMQP_URL)?
-            .set_default("amqp.prefetch", 256)?
-            .set_default("amqp.confirm_timeout", "30s")?
-            .set_default("database.url", DEFAULT_DATABASE_URL)?
-            .set_default("database.pool_size", 16)?
-            .set_default("topology.prefix", "paywait")?
-            .set_default("topology.queue_type", "quorum")?
-            .set_default("checks.schedule", vec!["1m", "4m", "10m", "15m"])?
-            .set_default("http.listen", "127.0.0.1:9464")?
-            .set_default("log.format", "text")?
-            .set_default("shutdown.timeout", "10s")?
-            .set_default("sweeper.interval", "30s")?
-            .set_default("sweeper.grace", "1m")?
-            .set_default("sweeper.batch", 500)?;
+        let mut builder = config::Config::builder();
         if let Some(file) = sources.file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -333,138 +354,85 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(prefixed)),
         );
+        // URLs exactly as written, above the conventional variables.
         if let Some(url) = env_value("PAYWAIT_AMQP__URL") {
             builder = builder.set_override("amqp.url", url)?;
         }
         if let Some(url) = env_value("PAYWAIT_DATABASE__URL") {
             builder = builder.set_override("database.url", url)?;
         }
-
-        let raw: RawSettings = builder.build()?.try_deserialize()?;
-        Self::validate(raw)
-    }
-
-    fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
-        let schedule =
-            Schedule::parse(&raw.checks.schedule).map_err(|error: InvalidSchedule| {
-                ConfigError::invalid("checks.schedule", error.to_string())
-            })?;
-        Ok(Self {
-            amqp: AmqpSettings {
-                url: SecretUrl::parse("amqp.url", &raw.amqp.url, &["amqp", "amqps"])?,
-                prefetch: positive("amqp.prefetch", raw.amqp.prefetch)?,
-                confirm_timeout: duration("amqp.confirm_timeout", &raw.amqp.confirm_timeout)?,
-            },
-            database: DatabaseSettings {
-                url: database_url(&raw.database.url)?,
-                pool_size: positive("database.pool_size", raw.database.pool_size)?,
-            },
-            topology: TopologySettings {
-                prefix: prefix(&raw.topology.prefix)?,
-                queue_type: match raw.topology.queue_type.as_str() {
-                    "quorum" => QueueType::Quorum,
-                    "classic" => QueueType::Classic,
-                    other => {
-                        return Err(ConfigError::invalid(
-                            "topology.queue_type",
-                            format!("{other:?} is neither \"quorum\" nor \"classic\""),
-                        ));
-                    }
-                },
-            },
-            checks: CheckSettings { schedule },
-            http: HttpSettings {
-                listen: raw.http.listen.parse().map_err(|_| {
-                    ConfigError::invalid(
-                        "http.listen",
-                        format!(
-                            "{:?} is not an address such as 127.0.0.1:9464",
-                            raw.http.listen
-                        ),
-                    )
-                })?,
-            },
-            log: LogSettings {
-                format: match raw.log.format.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    other => {
-                        return Err(ConfigError::invalid(
-                            "log.format",
-                            format!("{other:?} is neither \"text\" nor \"json\""),
-                        ));
-                    }
-                },
-            },
-            shutdown: ShutdownSettings {
-                timeout: duration("shutdown.timeout", &raw.shutdown.timeout)?,
-            },
-            sweeper: SweeperSettings {
-                interval: positive_duration("sweeper.interval", &raw.sweeper.interval)?,
-                grace: duration("sweeper.grace", &raw.sweeper.grace)?,
-                batch: positive("sweeper.batch", raw.sweeper.batch)?,
-            },
-        })
+        Ok(builder.build()?.try_deserialize()?)
     }
 }
 
-fn positive<N: PartialOrd + Default + fmt::Display>(
-    key: &'static str,
-    value: N,
-) -> Result<N, ConfigError> {
-    if value > N::default() {
-        Ok(value)
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            format!("{value} is not a positive number"),
-        ))
-    }
+fn amqp_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    SecretUrl::parse(&text, AMQP_SCHEMES).map_err(D::Error::custom)
 }
 
-fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    parse_duration(text).map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("{text:?} is not a duration such as 250ms, 5s, 1m or 2h"),
-        )
-    })
-}
-
-fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    let value = duration(key, text)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(key, "must be longer than zero"));
-    }
-    Ok(value)
-}
-
-fn database_url(text: &str) -> Result<SecretUrl, ConfigError> {
-    const KEY: &str = "database.url";
-    let url = SecretUrl::parse(KEY, text, &["postgres", "postgresql"])?;
+fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let url = SecretUrl::parse(&text, DATABASE_SCHEMES).map_err(D::Error::custom)?;
     let name = url.url().path().trim_start_matches('/');
     if name.is_empty() || name.contains('/') {
-        return Err(ConfigError::invalid(
-            KEY,
+        return Err(D::Error::custom(
             "the URL must name one database, as in postgres://host/paywait",
         ));
     }
     Ok(url)
 }
 
-fn prefix(text: &str) -> Result<String, ConfigError> {
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(|_| {
+        D::Error::custom(format!(
+            "{text:?} is not a duration such as 250ms, 5s, 1m or 2h"
+        ))
+    })
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = duration(deserializer)?;
+    if value.is_zero() {
+        return Err(D::Error::custom("must be longer than zero"));
+    }
+    Ok(value)
+}
+
+/// A list of waits, or one string of them separated by commas.
+fn schedule<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Schedule, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let waits = match ListOrText::deserialize(deserializer)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+    };
+    Schedule::parse(&waits).map_err(D::Error::custom)
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|_| D::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:9464")))
+}
+
+fn prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
     let valid = !text.is_empty()
         && text.len() <= 100
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if valid {
-        Ok(text.to_owned())
+        Ok(text)
     } else {
-        Err(ConfigError::invalid(
-            "topology.prefix",
-            format!("{text:?} must be 1 to 100 characters of A-Z, a-z, 0-9, . _ -"),
-        ))
+        Err(D::Error::custom(format!(
+            "{text:?} must be 1 to 100 characters of A-Z, a-z, 0-9, . _ -"
+        )))
     }
 }
 

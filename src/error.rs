@@ -1,4 +1,6 @@
-use crate::{configuration::ConfigError, domain::OrderId};
+use std::sync::Arc;
+
+use crate::{amqp::ClientError, configuration::ConfigError, domain::OrderId};
 
 /// Everything that can go wrong in paywait, by what failed.
 ///
@@ -15,7 +17,7 @@ pub enum Error {
     Amqp {
         context: String,
         #[source]
-        source: lapin::Error,
+        source: ClientError,
     },
 
     #[error("RabbitMQ did not confirm {what} within {timeout:?}")]
@@ -27,15 +29,24 @@ pub enum Error {
     #[error("RabbitMQ could not route {what}: {reason}")]
     Unroutable { what: String, reason: String },
 
+    #[error("RabbitMQ cancelled paywait's consumer on {queue}")]
+    ConsumerCancelled { queue: String },
+
+    #[error("the channel paywait publishes on was closed")]
+    PublishingChannelClosed,
+
     #[error("cannot connect to PostgreSQL at {address}: {message}")]
     DatabaseConnect { address: String, message: String },
 
     #[error("PostgreSQL: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(#[source] Arc<diesel::result::Error>),
 
-    /// A batched statement failed for every request in the batch.
-    #[error("{0}")]
-    Batch(String),
+    /// What one batched statement met, for each request of the batch.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+
+    #[error("the database batcher has stopped")]
+    BatcherStopped,
 
     #[error("PostgreSQL migrations failed: {0}")]
     Migration(String),
@@ -46,6 +57,9 @@ pub enum Error {
     #[error("order {0} is not known")]
     OrderNotFound(OrderId),
 
+    #[error("cannot set up {what}: {message}")]
+    Setup { what: &'static str, message: String },
+
     #[error("cannot serve HTTP on {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,
@@ -53,18 +67,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    #[error("cannot listen for stop signals: {0}")]
+    Signal(#[source] std::io::Error),
+
+    #[error("{task} ended unexpectedly: {message}")]
+    TaskFailed { task: &'static str, message: String },
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Database(Arc::new(error))
+    }
 }
 
 impl Error {
-    pub fn amqp(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Self {
-        move |source| Self::Amqp {
-            context: context.into(),
-            source,
-        }
-    }
-
     /// The process exit status for this error (sysexits.h where one fits).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -72,14 +88,46 @@ impl Error {
             Self::AmqpConnect { .. } | Self::DatabaseConnect { .. } | Self::Listen { .. } => 69,
             Self::OrderNotFound(_) => 1,
             Self::Migration(_) | Self::CorruptRow(_) => 65,
+            Self::Signal(_) => 71,
+            Self::Shared(error) => error.exit_code(),
             Self::Amqp { .. }
             | Self::ConfirmTimeout { .. }
             | Self::Unroutable { .. }
+            | Self::ConsumerCancelled { .. }
+            | Self::PublishingChannelClosed
             | Self::Database(_)
-            | Self::Batch(_)
-            | Self::Other(_) => 70,
+            | Self::BatcherStopped
+            | Self::Setup { .. }
+            | Self::TaskFailed { .. } => 70,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_what_failed() {
+        let unreachable = Error::DatabaseConnect {
+            address: "db:5432".into(),
+            message: "refused".into(),
+        };
+        assert_eq!(unreachable.exit_code(), 69);
+        // A batch's error keeps its kind for every request it served.
+        let shared = Error::Shared(Arc::new(unreachable));
+        assert_eq!(shared.exit_code(), 69);
+        assert_eq!(
+            shared.to_string(),
+            "cannot connect to PostgreSQL at db:5432: refused"
+        );
+        assert_eq!(
+            Error::OrderNotFound(OrderId::parse("A-1").unwrap()).exit_code(),
+            1
+        );
+        assert_eq!(Error::Migration("x".into()).exit_code(), 65);
+        assert_eq!(Error::BatcherStopped.exit_code(), 70);
+    }
+}

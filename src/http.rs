@@ -5,6 +5,7 @@ use std::{
     time::Duration,
 };
 
+use crate::{amqp::ConnectionHealth, db::Database, metrics::Metrics};
 use axum::{
     Router,
     extract::State,
@@ -12,17 +13,14 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use lapin::ConnectionStatus;
-
-use crate::{db::Database, metrics::Metrics};
 
 /// Whether the daemon is connected to RabbitMQ and consuming.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<Mutex<Option<ConnectionStatus>>>);
+pub struct Readiness(Arc<Mutex<Option<ConnectionHealth>>>);
 
 impl Readiness {
-    /// Consuming on the connection whose status is given.
-    pub fn consuming(&self, connection: ConnectionStatus) {
+    /// Consuming on the connection whose health is given.
+    pub fn consuming(&self, connection: ConnectionHealth) {
         *self.0.lock().expect("readiness lock") = Some(connection);
     }
 
@@ -36,7 +34,7 @@ impl Readiness {
             .lock()
             .expect("readiness lock")
             .as_ref()
-            .is_some_and(ConnectionStatus::connected)
+            .is_some_and(ConnectionHealth::connected)
     }
 }
 

@@ -8,15 +8,16 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    amqp::{self, Broker, Publisher},
+    amqp::{Broker, ConsumeSettings, Session},
     configuration::Settings,
     db::{self, Database},
+    domain::Inbox,
     error::{Error, Result},
     http::{self, HttpState, Readiness},
     metrics::Metrics,
     service,
     topology::Topology,
-    worker::{self, Inbox, Worker},
+    worker::{self, Worker},
 };
 
 /// The daemon, with its HTTP listener bound and nothing else started yet.
@@ -149,91 +150,80 @@ async fn session(
         error,
         was_consuming: false,
     };
-    let connection = broker.connection().await.map_err(not_consuming)?;
-    let open_channel = || async {
-        connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("opening a channel"))
-    };
     let topology = Arc::new(Topology::from_settings(settings));
-    let setup = open_channel().await.map_err(not_consuming)?;
-    amqp::declare(&setup, &topology)
+    let session = Session::open(broker, topology.clone(), settings.amqp.confirm_timeout)
         .await
         .map_err(not_consuming)?;
-    let _ = setup.close(200, "topology declared".into()).await;
-
-    let publisher = Publisher::new(
-        open_channel().await.map_err(not_consuming)?,
-        settings.amqp.confirm_timeout,
-    )
-    .await
-    .map_err(not_consuming)?;
     let worker = Arc::new(Worker {
         db: db.clone(),
-        publisher: publisher.clone(),
+        publisher: session.publisher().clone(),
         topology,
         schedule: settings.checks.schedule.clone(),
         metrics: metrics.clone(),
     });
 
-    let session = stop.child_token();
+    let stop_session = stop.child_token();
+    let consume = ConsumeSettings {
+        prefetch: settings.amqp.prefetch.get(),
+        drain: settings.shutdown.timeout,
+    };
     let mut consumers = JoinSet::new();
     for inbox in Inbox::ALL {
-        let channel = open_channel().await.map_err(not_consuming)?;
-        consumers.spawn(worker::consume(
-            worker.clone(),
-            inbox,
-            channel,
-            settings.amqp.prefetch,
-            session.clone(),
-            settings.shutdown.timeout,
-        ));
+        let consumer = session
+            .consumer(
+                inbox,
+                worker.clone(),
+                metrics.clone(),
+                consume,
+                stop_session.clone(),
+            )
+            .await
+            .map_err(not_consuming)?;
+        consumers.spawn(consumer);
     }
     let sweeper = tokio::spawn(worker::sweep_periodically(
         worker.clone(),
         settings.sweeper.clone(),
-        session.clone(),
+        stop_session.clone(),
     ));
-    let backlog = tokio::spawn(worker::poll_queue_depths(
-        open_channel().await.map_err(not_consuming)?,
-        worker.topology.clone(),
-        metrics.clone(),
-        session.clone(),
-    ));
-    readiness.consuming(connection.status().clone());
+    let backlog = tokio::spawn(
+        session
+            .backlog_poller(metrics.clone(), stop_session.clone())
+            .await
+            .map_err(not_consuming)?,
+    );
+    readiness.consuming(session.health());
     tracing::info!("paywait is running");
-    service::ready(&format!(
-        "consuming from {}, {} and {}",
-        worker.topology.placed_queue, worker.topology.payments_queue, worker.topology.checks_queue
-    ));
+    let queues: Vec<&str> = Inbox::ALL
+        .iter()
+        .map(|inbox| worker.topology.queue(*inbox))
+        .collect();
+    service::ready(&format!("consuming from {}", queues.join(", ")));
 
     let mut failure = None;
     while let Some(joined) = consumers.join_next().await {
         let error = match joined {
             Ok(Ok(())) => continue,
             Ok(Err(error)) => error,
-            Err(panic) => Error::Other(anyhow::anyhow!("a consumer panicked: {panic}")),
+            Err(panic) => Error::TaskFailed {
+                task: "a consumer",
+                message: panic.to_string(),
+            },
         };
         readiness.stopped();
-        session.cancel();
+        stop_session.cancel();
         failure.get_or_insert(error);
     }
     readiness.stopped();
     let _ = sweeper.await;
     let _ = backlog.await;
-    let _ = publisher
-        .channel()
-        .close(200, "paywait stopping".into())
-        .await;
-    let _ = connection.close(200, "paywait stopping".into()).await;
+    session.close().await;
 
     if stop.is_cancelled() {
         return Ok(());
     }
     Err(Lost {
-        error: failure
-            .unwrap_or_else(|| Error::Other(anyhow::anyhow!("the publishing channel was closed"))),
+        error: failure.unwrap_or(Error::PublishingChannelClosed),
         was_consuming: true,
     })
 }

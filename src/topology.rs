@@ -7,13 +7,8 @@ use serde_json::{Value, json};
 
 use crate::{
     configuration::{QueueType, Settings},
-    domain::{Schedule, format_duration},
+    domain::{Inbox, Schedule, Source, format_duration},
 };
-
-/// Routing key of inbound orders on the orders exchange.
-pub const ORDER_PLACED: &str = "order.placed";
-/// Routing key of inbound payments on the orders exchange.
-pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
 
 /// A queue argument's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,23 +65,21 @@ pub struct WaitQueue {
 /// Every name paywait uses, derived from the prefix and the schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
-    pub queue_type: QueueType,
-    /// Inbound direct exchange: `order.placed`, `payment.succeeded`.
-    pub orders_exchange: String,
+    queue_type: QueueType,
+    /// Inbound direct exchange: one routing key per inbox it feeds.
+    orders_exchange: String,
     /// Outbound topic exchange for events.
-    pub events_exchange: String,
+    events_exchange: String,
     /// Alternate exchange of the events exchange, feeding `unrouted_queue`.
-    pub unrouted_exchange: String,
-    pub unrouted_queue: String,
+    unrouted_exchange: String,
+    unrouted_queue: String,
     /// Messages that cannot be processed, with `x-paywait-error`.
-    pub dead_queue: String,
-    pub placed_queue: String,
-    pub payments_queue: String,
+    dead_queue: String,
     /// Dead-letter exchange of the TTL queues.
-    pub expired_exchange: String,
-    /// Where expired timers arrive to be checked.
-    pub checks_queue: String,
-    pub wait_queues: Vec<WaitQueue>,
+    expired_exchange: String,
+    /// The queue each inbox is consumed from, in [`Inbox::ALL`]'s order.
+    inbox_queues: Vec<(Inbox, String)>,
+    wait_queues: Vec<WaitQueue>,
 }
 
 impl Topology {
@@ -99,10 +92,17 @@ impl Topology {
             unrouted_exchange: name("unrouted"),
             unrouted_queue: name("unrouted"),
             dead_queue: name("dead"),
-            placed_queue: name("intake.placed"),
-            payments_queue: name("intake.payments"),
             expired_exchange: name("expired"),
-            checks_queue: name("checks"),
+            inbox_queues: Inbox::ALL
+                .into_iter()
+                .map(|inbox| {
+                    let queue = match inbox.source() {
+                        Source::Inbound { .. } => name(&format!("intake.{}", inbox.name())),
+                        Source::ExpiredTimers => name(inbox.name()),
+                    };
+                    (inbox, queue)
+                })
+                .collect(),
             wait_queues: schedule
                 .distinct_waits()
                 .into_iter()
@@ -120,6 +120,49 @@ impl Topology {
             settings.topology.queue_type,
             &settings.checks.schedule,
         )
+    }
+
+    /// The queue `inbox` is consumed from.
+    pub fn queue(&self, inbox: Inbox) -> &str {
+        self.inbox_queues
+            .iter()
+            .find(|(each, _)| *each == inbox)
+            .map(|(_, queue)| queue.as_str())
+            .expect("every inbox has its queue")
+    }
+
+    /// The inbox whose queue is named `queue`, if any.
+    pub fn inbox_of(&self, queue: &str) -> Option<Inbox> {
+        self.inbox_queues
+            .iter()
+            .find(|(_, name)| name == queue)
+            .map(|(inbox, _)| *inbox)
+    }
+
+    pub fn orders_exchange(&self) -> &str {
+        &self.orders_exchange
+    }
+
+    pub fn events_exchange(&self) -> &str {
+        &self.events_exchange
+    }
+
+    /// Where expired timers are dead-lettered.
+    pub fn expired_exchange(&self) -> &str {
+        &self.expired_exchange
+    }
+
+    pub fn dead_queue(&self) -> &str {
+        &self.dead_queue
+    }
+
+    pub fn unrouted_queue(&self) -> &str {
+        &self.unrouted_queue
+    }
+
+    /// The TTL queues, shortest wait first.
+    pub fn wait_queues(&self) -> &[WaitQueue] {
+        &self.wait_queues
     }
 
     /// The TTL queue that holds timers waiting `wait`.
@@ -167,13 +210,8 @@ impl Topology {
             name: name.clone(),
             arguments: self.type_arguments(),
         };
-        let mut queues = vec![
-            plain(&self.dead_queue),
-            plain(&self.unrouted_queue),
-            plain(&self.placed_queue),
-            plain(&self.payments_queue),
-            plain(&self.checks_queue),
-        ];
+        let mut queues = vec![plain(&self.dead_queue), plain(&self.unrouted_queue)];
+        queues.extend(self.inbox_queues.iter().map(|(_, queue)| plain(queue)));
         queues.extend(self.wait_queues.iter().map(|wait| {
             let mut arguments = self.type_arguments();
             arguments.push((
@@ -205,16 +243,16 @@ impl Topology {
             queue: queue.clone(),
             routing_key: routing_key.to_owned(),
         };
-        vec![
-            bind(&self.orders_exchange, &self.placed_queue, ORDER_PLACED),
-            bind(
-                &self.orders_exchange,
-                &self.payments_queue,
-                PAYMENT_SUCCEEDED,
-            ),
-            bind(&self.unrouted_exchange, &self.unrouted_queue, ""),
-            bind(&self.expired_exchange, &self.checks_queue, ""),
-        ]
+        let mut bindings: Vec<BindingSpec> = self
+            .inbox_queues
+            .iter()
+            .map(|(inbox, queue)| match inbox.source() {
+                Source::Inbound { routing_key } => bind(&self.orders_exchange, queue, routing_key),
+                Source::ExpiredTimers => bind(&self.expired_exchange, queue, ""),
+            })
+            .collect();
+        bindings.push(bind(&self.unrouted_exchange, &self.unrouted_queue, ""));
+        bindings
     }
 
     fn type_arguments(&self) -> Vec<(&'static str, Argument)> {
@@ -283,7 +321,7 @@ mod tests {
     #[test]
     fn one_ttl_queue_per_distinct_wait() {
         let t = topology(QueueType::Quorum);
-        let names: Vec<_> = t.wait_queues.iter().map(|q| q.name.as_str()).collect();
+        let names: Vec<_> = t.wait_queues().iter().map(|q| q.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -296,6 +334,47 @@ mod tests {
         assert_eq!(
             t.wait_queue(Duration::from_secs(240)).name,
             "paywait.wait.4m"
+        );
+    }
+
+    #[test]
+    fn each_inbox_has_a_queue_bound_to_its_source() {
+        let t = topology(QueueType::Quorum);
+        let queues: Vec<_> = Inbox::ALL.iter().map(|inbox| t.queue(*inbox)).collect();
+        assert_eq!(
+            queues,
+            [
+                "paywait.intake.placed",
+                "paywait.intake.payments",
+                "paywait.checks"
+            ]
+        );
+        for inbox in Inbox::ALL {
+            assert_eq!(t.inbox_of(t.queue(inbox)), Some(inbox));
+        }
+        assert_eq!(t.inbox_of("paywait.dead"), None);
+        let bound = |queue: &str| -> Vec<(String, String)> {
+            t.bindings()
+                .into_iter()
+                .filter(|binding| binding.queue == queue)
+                .map(|binding| (binding.exchange, binding.routing_key))
+                .collect()
+        };
+        assert_eq!(
+            bound("paywait.intake.placed"),
+            [("paywait.orders".to_owned(), "order.placed".to_owned())]
+        );
+        assert_eq!(
+            bound("paywait.intake.payments"),
+            [("paywait.orders".to_owned(), "payment.succeeded".to_owned())]
+        );
+        assert_eq!(
+            bound("paywait.checks"),
+            [("paywait.expired".to_owned(), String::new())]
+        );
+        assert_eq!(
+            bound("paywait.unrouted"),
+            [("paywait.unrouted".to_owned(), String::new())]
         );
     }
 

@@ -1,28 +1,45 @@
-//! The RabbitMQ shell: connections, declaring the topology, publishing with
-//! confirms.
+//! The RabbitMQ shell, and the only module that knows the AMQP client:
+//! connections, declaring the topology, publishing with confirms, the
+//! consume loop that turns deliveries into [`crate::domain::Inbound`]
+//! values and acknowledges them last, and reading the dead queue.
 
+mod backlog;
+mod consumer;
 mod dead;
+mod declare;
 mod publisher;
+mod session;
 
-pub use dead::{Parked, take_parked};
-pub use publisher::{ERROR_HEADER, Publisher, SOURCE_QUEUE_HEADER};
+pub use consumer::{ConsumeSettings, Handler, attempt_header};
+pub use dead::{ParkedMessage, Replayed, replay_parked};
+pub use declare::declare;
+pub use publisher::{ERROR_HEADER, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER};
+pub use session::Session;
 
 use std::time::Duration;
 
 use deadpool_lapin::{Config, PoolConfig, Runtime, Timeouts};
-use lapin::{
-    Channel, ConnectionProperties,
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-};
+use lapin::{Channel, ConnectionProperties, ConnectionStatus};
 
 use crate::{
     configuration::AmqpSettings,
     error::{Error, Result},
-    topology::{Argument, ExchangeKind, Topology},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error of the AMQP client, opaque outside this module.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ClientError(#[from] lapin::Error);
+
+/// Wraps a client error with what paywait was doing.
+fn failed(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
+    move |source| Error::Amqp {
+        context: context.into(),
+        source: source.into(),
+    }
+}
 
 /// A pool of connections to the broker.
 #[derive(Clone)]
@@ -48,7 +65,10 @@ impl Broker {
                 || ConnectionProperties::default().with_connection_name("paywait".into()),
                 Runtime::Tokio1,
             )
-            .map_err(|error| Error::Other(anyhow::anyhow!("AMQP pool: {error}")))?;
+            .map_err(|error| Error::Setup {
+                what: "the RabbitMQ connection pool",
+                message: error.to_string(),
+            })?;
         Ok(Self {
             pool,
             address: settings.url.address(),
@@ -56,19 +76,33 @@ impl Broker {
     }
 
     /// A live connection: a pooled one that is still connected, or a new one.
-    pub async fn connection(&self) -> Result<deadpool_lapin::Connection> {
+    async fn connection(&self) -> Result<deadpool_lapin::Connection> {
         self.pool.get().await.map_err(|error| Error::AmqpConnect {
             address: self.address.clone(),
             message: describe_pool_error(error),
         })
     }
 
-    pub async fn channel(&self) -> Result<Channel> {
-        let connection = self.connection().await?;
-        connection
+    async fn channel(&self) -> Result<Channel> {
+        self.connection()
+            .await?
             .create_channel()
             .await
-            .map_err(Error::amqp("opening a channel"))
+            .map_err(failed("opening a channel"))
+    }
+
+    /// A publisher on a channel of its own, in confirm mode.
+    pub async fn publisher(&self, confirm_timeout: Duration) -> Result<Publisher> {
+        Publisher::new(self.channel().await?, confirm_timeout).await
+    }
+
+    /// Declares every exchange, queue and binding of `topology` on a
+    /// channel of its own.
+    pub async fn declare(&self, topology: &crate::topology::Topology) -> Result<()> {
+        let channel = self.channel().await?;
+        declare(&channel, topology).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(())
     }
 
     /// Closes every pooled connection.
@@ -85,97 +119,12 @@ fn describe_pool_error(error: deadpool_lapin::PoolError) -> String {
     }
 }
 
-fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in arguments {
-        let value = match value {
-            Argument::Text(text) => AMQPValue::LongString(LongString::from(text.as_str())),
-            Argument::Number(number) => AMQPValue::LongLongInt(*number),
-        };
-        table.insert(ShortString::from(*key), value);
-    }
-    table
-}
+/// Whether a connection to the broker is still up, as `/readyz` asks.
+#[derive(Clone)]
+pub struct ConnectionHealth(ConnectionStatus);
 
-/// Declares every exchange, queue and binding of `topology`, idempotently,
-/// then checks that the dead-letter path of the TTL queues exists.
-pub async fn declare(channel: &Channel, topology: &Topology) -> Result<()> {
-    for exchange in topology.exchanges() {
-        let kind = match exchange.kind {
-            ExchangeKind::Direct => lapin::ExchangeKind::Direct,
-            ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
-            ExchangeKind::Topic => lapin::ExchangeKind::Topic,
-        };
-        channel
-            .exchange_declare(
-                exchange.name.as_str().into(),
-                kind,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                field_table(&exchange.arguments),
-            )
-            .await
-            .map_err(Error::amqp(format!("declaring exchange {}", exchange.name)))?;
+impl ConnectionHealth {
+    pub fn connected(&self) -> bool {
+        self.0.connected()
     }
-    for queue in topology.queues() {
-        channel
-            .queue_declare(
-                queue.name.as_str().into(),
-                QueueDeclareOptions::durable(),
-                field_table(&queue.arguments),
-            )
-            .await
-            .map_err(Error::amqp(format!("declaring queue {}", queue.name)))?;
-    }
-    for binding in topology.bindings() {
-        channel
-            .queue_bind(
-                binding.queue.as_str().into(),
-                binding.exchange.as_str().into(),
-                binding.routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp(format!(
-                "binding queue {} to exchange {}",
-                binding.queue, binding.exchange
-            )))?;
-    }
-    verify_dead_letter_path(channel, topology).await
-}
-
-async fn verify_dead_letter_path(channel: &Channel, topology: &Topology) -> Result<()> {
-    channel
-        .exchange_declare(
-            topology.expired_exchange.as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::amqp(format!(
-            "checking dead-letter exchange {}",
-            topology.expired_exchange
-        )))?;
-    channel
-        .queue_declare(
-            topology.checks_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::amqp(format!(
-            "checking check queue {}",
-            topology.checks_queue
-        )))?;
-    Ok(())
 }

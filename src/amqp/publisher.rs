@@ -1,14 +1,18 @@
+//! Publishing with confirms: every publish is `mandatory`, and succeeds
+//! only once the broker confirmed it and did not return it.
+
 use std::time::Duration;
 
 use chrono::Utc;
 use lapin::{
-    BasicProperties, Channel, Confirmation,
+    BasicProperties, Channel, Confirmation, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
+use super::failed;
 use crate::{
-    domain::{ATTEMPT_HEADER, Attempt, OrderEvent, OrderId, Rejection, TimerBody},
+    domain::{ATTEMPT_HEADER, Attempt, Inbox, OrderEvent, OrderId, Rejection, TimerBody},
     error::{Error, Result},
     topology::Topology,
 };
@@ -33,15 +37,16 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(Error::amqp("enabling publisher confirms"))?;
+            .map_err(failed("enabling publisher confirms"))?;
         Ok(Self {
             channel,
             confirm_timeout,
         })
     }
 
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// Closes the channel; publishing through a clone fails from then on.
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "paywait stopping".into()).await;
     }
 
     /// Whether the channel can still publish; once closed, it never can again.
@@ -60,10 +65,12 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
-        tokio::time::timeout(
-            self.confirm_timeout,
-            self.publish_confirmed(what, exchange, routing_key, body, properties),
-        )
+        tokio::time::timeout(self.confirm_timeout, async {
+            self.send(what, exchange, routing_key, body, properties)
+                .await?
+                .confirmed()
+                .await
+        })
         .await
         .map_err(|_| Error::ConfirmTimeout {
             what: what.to_owned(),
@@ -71,14 +78,16 @@ impl Publisher {
         })?
     }
 
-    async fn publish_confirmed(
+    /// Sends a publish without waiting for its confirm, so that several can
+    /// be in flight at once, in the order they were sent.
+    pub async fn send(
         &self,
         what: &str,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> Result<()> {
+    ) -> Result<PendingConfirm> {
         let confirm = self
             .channel
             .basic_publish(
@@ -92,26 +101,33 @@ impl Publisher {
                 properties,
             )
             .await
-            .map_err(Error::amqp(format!("publishing {what}")))?;
-        let confirmation = confirm
-            .await
-            .map_err(Error::amqp(format!("confirming {what}")))?;
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(Error::Unroutable {
-                    what: what.to_owned(),
-                    reason: format!("{} {}", returned.reply_code, returned.reply_text),
-                })
-            }
-            Confirmation::Nack(None) => Err(Error::Unroutable {
-                what: what.to_owned(),
-                reason: "the broker refused it (nack)".to_owned(),
-            }),
-            Confirmation::NotRequested => Err(Error::Other(anyhow::anyhow!(
-                "publishing {what}: the channel is not in confirm mode"
-            ))),
-        }
+            .map_err(failed(format!("publishing {what}")))?;
+        Ok(PendingConfirm {
+            what: what.to_owned(),
+            confirm,
+        })
+    }
+
+    /// Publishes an inbound message as the order or payment service would.
+    pub async fn publish_inbound(
+        &self,
+        topology: &Topology,
+        inbox: Inbox,
+        what: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let routing_key = inbox
+            .routing_key()
+            .expect("only inboxes fed by the inbound exchange are published to");
+        let properties = json_properties().with_type(routing_key.into());
+        self.publish(
+            what,
+            topology.orders_exchange(),
+            routing_key,
+            body,
+            properties,
+        )
+        .await
     }
 
     /// Publishes an event to the events exchange.
@@ -122,7 +138,7 @@ impl Publisher {
             .with_message_id(event.message_id().into());
         self.publish(
             &format!("{name} for {}", event.order_id),
-            &topology.events_exchange,
+            topology.events_exchange(),
             name,
             &event.to_json(),
             properties,
@@ -160,7 +176,7 @@ impl Publisher {
 
     /// Moves a message that cannot be processed to the dead queue, body and
     /// properties untouched, with the reason in `x-paywait-error`.
-    pub async fn park(
+    pub(super) async fn park(
         &self,
         topology: &Topology,
         source_queue: &str,
@@ -184,7 +200,7 @@ impl Publisher {
         self.publish(
             &format!("a message from {source_queue} to the dead queue"),
             "",
-            &topology.dead_queue,
+            topology.dead_queue(),
             body,
             properties,
         )
@@ -192,6 +208,40 @@ impl Publisher {
     }
 }
 
+/// A publish sent to the broker, not yet confirmed.
+pub struct PendingConfirm {
+    what: String,
+    confirm: PublisherConfirm,
+}
+
+impl PendingConfirm {
+    /// Waits for the broker's answer: a success only when it confirmed the
+    /// message and did not return it.
+    pub async fn confirmed(self) -> Result<()> {
+        let what = self.what;
+        let confirmation = self
+            .confirm
+            .await
+            .map_err(failed(format!("confirming {what}")))?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(Error::Unroutable {
+                    what,
+                    reason: format!("{} {}", returned.reply_code, returned.reply_text),
+                })
+            }
+            Confirmation::Nack(None) => Err(Error::Unroutable {
+                what,
+                reason: "the broker refused it (nack)".to_owned(),
+            }),
+            // `Publisher::new` puts every channel in confirm mode.
+            Confirmation::NotRequested => unreachable!("a publisher's channel confirms"),
+        }
+    }
+}
+
+/// Persistent JSON, stamped with paywait's name and the time.
 fn json_properties() -> BasicProperties {
     BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))

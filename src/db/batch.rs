@@ -51,8 +51,9 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                     Err(error) => {
+                        let error = std::sync::Arc::new(error);
                         for reply in replies {
-                            let _ = reply.send(Err(shared(&error)));
+                            let _ = reply.send(Err(Error::Shared(error.clone())));
                         }
                     }
                 }
@@ -66,21 +67,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send((item, reply))
-            .map_err(|_| Error::Batch("the database batcher has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Batch("the database batcher has stopped".into()))?
-    }
-}
-
-/// The error of a batch, for each of its requests: an unreachable database
-/// stays that, anything else keeps its message.
-fn shared(error: &Error) -> Error {
-    match error {
-        Error::DatabaseConnect { address, message } => Error::DatabaseConnect {
-            address: address.clone(),
-            message: message.clone(),
-        },
-        other => Error::Batch(other.to_string()),
+            .map_err(|_| Error::BatcherStopped)?;
+        answer.await.map_err(|_| Error::BatcherStopped)?
     }
 }

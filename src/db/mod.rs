@@ -4,8 +4,6 @@ mod batch;
 mod schema;
 mod statements;
 
-pub use statements::NewOrder;
-
 use chrono::{DateTime, Utc};
 use diesel::{
     ExpressionMethods, QueryDsl, SelectableHelper,
@@ -24,7 +22,10 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::{
     configuration::{DatabaseSettings, SecretUrl},
-    domain::{Order, OrderId, OrderStatus, PaymentSucceeded},
+    domain::{
+        NewOrder, Order, OrderId, OrderStatus, PaymentEffect, PaymentSucceeded, Placement,
+        RecordedPayment, Sweep,
+    },
     error::{Error, Result},
 };
 use batch::Batcher;
@@ -82,7 +83,10 @@ fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
         .create_timeout(Some(std::time::Duration::from_secs(10)))
         .wait_timeout(Some(std::time::Duration::from_secs(30)))
         .build()
-        .map_err(|error| Error::Other(anyhow::anyhow!("database pool: {error}")))
+        .map_err(|error| Error::Setup {
+            what: "the PostgreSQL connection pool",
+            message: error.to_string(),
+        })
 }
 
 /// The same URL, for sessions whose commits do not wait for the WAL flush.
@@ -142,17 +146,6 @@ where
     })
 }
 
-/// What storing an `order.placed` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
-    /// A new pending order: its first timer must be armed.
-    Created(Order),
-    /// A new order whose payment had arrived first: it is paid already.
-    CreatedPaid(Order),
-    /// The order was known already; nothing changed.
-    Known(Order),
-}
-
 /// A recorded payment message and what it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRecord {
@@ -161,32 +154,31 @@ pub struct PaymentRecord {
     pub effect: PaymentEffect,
 }
 
-/// What recording a `payment.succeeded` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentEffect {
-    /// The payment moved the order from pending to paid.
-    Paid(Order),
-    /// The order was paid already (by this payment, another, or SQL).
-    AlreadyPaid(Order),
-    /// The order had been closed: the payment is kept and must be announced.
-    AfterClose { order: Order, payment: Payment },
-    /// The order is not known yet; the payment waits for it.
-    Early,
-    /// This payment id was recorded before for another order.
-    Conflict { recorded_for: String },
+/// A row of `payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payments, check_for_backend(Pg))]
+struct Payment {
+    payment_id: String,
+    order_id: String,
+    amount_cents: Option<i64>,
+    paid_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    after_close: bool,
+    event_published_at: Option<DateTime<Utc>>,
 }
 
-/// A recorded payment.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, serde::Serialize)]
-#[diesel(table_name = payments, check_for_backend(Pg))]
-pub struct Payment {
-    pub payment_id: String,
-    pub order_id: String,
-    pub amount_cents: Option<i64>,
-    pub paid_at: Option<DateTime<Utc>>,
-    pub received_at: DateTime<Utc>,
-    pub after_close: bool,
-    pub event_published_at: Option<DateTime<Utc>>,
+impl From<Payment> for RecordedPayment {
+    fn from(row: Payment) -> Self {
+        Self {
+            payment_id: row.payment_id,
+            order_id: row.order_id,
+            amount_cents: row.amount_cents,
+            paid_at: row.paid_at,
+            received_at: row.received_at,
+            after_close: row.after_close,
+            event_published_at: row.event_published_at,
+        }
+    }
 }
 
 #[derive(QueryableByName)]
@@ -248,7 +240,7 @@ fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
-        let pool = connection_pool(settings.url.url().as_str(), settings.pool_size)?;
+        let pool = connection_pool(settings.url.url().as_str(), settings.pool_size.get())?;
         // That a check was made commits without waiting for the WAL flush:
         // after a crash of the database, a lost record only means the next
         // timer (armed before the record) finds a lower count. That an event
@@ -321,14 +313,15 @@ impl Database {
         self.batches.find.run(order_id.clone()).await
     }
 
-    pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<Payment>> {
+    pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
         let mut conn = self.conn().await?;
-        Ok(payments::table
+        let rows: Vec<Payment> = payments::table
             .filter(payments::order_id.eq(order_id.as_str()))
             .order(payments::received_at.asc())
             .select(Payment::as_select())
             .load(&mut conn)
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(RecordedPayment::from).collect())
     }
 
     /// Closes a pending order as check number `attempt`; `None` when the order
@@ -385,24 +378,24 @@ impl Database {
             .await
     }
 
-    /// Claims up to `batch` orders whose check was due before `cutoff` and
-    /// whose event is still owed, moving their next check to `next_check_at`.
-    /// Returns each claimed order with the number of checks made so far.
+    /// Claims up to `batch` orders whose check was due before the sweep's
+    /// cutoff and whose event is still owed, moving their next check to the
+    /// sweep's `next_check_at`. Returns each claimed order with the number
+    /// of checks made so far.
     ///
     /// Claiming and moving is one statement, and rows another sweeper holds
     /// are skipped, so two daemons never claim the same order at once; a
     /// claim whose timer is then not armed comes due again by itself.
     pub async fn claim_overdue(
         &self,
-        cutoff: DateTime<Utc>,
-        batch: i64,
-        next_check_at: DateTime<Utc>,
+        sweep: &Sweep,
+        batch: std::num::NonZeroU32,
     ) -> Result<Vec<(OrderId, u32)>> {
         let mut conn = self.conn().await?;
         let claimed: Vec<Claimed> = diesel::sql_query(CLAIM_OVERDUE)
-            .bind::<Timestamptz, _>(next_check_at)
-            .bind::<Timestamptz, _>(cutoff)
-            .bind::<BigInt, _>(batch)
+            .bind::<Timestamptz, _>(sweep.next_check_at)
+            .bind::<Timestamptz, _>(sweep.cutoff)
+            .bind::<BigInt, _>(i64::from(batch.get()))
             .get_results(&mut conn)
             .await?;
         claimed
@@ -457,7 +450,10 @@ async fn with_migration_harness<T: Send + 'static>(
         work(&mut conn).map_err(|error| Error::Migration(error.to_string()))
     })
     .await
-    .map_err(|error| Error::Other(error.into()))?
+    .map_err(|error| Error::TaskFailed {
+        task: "the migration harness",
+        message: error.to_string(),
+    })?
 }
 
 async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {

@@ -4,6 +4,8 @@
 //! Statements that move pending orders lock their rows in `order_id` order
 //! first, so two batches touching the same orders never deadlock.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
@@ -16,25 +18,14 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 pub(super) type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 use super::{
-    OrderRow, Payment, PaymentEffect, PaymentRecord, Placement,
+    OrderRow, Payment, PaymentRecord,
     schema::{orders, payments},
     to_order,
 };
 use crate::{
-    domain::{Order, OrderId, OrderStatus},
+    domain::{NewOrder, Order, OrderId, OrderStatus, PaymentEffect, Placement},
     error::{Error, Result},
 };
-
-/// A new order, ready to be stored.
-#[derive(Debug, Clone)]
-pub struct NewOrder {
-    pub order_id: OrderId,
-    pub amount_cents: Option<i64>,
-    pub currency: Option<String>,
-    pub placed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub next_check_at: DateTime<Utc>,
-}
 
 #[derive(Insertable)]
 #[diesel(table_name = orders)]
@@ -48,85 +39,135 @@ struct OrderInsert<'a> {
     next_check_at: Option<DateTime<Utc>>,
 }
 
+/// An `UPDATE` of the orders a batch names, written so that concurrent
+/// batches never deadlock: the rows are locked in `order_id` order first.
+struct LockedUpdate {
+    /// A query giving one row per order to update, with its `order_id` and
+    /// the values the update reads, as `src.<column>`.
+    source: &'static str,
+    /// Whether only pending orders are locked and updated.
+    pending_only: bool,
+    /// The `SET` list.
+    set: &'static str,
+    /// A further condition on `orders` and `src`, if any.
+    condition: Option<&'static str>,
+    /// Whether the updated rows are returned.
+    returning: bool,
+}
+
+impl LockedUpdate {
+    fn sql(&self) -> String {
+        let pending = if self.pending_only {
+            " AND orders.status = 'pending'"
+        } else {
+            ""
+        };
+        let condition = self
+            .condition
+            .map_or(String::new(), |condition| format!(" AND {condition}"));
+        let returning = if self.returning {
+            " RETURNING orders.*"
+        } else {
+            ""
+        };
+        format!(
+            "WITH src AS ({source}), \
+                  locked AS (SELECT order_id FROM orders \
+                             WHERE order_id IN (SELECT order_id FROM src){pending} \
+                             ORDER BY order_id FOR UPDATE) \
+             UPDATE orders SET {set} FROM src \
+             WHERE orders.order_id = src.order_id \
+               AND orders.order_id IN (SELECT order_id FROM locked){pending}{condition}{returning}",
+            source = self.source,
+            set = self.set,
+        )
+    }
+}
+
+/// What paying an order with a payment (`src`) writes.
+const PAY: &str = "status = 'paid', paid_at = COALESCE(src.paid_at, src.received_at), \
+    payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL";
+
 /// Pays pending orders with their earliest recorded payment, if they have
 /// one. `$1`: the order ids. Only orders with a payment are locked, so in
 /// the usual case (no payment yet) the statement writes nothing and its
 /// commit waits for no flush.
-const PAY_WITH_RECORDED_PAYMENTS: &str = "\
-    WITH earliest AS (SELECT DISTINCT ON (order_id) order_id, payment_id, paid_at, received_at \
-                      FROM payments WHERE order_id = ANY($1) \
-                      ORDER BY order_id, received_at, payment_id), \
-         locked AS (SELECT order_id FROM orders \
-                    WHERE order_id IN (SELECT order_id FROM earliest) AND status = 'pending' \
-                    ORDER BY order_id FOR UPDATE) \
-    UPDATE orders SET status = 'paid', paid_at = COALESCE(p.paid_at, p.received_at), \
-        payment_id = p.payment_id, next_check_at = NULL, event_published_at = NULL \
-    FROM earliest p \
-    WHERE orders.order_id = p.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
-      AND orders.status = 'pending' \
-    RETURNING orders.*";
+static PAY_WITH_RECORDED_PAYMENTS: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT ON (order_id) order_id, payment_id, paid_at, received_at \
+                 FROM payments WHERE order_id = ANY($1) \
+                 ORDER BY order_id, received_at, payment_id",
+        pending_only: true,
+        set: PAY,
+        condition: None,
+        returning: true,
+    }
+    .sql()
+});
 
 /// Pays pending orders with the given payments. `$1`: payment ids, `$2`:
 /// the order each was sent for; a payment recorded for another order pays
 /// nothing.
-const PAY_WITH_PAYMENTS: &str = "\
-    WITH claimed AS (SELECT DISTINCT ON (p.order_id) p.order_id, p.payment_id, p.paid_at, p.received_at \
-                     FROM payments p JOIN unnest($1::text[], $2::text[]) AS v(payment_id, order_id) \
-                       ON p.payment_id = v.payment_id AND p.order_id = v.order_id \
-                     ORDER BY p.order_id, p.received_at, p.payment_id), \
-         locked AS (SELECT order_id FROM orders \
-                    WHERE order_id IN (SELECT order_id FROM claimed) AND status = 'pending' \
-                    ORDER BY order_id FOR UPDATE) \
-    UPDATE orders SET status = 'paid', paid_at = COALESCE(c.paid_at, c.received_at), \
-        payment_id = c.payment_id, next_check_at = NULL, event_published_at = NULL \
-    FROM claimed c \
-    WHERE orders.order_id = c.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
-      AND orders.status = 'pending' \
-    RETURNING orders.*";
+static PAY_WITH_PAYMENTS: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT ON (p.order_id) p.order_id, p.payment_id, p.paid_at, p.received_at \
+                 FROM payments p JOIN unnest($1::text[], $2::text[]) AS v(payment_id, order_id) \
+                   ON p.payment_id = v.payment_id AND p.order_id = v.order_id \
+                 ORDER BY p.order_id, p.received_at, p.payment_id",
+        pending_only: true,
+        set: PAY,
+        condition: None,
+        returning: true,
+    }
+    .sql()
+});
 
 /// Closes pending orders. `$1`: order ids, `$2`: the check closing each,
 /// `$3`: when.
-const CLOSE: &str = "\
-    WITH v AS (SELECT DISTINCT ON (order_id) * \
-               FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, closed_at) \
-               ORDER BY order_id), \
-         locked AS (SELECT order_id FROM orders \
-                    WHERE order_id IN (SELECT order_id FROM v) AND status = 'pending' \
-                    ORDER BY order_id FOR UPDATE) \
-    UPDATE orders SET status = 'closed', closed_at = v.closed_at, \
-        attempts = GREATEST(orders.attempts, v.attempt), next_check_at = NULL, event_published_at = NULL \
-    FROM v \
-    WHERE orders.order_id = v.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
-      AND orders.status = 'pending' \
-    RETURNING orders.*";
+static CLOSE: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT ON (order_id) * \
+                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, closed_at) \
+                 ORDER BY order_id",
+        pending_only: true,
+        set: "status = 'closed', closed_at = src.closed_at, \
+              attempts = GREATEST(orders.attempts, src.attempt), \
+              next_check_at = NULL, event_published_at = NULL",
+        condition: None,
+        returning: true,
+    }
+    .sql()
+});
 
 /// Records checks made on pending orders. `$1`: order ids, `$2`: the check
 /// made, `$3`: when the next one is due.
-const RECORD_CHECKS: &str = "\
-    WITH v AS (SELECT DISTINCT ON (order_id) * \
-               FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, next_check_at) \
-               ORDER BY order_id, attempt DESC), \
-         locked AS (SELECT order_id FROM orders \
-                    WHERE order_id IN (SELECT order_id FROM v) AND status = 'pending' \
-                    ORDER BY order_id FOR UPDATE) \
-    UPDATE orders SET attempts = v.attempt, next_check_at = v.next_check_at \
-    FROM v \
-    WHERE orders.order_id = v.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
-      AND orders.status = 'pending' AND orders.attempts < v.attempt";
+static RECORD_CHECKS: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT ON (order_id) * \
+                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, next_check_at) \
+                 ORDER BY order_id, attempt DESC",
+        pending_only: true,
+        set: "attempts = src.attempt, next_check_at = src.next_check_at",
+        condition: Some("orders.attempts < src.attempt"),
+        returning: false,
+    }
+    .sql()
+});
 
 /// Records that terminal orders were announced. `$1`: order ids, `$2`: the
 /// status announced, `$3`: the checks made so far.
-const MARK_ANNOUNCED: &str = "\
-    WITH v AS (SELECT DISTINCT ON (order_id) * \
-               FROM unnest($1::text[], $2::text[], $3::int4[]) AS v(order_id, status, attempts) \
-               ORDER BY order_id, attempts DESC), \
-         locked AS (SELECT order_id FROM orders \
-                    WHERE order_id IN (SELECT order_id FROM v) \
-                    ORDER BY order_id FOR UPDATE) \
-    UPDATE orders SET event_published_at = now(), attempts = GREATEST(orders.attempts, v.attempts) \
-    FROM v \
-    WHERE orders.order_id = v.order_id AND orders.order_id IN (SELECT order_id FROM locked) \
-      AND orders.status = v.status";
+static MARK_ANNOUNCED: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT ON (order_id) * \
+                 FROM unnest($1::text[], $2::text[], $3::int4[]) AS v(order_id, status, attempts) \
+                 ORDER BY order_id, attempts DESC",
+        pending_only: false,
+        set: "event_published_at = now(), attempts = GREATEST(orders.attempts, src.attempts)",
+        condition: Some("orders.status = src.status"),
+        returning: false,
+    }
+    .sql()
+});
 
 fn ids(orders: impl Iterator<Item = impl AsRef<str>>) -> Vec<String> {
     orders.map(|id| id.as_ref().to_owned()).collect()
@@ -186,7 +227,7 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
         .get_results(conn)
         .await?;
     let all_ids = ids(batch.iter().map(|new| &new.order_id));
-    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_RECORDED_PAYMENTS)
+    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_RECORDED_PAYMENTS.as_str())
         .bind::<Array<Text>, _>(&all_ids)
         .get_results(conn)
         .await?;
@@ -217,13 +258,11 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
             .ok_or_else(|| Error::CorruptRow(format!("order {id} vanished")))?;
         // Only the first item of an order id in the batch created it.
         let first = seen.insert(id.clone());
-        placements.push(
-            match (first && created.contains(&id), paid.contains_key(&id)) {
-                (true, true) => Placement::CreatedPaid(current),
-                (true, false) => Placement::Created(current),
-                (false, _) => Placement::Known(current),
-            },
-        );
+        placements.push(Placement::of(
+            current,
+            first && created.contains(&id),
+            paid.contains_key(&id),
+        ));
     }
     Ok(placements)
 }
@@ -243,7 +282,7 @@ pub(super) async fn record_payments(
         .await?;
     let payment_ids = ids(batch.iter().map(|payment| &payment.payment_id));
     let order_ids = ids(batch.iter().map(|payment| &payment.order_id));
-    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_PAYMENTS)
+    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_PAYMENTS.as_str())
         .bind::<Array<Text>, _>(&payment_ids)
         .bind::<Array<Text>, _>(&order_ids)
         .get_results(conn)
@@ -255,64 +294,55 @@ pub(super) async fn record_payments(
         .collect();
     let mut paid: std::collections::HashMap<String, Order> = by_order_id(paid)?;
     let mut records = Vec::with_capacity(batch.len());
-    for payment in batch {
-        let recorded = first_time.remove(&payment.payment_id);
-        let first = recorded.is_some();
-        let applied = paid
-            .get(&payment.order_id)
-            .is_some_and(|order| order.payment_id.as_deref() == Some(&payment.payment_id));
-        let effect = if applied {
-            PaymentEffect::Paid(paid.remove(&payment.order_id).expect("checked above"))
+    for item in batch {
+        let inserted = first_time.remove(&item.payment_id);
+        let first_time = inserted.is_some();
+        let paid_now = match paid.get(&item.order_id) {
+            Some(order) if order.payment_id.as_deref() == Some(item.payment_id.as_str()) => {
+                paid.remove(&item.order_id)
+            }
+            _ => None,
+        };
+        let (recorded, order) = if paid_now.is_some() {
+            // It paid the order, so it is recorded for that order.
+            (inserted.unwrap_or_else(|| item.clone()), None)
         } else {
-            let recorded = match recorded {
+            let recorded = match inserted {
                 Some(recorded) => recorded,
                 None => {
                     payments::table
-                        .find(&payment.payment_id)
+                        .find(&item.payment_id)
                         .select(Payment::as_select())
                         .first(conn)
                         .await?
                 }
             };
-            unapplied_payment(conn, recorded, &payment.order_id).await?
+            let order = if recorded.order_id == item.order_id {
+                let row: Option<OrderRow> = orders::table
+                    .find(&item.order_id)
+                    .select(OrderRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?;
+                to_order(row)?
+            } else {
+                None
+            };
+            (recorded, order)
         };
-        records.push(PaymentRecord {
-            first_time: first,
-            effect,
-        });
+        let was_after_close = recorded.after_close;
+        let effect = PaymentEffect::of(&item.order_id, recorded.into(), paid_now, order);
+        if let PaymentEffect::AfterClose { payment, .. } = &effect
+            && !was_after_close
+        {
+            diesel::update(payments::table.find(&payment.payment_id))
+                .set(payments::after_close.eq(true))
+                .execute(conn)
+                .await?;
+        }
+        records.push(PaymentRecord { first_time, effect });
     }
     Ok(records)
-}
-
-/// Why a payment did not pay its order, once that is known.
-async fn unapplied_payment(
-    conn: &mut AsyncPgConnection,
-    recorded: Payment,
-    order_id: &str,
-) -> Result<PaymentEffect> {
-    if recorded.order_id != order_id {
-        return Ok(PaymentEffect::Conflict {
-            recorded_for: recorded.order_id,
-        });
-    }
-    let order: Option<OrderRow> = orders::table
-        .find(order_id)
-        .select(OrderRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    let Some(order) = to_order(order)? else {
-        return Ok(PaymentEffect::Early);
-    };
-    if order.status != OrderStatus::Closed {
-        return Ok(PaymentEffect::AlreadyPaid(order));
-    }
-    let payment = diesel::update(payments::table.find(&recorded.payment_id))
-        .set(payments::after_close.eq(true))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .await?;
-    Ok(PaymentEffect::AfterClose { order, payment })
 }
 
 pub(super) async fn find(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Option<Order>>> {
@@ -332,7 +362,7 @@ pub struct Closing {
 
 pub(super) async fn close(mut conn: Conn, batch: Vec<Closing>) -> Result<Vec<Option<Order>>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let closed: Vec<OrderRow> = diesel::sql_query(CLOSE)
+    let closed: Vec<OrderRow> = diesel::sql_query(CLOSE.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.at).collect::<Vec<_>>())
@@ -355,7 +385,7 @@ pub struct CheckMade {
 
 pub(super) async fn record_checks(mut conn: Conn, batch: Vec<CheckMade>) -> Result<Vec<()>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    diesel::sql_query(RECORD_CHECKS)
+    diesel::sql_query(RECORD_CHECKS.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.next_check_at).collect::<Vec<_>>())
@@ -374,7 +404,7 @@ pub struct Announced {
 
 pub(super) async fn mark_announced(mut conn: Conn, batch: Vec<Announced>) -> Result<Vec<()>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    diesel::sql_query(MARK_ANNOUNCED)
+    diesel::sql_query(MARK_ANNOUNCED.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|a| &a.order_id)))
         .bind::<Array<Text>, _>(batch.iter().map(|a| a.status.as_str()).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(batch.iter().map(|a| a.attempts as i32).collect::<Vec<_>>())

@@ -5,6 +5,8 @@
 //! out in this order, so that a crash at any point repeats work instead of
 //! losing it:
 //!
+//! - [`CheckDecision::UnknownOrder`]: park the timer; nothing is known to check.
+//!
 //! - [`CheckDecision::Reschedule`]: publish the next timer, wait for the
 //!   broker's confirm, then record the check (`attempts`, `next_check_at`),
 //!   then acknowledge. Because the record comes after the confirm, a check
@@ -12,7 +14,8 @@
 //!   successor is certainly armed, and is dropped.
 //! - [`CheckDecision::Close`]: close the order with one conditional write
 //!   (`WHERE status = 'pending'`), then publish `order.closed`, then mark it
-//!   published, then acknowledge. If a payment won the race, decide again.
+//!   published, then acknowledge. If a payment won the race, decide again
+//!   with [`after_lost_close`].
 //! - [`CheckDecision::Announce`]: the order reached a terminal status whose
 //!   event is not confirmed yet (a payment made in SQL, or a crash after the
 //!   write): publish it, mark it published, acknowledge.
@@ -36,6 +39,8 @@ pub enum CheckDecision {
     Settled(OrderStatus),
     /// A duplicate timer: this check was already made and its successor armed.
     Stale,
+    /// The database does not know the order.
+    UnknownOrder,
 }
 
 /// The outcome label of a check, as counted in `paywait_checks_total`.
@@ -67,20 +72,24 @@ impl CheckDecision {
             },
             Self::Close => Some(CheckOutcome::Closed),
             Self::Reschedule { .. } => Some(CheckOutcome::Rescheduled),
-            Self::Stale => None,
+            Self::Stale | Self::UnknownOrder => None,
         }
     }
 }
 
-/// Decides what check number `attempt` does with `order` at time `now`.
+/// Decides what check number `attempt` does with `order` (as the database
+/// holds it, if at all) at time `now`.
 ///
 /// An unpaid order is closed at or after its deadline and never before it.
 pub fn decide(
-    order: &Order,
+    order: Option<&Order>,
     attempt: Attempt,
     now: DateTime<Utc>,
     schedule: &Schedule,
 ) -> CheckDecision {
+    let Some(order) = order else {
+        return CheckDecision::UnknownOrder;
+    };
     match order.status {
         OrderStatus::Paid | OrderStatus::Closed if order.event_published_at.is_none() => {
             CheckDecision::Announce(order.status)
@@ -98,10 +107,35 @@ pub fn decide(
     }
 }
 
+/// Decides again after a close lost its race: the conditional write found
+/// the order no longer pending, so a payment (or another daemon's close)
+/// committed first. The order is terminal now and is announced if its event
+/// is owed; a lost close never closes or reschedules.
+pub fn after_lost_close(
+    order: Option<&Order>,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+    schedule: &Schedule,
+) -> CheckDecision {
+    match decide(order, attempt, now, schedule) {
+        CheckDecision::Close | CheckDecision::Reschedule { .. } => CheckDecision::Stale,
+        decision => decision,
+    }
+}
+
+impl Order {
+    /// The order as the event of check number `attempt` describes it: that
+    /// check counts among the checks made.
+    pub fn counting_check(mut self, attempt: Attempt) -> Self {
+        self.attempts = self.attempts.max(attempt.get());
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::OrderId;
+    use crate::domain::test_order;
     use chrono::TimeDelta;
 
     fn schedule() -> Schedule {
@@ -114,18 +148,8 @@ mod tests {
 
     fn pending(attempts: u32) -> Order {
         Order {
-            order_id: OrderId::parse("A-1001").unwrap(),
-            status: OrderStatus::Pending,
-            amount_cents: Some(12900),
-            currency: Some("CNY".into()),
-            placed_at: placed_at(),
-            expires_at: placed_at() + TimeDelta::minutes(30),
-            paid_at: None,
-            closed_at: None,
             attempts,
-            payment_id: None,
-            event_published_at: None,
-            next_check_at: None,
+            ..test_order(OrderStatus::Pending)
         }
     }
 
@@ -141,25 +165,25 @@ mod tests {
     fn unpaid_orders_follow_the_schedule_then_close_at_the_deadline() {
         let s = schedule();
         assert_eq!(
-            decide(&pending(0), attempt(1), at(1, 3), &s),
+            decide(Some(&pending(0)), attempt(1), at(1, 3), &s),
             CheckDecision::Reschedule {
                 next: attempt(2),
                 wait: Duration::from_secs(240)
             }
         );
         assert_eq!(
-            decide(&pending(2), attempt(3), at(15, 3), &s),
+            decide(Some(&pending(2)), attempt(3), at(15, 3), &s),
             CheckDecision::Reschedule {
                 next: attempt(4),
                 wait: Duration::from_secs(900)
             }
         );
         assert_eq!(
-            decide(&pending(3), attempt(4), at(30, 0), &s),
+            decide(Some(&pending(3)), attempt(4), at(30, 0), &s),
             CheckDecision::Close
         );
         assert_eq!(
-            decide(&pending(3), attempt(4), at(30, 5), &s),
+            decide(Some(&pending(3)), attempt(4), at(30, 5), &s),
             CheckDecision::Close
         );
     }
@@ -167,7 +191,7 @@ mod tests {
     #[test]
     fn never_closes_before_the_deadline() {
         // The last planned check fired early: placed_at was ahead of our clock.
-        let decision = decide(&pending(3), attempt(4), at(29, 0), &schedule());
+        let decision = decide(Some(&pending(3)), attempt(4), at(29, 0), &schedule());
         assert_eq!(
             decision,
             CheckDecision::Reschedule {
@@ -175,7 +199,7 @@ mod tests {
                 wait: Duration::from_secs(60)
             }
         );
-        let decision = decide(&pending(3), attempt(4), at(30, -1), &schedule());
+        let decision = decide(Some(&pending(3)), attempt(4), at(30, -1), &schedule());
         assert!(matches!(decision, CheckDecision::Reschedule { .. }));
     }
 
@@ -183,7 +207,7 @@ mod tests {
     fn a_check_after_the_deadline_closes_even_mid_schedule() {
         // The order message itself arrived late: first check is already past the deadline.
         assert_eq!(
-            decide(&pending(0), attempt(1), at(45, 0), &schedule()),
+            decide(Some(&pending(0)), attempt(1), at(45, 0), &schedule()),
             CheckDecision::Close
         );
     }
@@ -194,17 +218,17 @@ mod tests {
         order.status = OrderStatus::Paid;
         order.paid_at = Some(at(2, 0));
         assert_eq!(
-            decide(&order, attempt(2), at(5, 0), &schedule()),
+            decide(Some(&order), attempt(2), at(5, 0), &schedule()),
             CheckDecision::Announce(OrderStatus::Paid)
         );
         order.event_published_at = Some(at(2, 1));
         assert_eq!(
-            decide(&order, attempt(2), at(5, 0), &schedule()),
+            decide(Some(&order), attempt(2), at(5, 0), &schedule()),
             CheckDecision::Settled(OrderStatus::Paid)
         );
         // Even past the deadline a paid order stays paid.
         assert_eq!(
-            decide(&order, attempt(4), at(31, 0), &schedule()),
+            decide(Some(&order), attempt(4), at(31, 0), &schedule()),
             CheckDecision::Settled(OrderStatus::Paid)
         );
     }
@@ -215,7 +239,7 @@ mod tests {
         order.status = OrderStatus::Closed;
         order.closed_at = Some(at(30, 2));
         assert_eq!(
-            decide(&order, attempt(4), at(30, 9), &schedule()),
+            decide(Some(&order), attempt(4), at(30, 9), &schedule()),
             CheckDecision::Announce(OrderStatus::Closed)
         );
     }
@@ -223,14 +247,62 @@ mod tests {
     #[test]
     fn duplicate_timers_are_stale() {
         assert_eq!(
-            decide(&pending(2), attempt(2), at(5, 0), &schedule()),
+            decide(Some(&pending(2)), attempt(2), at(5, 0), &schedule()),
             CheckDecision::Stale
         );
         assert_eq!(
-            decide(&pending(3), attempt(1), at(31, 0), &schedule()),
+            decide(Some(&pending(3)), attempt(1), at(31, 0), &schedule()),
             CheckDecision::Stale
         );
         assert_eq!(CheckDecision::Stale.outcome(), None);
+    }
+
+    #[test]
+    fn a_timer_for_an_unknown_order_is_refused() {
+        let decision = decide(None, attempt(1), at(1, 0), &schedule());
+        assert_eq!(decision, CheckDecision::UnknownOrder);
+        assert_eq!(decision.outcome(), None);
+    }
+
+    #[test]
+    fn a_close_that_lost_to_a_payment_announces_the_payment() {
+        let mut paid = pending(3);
+        paid.status = OrderStatus::Paid;
+        paid.paid_at = Some(at(29, 999));
+        // The payment at the deadline committed first.
+        assert_eq!(
+            after_lost_close(Some(&paid), attempt(4), at(30, 1), &schedule()),
+            CheckDecision::Announce(OrderStatus::Paid)
+        );
+        paid.event_published_at = Some(at(30, 0));
+        assert_eq!(
+            after_lost_close(Some(&paid), attempt(4), at(30, 1), &schedule()),
+            CheckDecision::Settled(OrderStatus::Paid)
+        );
+        // Another daemon's close won: its event may still be owed.
+        let mut closed = pending(4);
+        closed.status = OrderStatus::Closed;
+        assert_eq!(
+            after_lost_close(Some(&closed), attempt(4), at(30, 1), &schedule()),
+            CheckDecision::Announce(OrderStatus::Closed)
+        );
+        // A lost close never closes, nor arms another timer.
+        for now in [at(30, 1), at(29, 0)] {
+            assert_eq!(
+                after_lost_close(Some(&pending(3)), attempt(4), now, &schedule()),
+                CheckDecision::Stale
+            );
+        }
+        assert_eq!(
+            after_lost_close(None, attempt(4), at(30, 1), &schedule()),
+            CheckDecision::UnknownOrder
+        );
+    }
+
+    #[test]
+    fn an_announcing_check_counts_itself() {
+        assert_eq!(pending(1).counting_check(attempt(2)).attempts, 2);
+        assert_eq!(pending(3).counting_check(attempt(2)).attempts, 3);
     }
 
     #[test]

@@ -125,6 +125,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::test_order;
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -132,18 +133,8 @@ mod tests {
 
     fn order(status: OrderStatus) -> Order {
         Order {
-            order_id: OrderId::parse("A-1001").unwrap(),
-            status,
-            amount_cents: Some(12900),
-            currency: Some("CNY".into()),
-            placed_at: at("2026-11-27T08:00:00Z"),
-            expires_at: at("2026-11-27T08:30:00Z"),
-            paid_at: None,
-            closed_at: None,
             attempts: 4,
-            payment_id: None,
-            event_published_at: None,
-            next_check_at: None,
+            ..test_order(status)
         }
     }
 

@@ -6,7 +6,6 @@
 use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
-use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -17,6 +16,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The AMQP header that carries the number of the check a timer is for.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
+
+/// The `x-attempt` header of a message, as the transport found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptHeader {
+    Missing,
+    /// An integer of any width and sign.
+    Integer(i128),
+    /// A value of another type, named.
+    NotAnInteger(String),
+}
 
 /// Why a message cannot be processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,13 +144,10 @@ impl PaymentSucceeded {
 }
 
 impl CheckDue {
-    pub fn parse(body: &[u8], headers: Option<&FieldTable>) -> Result<Self, Rejection> {
+    pub fn parse(body: &[u8], attempt: &AttemptHeader) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
         let order_id = fields.order_id()?;
-        let attempt = headers
-            .and_then(|table| table.inner().get(ATTEMPT_HEADER))
-            .ok_or_else(|| Rejection::BadAttempt("the header is missing".into()))
-            .and_then(Attempt::from_header)?;
+        let attempt = Attempt::from_header(attempt)?;
         Ok(Self { order_id, attempt })
     }
 }
@@ -171,22 +177,18 @@ impl Attempt {
         Self(self.0.saturating_add(1))
     }
 
-    /// Reads an `x-attempt` header of any AMQP integer type.
-    pub fn from_header(value: &AMQPValue) -> Result<Self, Rejection> {
-        let number: i128 = match value {
-            AMQPValue::ShortShortInt(n) => (*n).into(),
-            AMQPValue::ShortShortUInt(n) => (*n).into(),
-            AMQPValue::ShortInt(n) => (*n).into(),
-            AMQPValue::ShortUInt(n) => (*n).into(),
-            AMQPValue::LongInt(n) => (*n).into(),
-            AMQPValue::LongUInt(n) => (*n).into(),
-            AMQPValue::LongLongInt(n) => (*n).into(),
-            other => {
+    /// Reads an `x-attempt` header.
+    pub fn from_header(header: &AttemptHeader) -> Result<Self, Rejection> {
+        let number = match header {
+            AttemptHeader::Missing => {
+                return Err(Rejection::BadAttempt("the header is missing".into()));
+            }
+            AttemptHeader::NotAnInteger(kind) => {
                 return Err(Rejection::BadAttempt(format!(
-                    "expected an integer, found {:?}",
-                    other.get_type()
+                    "expected an integer, found {kind}"
                 )));
             }
+            AttemptHeader::Integer(number) => *number,
         };
         u32::try_from(number)
             .ok()
@@ -340,7 +342,6 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{LongString, ShortString};
 
     #[test]
     fn order_placed_with_all_fields() {
@@ -478,41 +479,48 @@ mod tests {
         );
     }
 
-    fn headers(value: AMQPValue) -> FieldTable {
-        let mut table = FieldTable::default();
-        table.insert(ShortString::from(ATTEMPT_HEADER), value);
-        table
-    }
-
     #[test]
-    fn check_reads_the_attempt_from_any_integer_header() {
-        for value in [
-            AMQPValue::ShortShortUInt(3),
-            AMQPValue::LongInt(3),
-            AMQPValue::LongLongInt(3),
-        ] {
-            let due = CheckDue::parse(br#"{"order_id":"A-1"}"#, Some(&headers(value))).unwrap();
-            assert_eq!(due.attempt.get(), 3);
+    fn check_reads_the_attempt_from_the_header() {
+        for number in [1, 3, i128::from(Attempt::MAX)] {
+            let due =
+                CheckDue::parse(br#"{"order_id":"A-1"}"#, &AttemptHeader::Integer(number)).unwrap();
+            assert_eq!(i128::from(due.attempt.get()), number);
+            assert_eq!(due.order_id.as_str(), "A-1");
         }
     }
 
     #[test]
     fn check_refuses_unusable_attempts() {
         let body = br#"{"order_id":"A-1"}"#;
-        assert_eq!(
-            CheckDue::parse(body, None).unwrap_err().reason(),
-            "bad_attempt"
-        );
-        for value in [
-            AMQPValue::LongInt(0),
-            AMQPValue::LongInt(-2),
-            AMQPValue::LongLongInt(i64::MAX),
-            AMQPValue::LongString(LongString::from("2")),
-            AMQPValue::Boolean(true),
-        ] {
-            let rejection = CheckDue::parse(body, Some(&headers(value.clone()))).unwrap_err();
-            assert_eq!(rejection.reason(), "bad_attempt", "{value:?}");
+        let cases = [
+            (AttemptHeader::Missing, "the header is missing"),
+            (AttemptHeader::Integer(0), "0 is not between 1 and 100000"),
+            (AttemptHeader::Integer(-2), "-2 is not between 1 and 100000"),
+            (
+                AttemptHeader::Integer(i128::from(Attempt::MAX) + 1),
+                "100001 is not between 1 and 100000",
+            ),
+            (
+                AttemptHeader::Integer(i128::from(i64::MAX)),
+                "is not between 1 and 100000",
+            ),
+            (
+                AttemptHeader::NotAnInteger("LongString".into()),
+                "expected an integer, found LongString",
+            ),
+        ];
+        for (header, says) in cases {
+            let rejection = CheckDue::parse(body, &header).unwrap_err();
+            assert_eq!(rejection.reason(), "bad_attempt", "{header:?}");
+            assert!(rejection.to_string().contains(says), "{rejection}");
         }
+        // The body is read before the header.
+        assert_eq!(
+            CheckDue::parse(b"[]", &AttemptHeader::Missing)
+                .unwrap_err()
+                .reason(),
+            "not_json"
+        );
     }
 
     #[test]

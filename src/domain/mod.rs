@@ -1,19 +1,30 @@
-//! The pure core: order states, inbound messages, the check schedule and what
-//! a check decides. Nothing in here does I/O.
+//! The pure core: order states, inbound messages, the check schedule, and
+//! every rule — what an order, a payment or a timer does. Nothing in here
+//! does I/O; the worker carries the decisions out.
 
 pub mod check;
 mod event;
+mod inbox;
+pub mod intake;
 mod message;
 mod order;
 mod order_id;
+pub mod payment;
 mod schedule;
+pub mod sweep;
 
-pub use check::{CheckDecision, CheckOutcome, decide};
+pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide};
 pub use event::{EventKind, OrderEvent};
+pub use inbox::{Inbound, Inbox, Source, Verdict};
+pub use intake::{IntakeAction, NewOrder, Placement};
 pub use message::{
-    ATTEMPT_HEADER, Attempt, CheckDue, Currency, MAX_BODY_BYTES, OrderPlaced, PaymentId,
-    PaymentSucceeded, Rejection, TimerBody,
+    ATTEMPT_HEADER, Attempt, AttemptHeader, CheckDue, Currency, MAX_BODY_BYTES, OrderPlaced,
+    PaymentId, PaymentSucceeded, Rejection, TimerBody,
 };
+#[cfg(test)]
+pub(crate) use order::test_order;
 pub use order::{Order, OrderStatus};
 pub use order_id::{InvalidOrderId, OrderId};
+pub use payment::{PaymentAction, PaymentEffect, RecordedPayment};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
+pub use sweep::Sweep;

@@ -60,6 +60,27 @@ pub struct Order {
     pub next_check_at: Option<DateTime<Utc>>,
 }
 
+/// An order for the core's tests: `A-1001`, 12,900 CNY, placed
+/// 2026-11-27 08:00 UTC, due 30 minutes later, no check made yet.
+#[cfg(test)]
+pub(crate) fn test_order(status: OrderStatus) -> Order {
+    let placed_at: DateTime<Utc> = "2026-11-27T08:00:00Z".parse().unwrap();
+    Order {
+        order_id: OrderId::parse("A-1001").unwrap(),
+        status,
+        amount_cents: Some(12900),
+        currency: Some("CNY".into()),
+        placed_at,
+        expires_at: placed_at + chrono::TimeDelta::minutes(30),
+        paid_at: None,
+        closed_at: None,
+        attempts: 0,
+        payment_id: None,
+        event_published_at: None,
+        next_check_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

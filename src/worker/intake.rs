@@ -1,57 +1,46 @@
-//! `order.placed`: store the order and arm its first timer.
+//! `order.placed`: store the order, then do what `domain::intake` says.
 
 use chrono::Utc;
 
-use super::{Verdict, Worker};
+use super::Worker;
 use crate::{
-    db::{NewOrder, Placement},
-    domain::{Attempt, OrderId, OrderPlaced, OrderStatus, time_delta},
+    domain::{
+        Attempt, Inbound, IntakeAction, OrderId, OrderPlaced, Verdict,
+        intake::{after_placement, new_order},
+    },
     error::Result,
 };
 
-/// `seen_before`: this message may have been handled part-way already (a
-/// redelivery, or a retry after a failure).
-pub(super) async fn order_placed(
-    worker: &Worker,
-    body: &[u8],
-    seen_before: bool,
-) -> Result<Verdict> {
-    let placed = match OrderPlaced::parse(body) {
+pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
+    let placed = match OrderPlaced::parse(&inbound.body) {
         Ok(placed) => placed,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
-    let schedule = &worker.schedule;
-    let now = Utc::now();
-    let placed_at = placed.placed_at.unwrap_or(now);
-    let new = NewOrder {
-        order_id: placed.order_id,
-        amount_cents: placed.amount_cents,
-        currency: placed.currency.map(|currency| currency.as_str().to_owned()),
-        placed_at,
-        expires_at: placed_at + time_delta(schedule.total()),
-        next_check_at: now + time_delta(schedule.first_wait()),
-    };
-    match worker.db.place(new).await? {
-        Placement::Created(order) => {
-            arm_first_timer(worker, &order.order_id).await?;
-            worker.metrics.order_placed();
-            tracing::info!(order_id = %order.order_id, expires_at = %order.expires_at, "order placed");
+    let order_id = placed.order_id.clone();
+    let placement = worker
+        .db
+        .place(new_order(placed, Utc::now(), &worker.schedule))
+        .await?;
+    match after_placement(placement, inbound.seen_before) {
+        IntakeAction::ArmFirstTimer { counts_as_new } => {
+            arm_first_timer(worker, &order_id).await?;
+            if counts_as_new {
+                worker.metrics.order_placed();
+                tracing::info!(%order_id, "order placed");
+            }
         }
-        Placement::CreatedPaid(order) => {
-            worker.metrics.order_placed();
-            tracing::info!(order_id = %order.order_id, "order placed, already paid");
+        IntakeAction::Announce {
+            order,
+            counts_as_new,
+        } => {
+            if counts_as_new {
+                worker.metrics.order_placed();
+                tracing::info!(%order_id, "order placed, already paid");
+            }
             worker.announce(&order).await?;
         }
-        Placement::Known(order) => {
-            // A first try that died between the commit and the timer's
-            // confirm comes back: arm the timer it may not have.
-            if seen_before && order.status == OrderStatus::Pending && order.attempts == 0 {
-                arm_first_timer(worker, &order.order_id).await?;
-            } else if order.status != OrderStatus::Pending && order.event_published_at.is_none() {
-                worker.announce(&order).await?;
-            } else {
-                tracing::debug!(order_id = %order.order_id, "repeated order.placed ignored");
-            }
+        IntakeAction::Nothing => {
+            tracing::debug!(%order_id, "repeated order.placed ignored");
         }
     }
     Ok(Verdict::Done)

@@ -1,68 +1,24 @@
-//! The worker: what paywait does with each message it consumes.
+//! The worker: carries out what the core decides for each message. It sees
+//! messages as [`Inbound`] values and answers each with a [`Verdict`]; the
+//! AMQP shell acknowledges, parks or retries accordingly.
 
-mod backlog;
 mod checks;
-mod consumer;
 mod intake;
 mod payments;
 mod sweeper;
 
-pub use backlog::poll_queue_depths;
-pub use consumer::consume;
 pub use sweeper::{sweep, sweep_periodically};
 
 use std::sync::Arc;
 
-use lapin::message::Delivery;
-
 use crate::{
-    amqp::Publisher,
+    amqp::{Handler, Publisher},
     db::Database,
-    domain::{Order, OrderEvent, Rejection, Schedule},
+    domain::{Inbound, Inbox, Order, OrderEvent, Schedule, Verdict},
     error::Result,
     metrics::Metrics,
     topology::Topology,
 };
-
-/// The queues paywait consumes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inbox {
-    /// `order.placed` messages.
-    Placed,
-    /// `payment.succeeded` messages.
-    Payments,
-    /// Timers that expired.
-    Checks,
-}
-
-impl Inbox {
-    pub const ALL: [Self; 3] = [Self::Placed, Self::Payments, Self::Checks];
-
-    pub fn queue(self, topology: &Topology) -> &str {
-        match self {
-            Self::Placed => &topology.placed_queue,
-            Self::Payments => &topology.payments_queue,
-            Self::Checks => &topology.checks_queue,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Placed => "placed",
-            Self::Payments => "payments",
-            Self::Checks => "checks",
-        }
-    }
-}
-
-/// How a message was dealt with.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Its effects are committed and every message it caused is confirmed.
-    Done,
-    /// It cannot be processed and goes to the dead queue.
-    Reject(Rejection),
-}
 
 /// Everything a message handler needs.
 pub struct Worker {
@@ -73,22 +29,17 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
 }
 
-impl Worker {
-    /// Processes one delivery from `inbox`. Safe to repeat: every handler
-    /// finds what an earlier, interrupted run already did. `retry` says that
-    /// this process already tried the delivery and failed part-way.
-    pub async fn handle(&self, inbox: Inbox, delivery: &Delivery, retry: bool) -> Result<Verdict> {
-        let seen_before = retry || delivery.redelivered;
-        match inbox {
-            Inbox::Placed => intake::order_placed(self, &delivery.data, seen_before).await,
-            Inbox::Payments => payments::payment_succeeded(self, &delivery.data).await,
-            Inbox::Checks => {
-                checks::timer_fired(self, &delivery.data, delivery.properties.headers().as_ref())
-                    .await
-            }
+impl Handler for Worker {
+    async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
+        match inbound.inbox {
+            Inbox::Placed => intake::order_placed(self, inbound).await,
+            Inbox::Payments => payments::payment_succeeded(self, inbound).await,
+            Inbox::Checks => checks::timer_fired(self, inbound).await,
         }
     }
+}
 
+impl Worker {
     /// Publishes the event of the order's terminal status, then records that
     /// downstream was told.
     async fn announce(&self, order: &Order) -> Result<()> {

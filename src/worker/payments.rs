@@ -1,16 +1,16 @@
-//! `payment.succeeded`: record the payment and settle its order.
+//! `payment.succeeded`: record the payment, then publish what
+//! `domain::payment` says.
 
 use chrono::Utc;
 
-use super::{Verdict, Worker};
+use super::Worker;
 use crate::{
-    db::PaymentEffect,
-    domain::{OrderEvent, PaymentSucceeded, Rejection},
+    domain::{Inbound, PaymentAction, PaymentEffect, PaymentSucceeded, Verdict, payment::respond},
     error::Result,
 };
 
-pub(super) async fn payment_succeeded(worker: &Worker, body: &[u8]) -> Result<Verdict> {
-    let payment = match PaymentSucceeded::parse(body) {
+pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
+    let payment = match PaymentSucceeded::parse(&inbound.body) {
         Ok(payment) => payment,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
@@ -20,35 +20,28 @@ pub(super) async fn payment_succeeded(worker: &Worker, body: &[u8]) -> Result<Ve
     }
     let order_id = &payment.order_id;
     let payment_id = payment.payment_id.as_str();
-    match recorded.effect {
-        PaymentEffect::Paid(order) => {
-            tracing::info!(%order_id, payment_id, "order paid");
-            worker.announce(&order).await?;
-        }
-        PaymentEffect::AlreadyPaid(order) => {
+    match &recorded.effect {
+        PaymentEffect::Paid(_) => tracing::info!(%order_id, payment_id, "order paid"),
+        PaymentEffect::AlreadyPaid(_) => {
             tracing::info!(%order_id, payment_id, "payment for an order already paid");
-            if order.event_published_at.is_none() {
-                worker.announce(&order).await?;
-            }
         }
-        PaymentEffect::AfterClose { order, payment } => {
+        PaymentEffect::AfterClose { .. } => {
             tracing::warn!(%order_id, payment_id, "payment after the order was closed");
-            if payment.event_published_at.is_none() {
-                let event = OrderEvent::paid_after_close(&order, payment_id, payment.received_at);
-                worker.publisher.announce(&worker.topology, &event).await?;
-                worker.db.mark_payment_announced(payment_id).await?;
-                worker.metrics.event_published(event.event);
-            }
         }
         PaymentEffect::Early => {
             tracing::info!(%order_id, payment_id, "payment before its order: kept until the order arrives");
         }
-        PaymentEffect::Conflict { recorded_for } => {
-            return Ok(Verdict::Reject(Rejection::InvalidField {
-                field: "payment_id",
-                why: format!("{payment_id:?} was already recorded for order {recorded_for}"),
-            }));
+        PaymentEffect::Conflict { .. } => {}
+    }
+    match respond(&recorded.effect, payment_id) {
+        PaymentAction::Announce(order) => worker.announce(&order).await?,
+        PaymentAction::AnnouncePaidAfterClose(event) => {
+            worker.publisher.announce(&worker.topology, &event).await?;
+            worker.db.mark_payment_announced(payment_id).await?;
+            worker.metrics.event_published(event.event);
         }
+        PaymentAction::Nothing => {}
+        PaymentAction::Reject(rejection) => return Ok(Verdict::Reject(rejection)),
     }
     Ok(Verdict::Done)
 }

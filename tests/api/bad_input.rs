@@ -7,9 +7,9 @@ use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable, LongString},
 };
-use paywait::domain::OrderStatus;
+use paywait::domain::{Inbox, OrderStatus};
 
-use crate::helpers::TestApp;
+use paywait_testkit::TestApp;
 
 const SOON: Duration = Duration::from_secs(10);
 
@@ -86,7 +86,7 @@ async fn each_bad_inbound_message_is_parked_with_its_reason() {
     app.wait_for_status("A-GOOD", OrderStatus::Pending, SOON)
         .await;
 
-    let dead = app.topology.dead_queue.clone();
+    let dead = app.topology.dead_queue().to_owned();
     let parked = app.take_messages(&dead, cases.len() + 1, SOON).await;
     assert_eq!(
         parked.len(),
@@ -121,8 +121,11 @@ async fn each_bad_inbound_message_is_parked_with_its_reason() {
         app.expect_metric(&series, expected).await;
     }
     // Nothing was requeued in a loop: the intake queues are empty.
-    assert_eq!(app.queue_depth(&app.topology.placed_queue).await, 0);
-    assert_eq!(app.queue_depth(&app.topology.payments_queue).await, 0);
+    assert_eq!(app.queue_depth(app.topology.queue(Inbox::Placed)).await, 0);
+    assert_eq!(
+        app.queue_depth(app.topology.queue(Inbox::Payments)).await,
+        0
+    );
     assert_eq!(app.get("/readyz").await.0, 200);
 }
 
@@ -138,7 +141,7 @@ async fn unusable_check_messages_are_parked() {
     app.place("A-KNOWN").await;
     app.wait_for_status("A-KNOWN", OrderStatus::Pending, SOON)
         .await;
-    let checks = app.topology.checks_queue.clone();
+    let checks = app.topology.queue(Inbox::Checks).to_owned();
     let known = br#"{"order_id":"A-KNOWN"}"#.to_vec();
     let cases: Vec<(Vec<u8>, BasicProperties, &str)> = vec![
         (known.clone(), BasicProperties::default(), "bad_attempt"),
@@ -167,7 +170,7 @@ async fn unusable_check_messages_are_parked() {
         app.publish_to("", &checks, body, properties.clone()).await;
     }
     let parked = app
-        .take_messages(&app.topology.dead_queue, cases.len(), SOON)
+        .take_messages(app.topology.dead_queue(), cases.len(), SOON)
         .await;
     assert_eq!(parked.len(), cases.len());
     for reason in ["bad_attempt", "unknown_order", "not_json"] {
@@ -200,7 +203,7 @@ async fn a_payment_id_reused_for_another_order_is_parked() {
     app.pay("A-1", "PAY-1").await;
     assert_eq!(app.expect_event(SOON).await.name(), "order.paid");
     app.pay("A-2", "PAY-1").await;
-    let parked = app.take_messages(&app.topology.dead_queue, 1, SOON).await;
+    let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
     assert_eq!(parked.len(), 1);
     assert!(parked[0].header("x-paywait-error").unwrap().contains("A-1"));
     assert_eq!(app.order("A-2").await.unwrap().status, OrderStatus::Pending);

@@ -1,13 +1,13 @@
 //! The `paywait` binary, run as an operator would.
 
 use std::{
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use paywait::{domain::OrderStatus, topology::Topology};
 
-use crate::helpers::{Sandbox, TestApp, http_get};
+use paywait_testkit::{Daemon, Log, Sandbox, TestApp};
 
 fn paywait(environment: &[(String, String)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_paywait"))
@@ -245,56 +245,13 @@ async fn an_order_injected_with_rabbitmqadmin_is_processed() {
 async fn the_daemon_stops_cleanly_on_sigterm_and_sigint() {
     let sandbox = Sandbox::create().await;
     for signal in ["TERM", "INT"] {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let mut environment = sandbox.environment("1m");
-        environment.push((
-            "PAYWAIT_HTTP__LISTEN".to_owned(),
-            format!("127.0.0.1:{port}"),
-        ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paywait"))
-            .arg("run")
-            .env_clear()
-            .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let probe = url.clone();
-            let (status, _) = tokio::task::spawn_blocking(move || http_get(&probe))
-                .await
-                .unwrap();
-            if status == 200 {
-                break;
-            }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the daemon exited early"
-            );
-            assert!(Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let killed = Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "SIG{signal} did not stop it"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut daemon = Daemon::start(
+            env!("CARGO_BIN_EXE_paywait").as_ref(),
+            &sandbox.environment("1m"),
+            Log::Discard,
+        );
+        daemon.wait_ready(Duration::from_secs(30)).await;
+        let status = daemon.signal(signal).await;
         assert_eq!(status.code(), Some(0), "SIG{signal} exit status");
     }
 }
@@ -306,10 +263,10 @@ async fn migrate_creates_the_database_then_finds_it_up_to_date() {
     let name = format!("{}_fresh", sandbox.database);
     let environment = vec![(
         "DATABASE_URL".to_owned(),
-        format!("{}/{name}", crate::helpers::POSTGRES),
+        format!("{}/{name}", paywait_testkit::POSTGRES),
     )];
     let first = paywait(&environment, &["migrate"]);
-    let _cleanup = crate::helpers::drop_database_later(&name);
+    let _cleanup = paywait_testkit::DropDatabase(name.clone());
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).contains("applied"), "{}", stdout(&first));
     let second = paywait(&environment, &["migrate"]);

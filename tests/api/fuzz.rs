@@ -10,14 +10,17 @@ use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
-use paywait::domain::{
-    Attempt, CheckDecision, CheckDue, Order, OrderId, OrderPlaced, OrderStatus, PaymentSucceeded,
-    Schedule, decide,
+use paywait::{
+    amqp::attempt_header,
+    domain::{
+        Attempt, CheckDecision, CheckDue, Inbox, Order, OrderId, OrderPlaced, OrderStatus,
+        PaymentSucceeded, Schedule, decide,
+    },
 };
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
 use serde_json::{Map, Value, json};
 
-use crate::helpers::TestApp;
+use paywait_testkit::TestApp;
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -281,7 +284,7 @@ proptest! {
         });
         prop_assert_eq!(payment, reference::payment_succeeded(&body));
 
-        let due = CheckDue::parse(&body, headers.as_ref())
+        let due = CheckDue::parse(&body, &attempt_header(headers.as_ref()))
             .ok()
             .map(|due| (due.order_id.as_str().to_owned(), due.attempt.get()));
         prop_assert_eq!(due, reference::check_due(&body, headers.as_ref()));
@@ -298,7 +301,7 @@ proptest! {
         let schedule = Schedule::parse(&["10s", "20s", "30s"]).unwrap();
         let order = order(status, attempts, announced);
         let now = order.expires_at + TimeDelta::milliseconds(offset_ms);
-        let decision = decide(&order, Attempt::new(attempt).unwrap(), now, &schedule);
+        let decision = decide(Some(&order), Attempt::new(attempt).unwrap(), now, &schedule);
         match decision {
             CheckDecision::Close => {
                 prop_assert_eq!(status, OrderStatus::Pending);
@@ -319,6 +322,7 @@ proptest! {
                 prop_assert_eq!(status, OrderStatus::Pending);
                 prop_assert!(attempts >= attempt);
             }
+            CheckDecision::UnknownOrder => prop_assert!(false, "the order was given"),
         }
     }
 }
@@ -357,9 +361,9 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     let mut app = TestApp::spawn("1h").await;
     let mut runner = TestRunner::deterministic();
     let (placed, payments, checks) = (
-        app.topology.placed_queue.clone(),
-        app.topology.payments_queue.clone(),
-        app.topology.checks_queue.clone(),
+        app.topology.queue(Inbox::Placed).to_owned(),
+        app.topology.queue(Inbox::Payments).to_owned(),
+        app.topology.queue(Inbox::Checks).to_owned(),
     );
 
     // Orders and payments first, so that the checks meet a known set of orders.
@@ -449,7 +453,7 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
         }
     }
     for (_, body, headers) in &timers {
-        let refused = match CheckDue::parse(body, headers.as_ref()) {
+        let refused = match CheckDue::parse(body, &attempt_header(headers.as_ref())) {
             Err(_) => true,
             Ok(due) => app.order(due.order_id.as_str()).await.is_none(),
         };
@@ -458,7 +462,7 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
         }
     }
 
-    let dead = app.topology.dead_queue.clone();
+    let dead = app.topology.dead_queue().to_owned();
     let parked = app
         .take_messages(&dead, 1_000, Duration::from_millis(500))
         .await;

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use paywait::domain::OrderStatus;
+use paywait::domain::{Inbox, OrderStatus};
 
-use crate::helpers::{ReceivedEvent, TestApp};
+use paywait_testkit::{ReceivedEvent, TestApp};
 
 const SOON: Duration = Duration::from_secs(10);
 
@@ -220,7 +220,7 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
     app.expect_metric(
         &format!(
             r#"paywait_messages_handled_total{{queue="{}"}}"#,
-            app.topology.placed_queue
+            app.topology.queue(Inbox::Placed).to_owned()
         ),
         3.0,
     )
@@ -228,7 +228,7 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
 
     let order = app.order("A-6").await.unwrap();
     assert_eq!(order.amount_cents, Some(100));
-    let wait_queue = app.topology.wait_queues[0].name.clone();
+    let wait_queue = app.topology.wait_queues()[0].name.clone();
     assert_eq!(app.queue_depth(&wait_queue).await, 2, "one timer per order");
     app.expect_metric("paywait_orders_placed_total", 2.0).await;
 }
@@ -257,7 +257,7 @@ async fn events_wait_in_unrouted_while_no_downstream_queue_is_bound() {
     let app = TestApp::spawn_with("200ms", false, &[]).await;
     app.place("A-9").await;
     app.wait_for_status("A-9", OrderStatus::Closed, SOON).await;
-    let unrouted = app.topology.unrouted_queue.clone();
+    let unrouted = app.topology.unrouted_queue().to_owned();
     let messages = app.take_messages(&unrouted, 1, SOON).await;
     assert_eq!(messages.len(), 1, "the event was kept in {unrouted}");
     let body: serde_json::Value = serde_json::from_slice(&messages[0].body).unwrap();
@@ -302,9 +302,9 @@ async fn readiness_follows_the_database_and_the_broker() {
     // not open another until the permissions are back.
     let vhost = app.sandbox.vhost.clone();
     tokio::task::spawn_blocking(move || {
-        crate::helpers::set_guest_permissions(&vhost, false);
+        paywait_testkit::set_guest_permissions(&vhost, false);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while crate::helpers::close_connections_named(&vhost, "paywait") == 0 {
+        while paywait_testkit::close_connections_named(&vhost, "paywait") == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the daemon's connection never showed up"
@@ -318,7 +318,7 @@ async fn readiness_follows_the_database_and_the_broker() {
     assert!(body.contains("RabbitMQ"), "{body}");
     assert_eq!(app.get("/healthz").await.0, 200, "alive all the same");
     let vhost = app.sandbox.vhost.clone();
-    tokio::task::spawn_blocking(move || crate::helpers::set_guest_permissions(&vhost, true))
+    tokio::task::spawn_blocking(move || paywait_testkit::set_guest_permissions(&vhost, true))
         .await
         .unwrap();
     app.wait_for_readiness(200, within).await;
@@ -327,7 +327,7 @@ async fn readiness_follows_the_database_and_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged() {
     let mut app = TestApp::spawn("300ms").await;
-    let wait_queue = app.topology.wait_queues[0].name.clone();
+    let wait_queue = app.topology.wait_queues()[0].name.clone();
     app.channel
         .queue_delete(wait_queue.as_str().into(), Default::default())
         .await
@@ -338,7 +338,7 @@ async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged
     // stays unacknowledged and is retried.
     app.wait_for_status("A-RET", OrderStatus::Pending, SOON)
         .await;
-    let placed = app.topology.placed_queue.clone();
+    let placed = app.topology.queue(Inbox::Placed).to_owned();
     let retries = format!(r#"paywait_message_retries_total{{queue="{placed}"}}"#);
     let deadline = std::time::Instant::now() + SOON;
     while app.metric(&retries).await < 2.0 {
@@ -377,10 +377,10 @@ async fn classic_queues_work_end_to_end() {
     for queue in app.topology.queues() {
         let path = format!(
             "queues/{}/{}",
-            crate::helpers::urlencode(&app.sandbox.vhost),
-            crate::helpers::urlencode(&queue.name)
+            paywait_testkit::urlencode(&app.sandbox.vhost),
+            paywait_testkit::urlencode(&queue.name)
         );
-        let info = tokio::task::spawn_blocking(move || crate::helpers::management_json(&path))
+        let info = tokio::task::spawn_blocking(move || paywait_testkit::management_json(&path))
             .await
             .unwrap();
         assert_eq!(info["type"], "classic", "{}: {info}", queue.name);
@@ -407,7 +407,7 @@ async fn payments_racing_their_orders_are_never_left_unapplied() {
             serde_json::json!({"order_id": id, "payment_id": format!("PAY-{id}")}).to_string();
         tokio::join!(
             app.place(id),
-            second.publish("payment.succeeded", payment.as_bytes())
+            second.publish_inbound("payment.succeeded", payment.as_bytes())
         );
     }
     let mut paid = std::collections::HashSet::new();

@@ -3,7 +3,6 @@
 mod bad_input;
 mod cli;
 mod fuzz;
-mod helpers;
 mod lifecycle;
 mod operations;
 mod packaging;

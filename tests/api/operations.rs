@@ -3,7 +3,8 @@
 
 use std::{
     os::unix::net::UnixDatagram,
-    process::{Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -11,35 +12,11 @@ use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable},
 };
-use paywait::domain::OrderStatus;
+use paywait::domain::{Inbox, OrderStatus};
+use paywait_testkit::{Daemon, Log, Sandbox, TestApp, metric_value};
 
-use crate::helpers::{Sandbox, TestApp, http_get, metric_value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "SIGTERM did not stop paywait"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn paywait_binary() -> &'static Path {
+    env!("CARGO_BIN_EXE_paywait").as_ref()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,22 +28,15 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paywait"))
-        .arg("run")
-        .env_clear()
-        .envs(
-            sandbox
-                .environment("1m")
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-        .env("PAYWAIT_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut environment = sandbox.environment("1m");
+    environment.extend([
+        (
+            "NOTIFY_SOCKET".to_owned(),
+            socket_path.display().to_string(),
+        ),
+        ("WATCHDOG_USEC".to_owned(), "200000".to_owned()),
+    ]);
+    let mut daemon = Daemon::start(paywait_binary(), &environment, Log::Discard);
 
     let receive = || {
         let mut buffer = [0u8; 4096];
@@ -103,10 +73,7 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
             pings += 1;
         }
     }
-    let status = tokio::task::spawn_blocking(move || terminate(&mut child))
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(daemon.terminate().await.code(), Some(0));
     let mut stopping = false;
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -123,39 +90,22 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
 async fn json_logs_are_one_object_per_line_with_the_order_id() {
     let sandbox = Sandbox::create().await;
     let log = std::env::temp_dir().join(format!("paywait-json-{}.log", sandbox.database));
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paywait"))
-        .arg("run")
-        .env_clear()
-        .envs(
-            sandbox
-                .environment("200ms")
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-        .env("PAYWAIT_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PAYWAIT_LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut environment = sandbox.environment("200ms");
+    environment.push(("PAYWAIT_LOG__FORMAT".to_owned(), "json".to_owned()));
+    let mut daemon = Daemon::start(paywait_binary(), &environment, Log::File(log.clone()));
+    daemon.wait_ready(Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&format!("http://127.0.0.1:{port}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let client = TestApp::client_for(&sandbox).await;
     client.place("J-1").await;
-    client.publish("order.placed", b"not json").await;
+    client.publish_inbound("order.placed", b"not json").await;
     let db = paywait::db::Database::new(&sandbox.settings_for("1m").database).unwrap();
     let order_id = paywait::domain::OrderId::parse("J-1").unwrap();
     while db.find(&order_id).await.unwrap().map(|o| o.status) != Some(OrderStatus::Closed) {
         assert!(Instant::now() < deadline, "J-1 never closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
     while metric_value(
-        &http_get(&metrics).1,
+        &daemon.get("/metrics").await.1,
         r#"paywait_messages_dead_total{reason="not_json"}"#,
     ) != 1.0
     {
@@ -165,10 +115,7 @@ async fn json_logs_are_one_object_per_line_with_the_order_id() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = tokio::task::spawn_blocking(move || terminate(&mut child))
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(daemon.terminate().await.code(), Some(0));
 
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
@@ -200,7 +147,7 @@ async fn metrics_show_backlog_per_queue_and_check_durations() {
     for i in 0..3 {
         app.place(&format!("M-{i}")).await;
     }
-    let wait_queue = app.topology.wait_queues[0].name.clone();
+    let wait_queue = app.topology.wait_queues()[0].name.clone();
     let series = format!(r#"paywait_queue_messages{{queue="{wait_queue}"}}"#);
     // The poller runs every few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -221,7 +168,7 @@ async fn metrics_show_backlog_per_queue_and_check_durations() {
     headers.insert("x-attempt".into(), AMQPValue::LongInt(1));
     app.publish_to(
         "",
-        &app.topology.checks_queue,
+        app.topology.queue(Inbox::Checks),
         br#"{"order_id":"M-0"}"#,
         BasicProperties::default().with_headers(headers),
     )
@@ -238,7 +185,7 @@ async fn a_parked_message_is_replayed_once_what_failed_is_fixed() {
     headers.insert("x-attempt".into(), AMQPValue::LongInt(1));
     app.publish_to(
         "",
-        &app.topology.checks_queue,
+        app.topology.queue(Inbox::Checks),
         br#"{"order_id":"RP-1"}"#,
         BasicProperties::default().with_headers(headers),
     )
@@ -266,7 +213,7 @@ async fn a_parked_message_is_replayed_once_what_failed_is_fixed() {
         "{listing}"
     );
     assert_eq!(
-        app.queue_depth(&app.topology.dead_queue).await,
+        app.queue_depth(app.topology.dead_queue()).await,
         1,
         "a dry run keeps it"
     );
@@ -287,7 +234,7 @@ async fn a_parked_message_is_replayed_once_what_failed_is_fixed() {
         assert!(Instant::now() < deadline, "the replayed check was not made");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(app.queue_depth(&app.topology.dead_queue).await, 0);
+    assert_eq!(app.queue_depth(app.topology.dead_queue()).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,6 +192,32 @@ fn the_image_builds_in_stages_and_runs_as_a_non_root_user() {
 }
 
 #[test]
+fn the_image_build_sees_every_workspace_member() {
+    let dockerfile = read("Dockerfile");
+    let manifest: toml::Table = read("Cargo.toml").parse().expect("Cargo.toml parses");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("a workspace with members");
+    assert!(!members.is_empty());
+    for member in members {
+        let member = member.as_str().unwrap();
+        let copied = format!("COPY {member}/Cargo.toml ./{member}/");
+        assert!(
+            dockerfile.contains(&copied),
+            "cargo needs {member}/Cargo.toml to build the workspace: {copied}"
+        );
+        assert!(
+            dockerfile.contains(&format!("{member}/src")),
+            "{member} needs a placeholder source"
+        );
+    }
+    assert!(
+        dockerfile.contains("cargo build --release --locked --package paywait"),
+        "only the product is built"
+    );
+}
+
+#[test]
 fn the_systemd_unit_runs_the_daemon_hardened() {
     let unit = read("deploy/paywait.service");
     for line in [

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 use paywait::domain::OrderStatus;
 
-use crate::helpers::TestApp;
+use paywait_testkit::TestApp;
 
 const ORDERS: usize = 200;
 
@@ -56,7 +56,7 @@ async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
             let departure = Utc::now() - at;
             let body = serde_json::json!({"order_id": id, "payment_id": format!("PAY-{id}")});
             payer
-                .publish("payment.succeeded", body.to_string().as_bytes())
+                .publish_inbound("payment.succeeded", body.to_string().as_bytes())
                 .await;
             departure
         });

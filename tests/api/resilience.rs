@@ -3,9 +3,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use lapin::options::QueuePurgeOptions;
-use paywait::domain::OrderStatus;
+use paywait::domain::{Inbox, OrderStatus};
 
-use crate::helpers::{TestApp, metric_value};
+use paywait_testkit::{TestApp, metric_value};
 
 const SWEEPER_FAST: &[(&str, &str)] = &[
     ("PAYWAIT_SWEEPER__INTERVAL", "200ms"),
@@ -19,11 +19,16 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
     for id in &ids {
         app.place(id).await;
     }
-    for id in &ids {
-        app.wait_for_status(id, OrderStatus::Pending, Duration::from_secs(10))
-            .await;
-    }
-    let wait_queue = app.topology.wait_queues[0].name.clone();
+    // All acknowledged: every timer is confirmed in the TTL queue.
+    app.expect_metric(
+        &format!(
+            r#"paywait_messages_handled_total{{queue="{}"}}"#,
+            app.topology.queue(Inbox::Placed)
+        ),
+        ids.len() as f64,
+    )
+    .await;
+    let wait_queue = app.topology.wait_queues()[0].name.clone();
     let purged = app
         .channel
         .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
@@ -54,9 +59,16 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
 async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
     let mut app = TestApp::spawn_with("3s", true, SWEEPER_FAST).await;
     app.place("P-SQL").await;
-    app.wait_for_status("P-SQL", OrderStatus::Pending, Duration::from_secs(10))
-        .await;
-    let wait_queue = app.topology.wait_queues[0].name.clone();
+    // Acknowledged: its timer is confirmed in the TTL queue.
+    app.expect_metric(
+        &format!(
+            r#"paywait_messages_handled_total{{queue="{}"}}"#,
+            app.topology.queue(Inbox::Placed)
+        ),
+        1.0,
+    )
+    .await;
+    let wait_queue = app.topology.wait_queues()[0].name.clone();
     let purged = app
         .channel
         .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
@@ -173,7 +185,7 @@ async fn two_daemons_share_the_work_without_double_transitions() {
     }
     // Both daemons did part of the work.
     let (_, first_metrics) = app.get("/metrics").await;
-    let (_, second_metrics) = crate::helpers::http_get(&format!("http://{second}/metrics"));
+    let (_, second_metrics) = paywait_testkit::http_get(&format!("http://{second}/metrics"));
     let placed = |text: &str| metric_value(text, "paywait_orders_placed_total");
     assert_eq!(
         placed(&first_metrics) + placed(&second_metrics),
@@ -196,7 +208,7 @@ async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
         line: String,
     }
 
-    let sandbox = crate::helpers::Sandbox::create().await;
+    let sandbox = paywait_testkit::Sandbox::create().await;
     let mut conn = AsyncPgConnection::establish(&sandbox.database_url())
         .await
         .unwrap();

@@ -12,32 +12,20 @@
 //! was. That disturbs everything on this machine, so this is a test binary of
 //! its own: cargo runs test binaries one at a time.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-mod postgres;
-
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    fs::File,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
-    options::{
-        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
 use paywait::domain::{OrderId, OrderStatus};
+use paywait_testkit::{Daemon, Log, ResilientClient, Sandbox, Stop, ThrowawayPostgres};
 use serde_json::Value;
-
-use helpers::{Sandbox, http_get};
-use postgres::{Stop, ThrowawayPostgres};
 
 /// The steady load: one order every 10 ms, 100 a second for 20 seconds.
 const STEADY_ORDERS: usize = 2_000;
@@ -55,203 +43,19 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 const DOWNSTREAM: &str = "downstream.audit";
 const WAIT_QUEUE: &str = "paywait.wait.1s";
 
-/// The daemon as a child process, with its JSON log kept in a file.
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(environment: &[(String, String)], name: &str, logs: &mut Vec<PathBuf>) -> Self {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!(
-            "paywait-faults-{}-{name}-{}.log",
-            std::process::id(),
-            logs.len() + 1
-        ));
-        logs.push(log.clone());
-        let child = Command::new(env!("CARGO_BIN_EXE_paywait"))
-            .arg("run")
-            .env_clear()
-            .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PAYWAIT_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("starting paywait run");
-        Self { child, port, log }
-    }
-
-    async fn ready_status(&self) -> u16 {
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        tokio::task::spawn_blocking(move || http_get(&url).0)
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `/readyz` answers 200; returns how long that took.
-    async fn wait_ready(&mut self, within: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            if self.ready_status().await == 200 {
-                return started.elapsed();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "paywait exited with {status} before it was ready; log: {}",
-                    self.log.display()
-                );
-            }
-            assert!(
-                started.elapsed() < within,
-                "paywait was not ready within {within:?}; log: {}",
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until `/readyz` leaves 200, and checks the process lives on.
-    async fn wait_unready(&mut self, within: Duration, cause: &str) {
-        let started = Instant::now();
-        while self.ready_status().await == 200 {
-            assert!(
-                started.elapsed() < within,
-                "/readyz still 200 without {cause}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            self.child.try_wait().unwrap().is_none(),
-            "the daemon exited without {cause}"
-        );
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "SIGTERM did not stop paywait"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A client that outlives broker restarts: it reconnects and publishes
-/// again until the broker confirms.
-struct Client {
-    url: String,
-    channel: Option<(Connection, Channel)>,
-}
-
-impl Client {
-    fn new(url: String) -> Self {
-        Self { url, channel: None }
-    }
-
-    async fn channel(&mut self) -> Result<&Channel, lapin::Error> {
-        if self
-            .channel
-            .as_ref()
-            .is_none_or(|(_, channel)| !channel.status().connected())
-        {
-            let connection =
-                Connection::connect(&self.url, ConnectionProperties::default()).await?;
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            self.channel = Some((connection, channel));
-        }
-        Ok(&self.channel.as_ref().unwrap().1)
-    }
-
-    async fn try_publish(&mut self, key: &str, body: &[u8]) -> Result<bool, lapin::Error> {
-        let channel = self.channel().await?;
-        let confirm = channel
-            .basic_publish(
-                "paywait.orders".into(),
-                key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-            Ok(Ok(confirmation)) => {
-                Ok(confirmation.is_ack() && confirmation.take_message().is_none())
-            }
-            Ok(Err(error)) => Err(error),
-            Err(_) => Ok(false),
-        }
-    }
-
-    async fn publish(&mut self, key: &str, body: &[u8]) {
-        let started = Instant::now();
-        loop {
-            match self.try_publish(key, body).await {
-                Ok(true) => return,
-                Ok(false) | Err(_) => {
-                    self.channel = None;
-                    assert!(
-                        started.elapsed() < Duration::from_secs(90),
-                        "the broker never came back"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    }
-
-    async fn place(&mut self, id: &str) {
-        let body = serde_json::json!({"order_id": id});
-        self.publish("order.placed", body.to_string().as_bytes())
-            .await;
-    }
-
-    async fn pay(&mut self, id: &str) {
-        let body = serde_json::json!({"order_id": id, "payment_id": payment_id(id)});
-        self.publish("payment.succeeded", body.to_string().as_bytes())
-            .await;
-    }
+/// Starts `paywait run` with its JSON log in a file of its own, noted in `logs`.
+fn start_daemon(environment: &[(String, String)], name: &str, logs: &mut Vec<PathBuf>) -> Daemon {
+    let log = std::env::temp_dir().join(format!(
+        "paywait-faults-{}-{name}-{}.log",
+        std::process::id(),
+        logs.len() + 1
+    ));
+    logs.push(log.clone());
+    Daemon::start(
+        env!("CARGO_BIN_EXE_paywait").as_ref(),
+        environment,
+        Log::File(log),
+    )
 }
 
 fn order_id(i: usize) -> String {
@@ -280,16 +84,30 @@ async fn generate_load(url: String) {
         }
     }
     steps.sort();
-    let mut client = Client::new(url);
+    let mut client = ResilientClient::new(url);
     let started = tokio::time::Instant::now();
     for (at, i, is_payment) in steps {
         tokio::time::sleep_until(started + at).await;
         if is_payment {
-            client.pay(&order_id(i)).await;
+            pay(&mut client, &order_id(i)).await;
         } else {
-            client.place(&order_id(i)).await;
+            place(&mut client, &order_id(i)).await;
         }
     }
+}
+
+async fn place(client: &mut ResilientClient, id: &str) {
+    let body = serde_json::json!({"order_id": id});
+    client
+        .publish_inbound("order.placed", body.to_string().as_bytes())
+        .await;
+}
+
+async fn pay(client: &mut ResilientClient, id: &str) {
+    let body = serde_json::json!({"order_id": id, "payment_id": payment_id(id)});
+    client
+        .publish_inbound("payment.succeeded", body.to_string().as_bytes())
+        .await;
 }
 
 fn broker_ctl(args: &[&str]) -> String {
@@ -348,7 +166,7 @@ impl Drop for BrokerRestorer {
 async fn wait_for_memory_alarm(on: bool) {
     let started = Instant::now();
     loop {
-        let nodes = tokio::task::spawn_blocking(|| helpers::management_json("nodes"))
+        let nodes = tokio::task::spawn_blocking(|| paywait_testkit::management_json("nodes"))
             .await
             .unwrap();
         if nodes
@@ -396,8 +214,8 @@ fn log_lines(logs: &[PathBuf]) -> Vec<Value> {
 
 /// Takes every timer from the TTL queue, as an operator's mistake would;
 /// returns the orders whose timer was deleted.
-async fn delete_timers(client: &mut Client) -> HashSet<String> {
-    let channel = client.channel().await.unwrap();
+async fn delete_timers(client: &mut ResilientClient) -> HashSet<String> {
+    let channel = client.client().await.unwrap().channel();
     let mut deleted = HashSet::new();
     while let Some(message) = channel
         .basic_get(WAIT_QUEUE.into(), BasicGetOptions { no_ack: true })
@@ -451,13 +269,13 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         .map(|(k, v)| (k.to_owned(), v)),
     );
     let mut logs = Vec::new();
-    let mut primary = Daemon::start(&environment, "primary", &mut logs);
+    let mut primary = start_daemon(&environment, "primary", &mut logs);
     primary.wait_ready(Duration::from_secs(30)).await;
 
     // Downstream: a durable queue, so events survive the broker restart.
-    let mut client = Client::new(sandbox.amqp_url());
+    let mut client = ResilientClient::new(sandbox.amqp_url());
     {
-        let channel = client.channel().await.unwrap();
+        let channel = client.client().await.unwrap().channel();
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
@@ -492,7 +310,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         at(seconds).await;
         primary.kill();
         let restarted = Instant::now();
-        primary = Daemon::start(&environment, "primary", &mut logs);
+        primary = start_daemon(&environment, "primary", &mut logs);
         primary.wait_ready(Duration::from_secs(30)).await;
         figures.fault("SIGKILL of the daemon", restarted.elapsed());
     }
@@ -522,7 +340,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     figures.fault("PostgreSQL clean stop (fast, 2 s down)", back.elapsed());
 
     at(16.0).await;
-    let mut second = Daemon::start(&environment, "second", &mut logs);
+    let mut second = start_daemon(&environment, "second", &mut logs);
     let ready_in = second.wait_ready(Duration::from_secs(30)).await;
     figures.fault("second daemon started, then stopped with SIGTERM", ready_in);
 
@@ -551,7 +369,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     at(22.0).await;
     primary.kill();
     let restarted = Instant::now();
-    primary = Daemon::start(&environment, "primary", &mut logs);
+    primary = start_daemon(&environment, "primary", &mut logs);
     primary.wait_ready(Duration::from_secs(30)).await;
     figures.fault("SIGKILL of the daemon", restarted.elapsed());
 
@@ -563,21 +381,21 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     // for certain. They must time out and be retried, not hang it.
     assert_eq!(primary.terminate().await.code(), Some(0), "SIGTERM exit");
     for i in STEADY_ORDERS..ORDERS {
-        client.place(&order_id(i)).await;
+        place(&mut client, &order_id(i)).await;
         if is_paid(i) {
-            client.pay(&order_id(i)).await;
+            pay(&mut client, &order_id(i)).await;
         }
     }
     broker_ctl(&["set_vm_memory_high_watermark", "0"]);
     wait_for_memory_alarm(true).await;
-    primary = Daemon::start(&environment, "primary", &mut logs);
+    primary = start_daemon(&environment, "primary", &mut logs);
     primary.wait_ready(Duration::from_secs(30)).await;
     let blocked = Instant::now();
     while !primary.log_text().contains("did not confirm") {
         assert!(
             blocked.elapsed() < Duration::from_secs(30),
-            "no publish timed out while the broker blocked publishers; log: {}",
-            primary.log.display()
+            "no publish timed out while the broker blocked publishers; log: {:?}",
+            primary.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -625,10 +443,10 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         }
         assert!(
             last_fault_over.elapsed() < SETTLE_WITHIN,
-            "{} orders not settled {SETTLE_WITHIN:?} after the last fault, e.g. {:?}; log: {}",
+            "{} orders not settled {SETTLE_WITHIN:?} after the last fault, e.g. {:?}; log: {:?}",
             unsettled.len(),
             db.find(&unsettled[0]).await.unwrap(),
-            primary.log.display()
+            primary.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -672,7 +490,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     let mut events: HashMap<String, HashSet<String>> = HashMap::new();
     let mut copies: HashMap<String, EventCopy> = HashMap::new();
     let mut delivered = 0usize;
-    let channel = client.channel().await.unwrap();
+    let channel = client.client().await.unwrap().channel();
     while let Some(message) = channel
         .basic_get(DOWNSTREAM.into(), BasicGetOptions { no_ack: true })
         .await

@@ -16,10 +16,11 @@ use paywait::{
 };
 use serde_json::json;
 
+use paywait_testkit::{Daemon, Log};
+
 use crate::{
     Options,
     client::{self, Pipeline},
-    daemon::Daemon,
     stats::{Lateness, PaywaitRun, Samples},
 };
 
@@ -68,28 +69,35 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
     let environment = environment(options, DATABASE, PREFIX);
     let settings = settings(&environment)?;
     let topology = Topology::from_settings(&settings);
-    let (connection, channel) = client::connect(&options.amqp_url).await?;
-    client::delete_topology(&channel, &topology).await?;
+    let client = client::connect(&options.amqp_url).await?;
+    let channel = client.channel();
+    client::delete_topology(channel, &topology).await?;
     fresh_database(options, &settings).await?;
 
-    let daemon = Daemon::start(binary, &environment).await?;
+    let mut daemon_environment = environment.clone();
+    daemon_environment.push(("RUST_LOG".to_owned(), "warn".to_owned()));
+    let mut daemon = Daemon::start(binary, &daemon_environment, Log::Inherit);
+    daemon
+        .try_wait_ready(Duration::from_secs(60))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut events = client::sink(
-        &channel,
+        channel,
         &format!("{PREFIX}.bench.sink"),
-        &topology.events_exchange,
+        topology.events_exchange(),
         "#",
     )
     .await?;
-    let mut pipeline = Pipeline::new(channel.clone(), PUBLISH_WINDOW);
+    let mut pipeline = Pipeline::new(client.publisher().clone(), PUBLISH_WINDOW);
 
     // Burst: every order at once, every other one paid right after it.
-    let cpu_before = daemon.cpu_seconds()?;
+    let cpu_before = cpu_seconds(&daemon)?;
     let started = Instant::now();
     for i in 0..options.orders {
         let order_id = format!("B-{i}");
         pipeline
             .publish(
-                &topology.orders_exchange,
+                topology.orders_exchange(),
                 "order.placed",
                 json!({"order_id": order_id}).to_string().as_bytes(),
             )
@@ -97,7 +105,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         if i % 2 == 0 {
             pipeline
                 .publish(
-                    &topology.orders_exchange,
+                    topology.orders_exchange(),
                     "payment.succeeded",
                     json!({"order_id": order_id, "payment_id": format!("PAY-{i}")})
                         .to_string()
@@ -139,7 +147,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         last = received.at;
     }
     let burst_seconds = (last - started).as_secs_f64();
-    let cpu_seconds = daemon.cpu_seconds()? - cpu_before;
+    let cpu_seconds = cpu_seconds(&daemon)? - cpu_before;
     for (i, kind) in (0..options.orders).map(|i| (i, &terminal[&format!("B-{i}")])) {
         let expected = if i % 2 == 0 {
             "order.paid"
@@ -156,7 +164,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
     let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
     pipeline
         .place_steadily(
-            &topology.orders_exchange,
+            topology.orders_exchange(),
             options.rate,
             precision_orders,
             |i| {
@@ -189,10 +197,15 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         "some precision orders are not closed"
     );
 
-    let peak_rss_mib = daemon.peak_rss_mib()?;
-    daemon.stop().await?;
+    let peak_rss_mib = daemon
+        .peak_rss_mib()
+        .context("reading the daemon's memory from /proc")?;
+    ensure!(
+        daemon.terminate().await.success(),
+        "paywait did not stop cleanly on SIGTERM"
+    );
     // Its exclusive sink queue goes with the connection.
-    let _ = connection.close(200, "run done".into()).await;
+    client.close().await;
     Ok(PaywaitRun {
         orders_per_second: options.orders as f64 / burst_seconds,
         duplicates,
@@ -200,4 +213,10 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         cpu_ms_per_order: cpu_seconds * 1000.0 / options.orders as f64,
         peak_rss_mib,
     })
+}
+
+fn cpu_seconds(daemon: &Daemon) -> anyhow::Result<f64> {
+    daemon
+        .cpu_seconds()
+        .context("reading the daemon's CPU time from /proc")
 }

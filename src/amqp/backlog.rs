@@ -1,21 +1,22 @@
 //! How many messages wait in each queue, as the daemon sees them, for
 //! `paywait_queue_messages`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use lapin::{Channel, options::QueueDeclareOptions, types::FieldTable};
+use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
+use super::declare::passive_declare;
 use crate::{metrics::Metrics, topology::Topology};
 
 /// How often the queues are polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Polls every queue of the topology until `stop`, or until the channel fails.
-pub async fn poll_queue_depths(
+pub(super) async fn poll_queue_depths(
     channel: Channel,
-    topology: Arc<Topology>,
-    metrics: Arc<Metrics>,
+    topology: &Topology,
+    metrics: &Metrics,
     stop: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(POLL_INTERVAL);
@@ -25,14 +26,7 @@ pub async fn poll_queue_depths(
             _ = ticks.tick() => {}
         }
         for queue in topology.queues() {
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            match channel
-                .queue_declare(queue.name.as_str().into(), passive, FieldTable::default())
-                .await
-            {
+            match passive_declare(&channel, &queue.name).await {
                 Ok(declared) => metrics.queue_depth(&queue.name, declared.message_count()),
                 Err(error) => {
                     // A passive declare of a missing queue closes the channel.

@@ -4,13 +4,12 @@
 //! resolved exactly once.
 //!
 //! ```sh
-//! cargo build --release
+//! cargo build --release --workspace
 //! target/release/paywait-bench
 //! ```
 
 mod ceiling;
 mod client;
-mod daemon;
 mod paywait_runs;
 mod scanner;
 mod stats;
@@ -73,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(
         daemon_binary.exists(),
-        "{} not found: build it with `cargo build --release`",
+        "{} not found: build it with `cargo build --release --workspace`",
         daemon_binary.display()
     );
     println!("# paywait-bench\n");

@@ -12,12 +12,13 @@ use std::{
 use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection,
+    BasicProperties,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use paywait::topology::Topology;
+use paywait::{amqp::Publisher, domain::Inbox, topology::Topology};
+use paywait_testkit::Client;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -39,46 +40,41 @@ fn now_micros() -> u64 {
 }
 
 async fn publish_confirmed(
-    channel: &Channel,
+    publisher: &Publisher,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
 ) -> anyhow::Result<()> {
-    let confirmation = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+    publisher
+        .publish(
+            "a relayed message",
+            exchange,
+            routing_key,
             body,
             BasicProperties::default().with_delivery_mode(2),
         )
-        .await?
         .await?;
-    ensure!(confirmation.is_ack() && confirmation.take_message().is_none());
     Ok(())
 }
 
 /// What the relay does with one delivery, and the TTL lateness it saw.
 async fn relay(
     topology: &Topology,
-    publisher: &Channel,
-    queue: &str,
+    publisher: &Publisher,
+    inbox: Inbox,
     delivery: &Delivery,
 ) -> anyhow::Result<Option<f64>> {
     let mut body: Value = serde_json::from_slice(&delivery.data)?;
-    if queue == topology.placed_queue {
+    if inbox == Inbox::Placed {
         body["armed_at"] = json!(now_micros());
-        let wait_queue = &topology.wait_queues[0].name;
+        let wait_queue = &topology.wait_queues()[0].name;
         publish_confirmed(publisher, "", wait_queue, body.to_string().as_bytes()).await?;
         Ok(None)
-    } else if queue == topology.payments_queue {
+    } else if inbox == Inbox::Payments {
         let event = json!({"event": "order.paid", "order_id": body["order_id"]});
         publish_confirmed(
             publisher,
-            &topology.events_exchange,
+            topology.events_exchange(),
             "order.paid",
             event.to_string().as_bytes(),
         )
@@ -91,7 +87,7 @@ async fn relay(
             let event = json!({"event": "order.closed", "order_id": body["order_id"]});
             publish_confirmed(
                 publisher,
-                &topology.events_exchange,
+                topology.events_exchange(),
                 "order.closed",
                 event.to_string().as_bytes(),
             )
@@ -108,16 +104,13 @@ async fn start_relay(
     topology: Arc<Topology>,
     prefetch: u16,
     stop: CancellationToken,
-) -> anyhow::Result<(Arc<Connection>, Arc<Mutex<Vec<f64>>>)> {
-    let (connection, publisher) = client::connect(url).await?;
-    let connection = Arc::new(connection);
+) -> anyhow::Result<(Arc<Client>, Arc<Mutex<Vec<f64>>>)> {
+    let client = Arc::new(client::connect(url).await?);
+    let publisher = client.publisher().clone();
     let lateness = Arc::new(Mutex::new(Vec::new()));
-    for queue in [
-        topology.placed_queue.clone(),
-        topology.payments_queue.clone(),
-        topology.checks_queue.clone(),
-    ] {
-        let channel = connection.create_channel().await?;
+    for inbox in Inbox::ALL {
+        let queue = topology.queue(inbox).to_owned();
+        let channel = client.open_channel().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
@@ -129,29 +122,25 @@ async fn start_relay(
                 FieldTable::default(),
             )
             .await?;
-        let (topology, publisher, lateness, stop, connection) = (
+        let (topology, publisher, lateness, stop, client) = (
             topology.clone(),
             publisher.clone(),
             lateness.clone(),
             stop.clone(),
-            connection.clone(),
+            client.clone(),
         );
         tokio::spawn(async move {
-            let _keep_alive = connection;
+            let _keep_alive = client;
             loop {
                 let delivery = tokio::select! {
                     () = stop.cancelled() => break,
                     delivery = consumer.next() => delivery,
                 };
                 let Some(Ok(delivery)) = delivery else { break };
-                let (topology, publisher, lateness, queue) = (
-                    topology.clone(),
-                    publisher.clone(),
-                    lateness.clone(),
-                    queue.clone(),
-                );
+                let (topology, publisher, lateness) =
+                    (topology.clone(), publisher.clone(), lateness.clone());
                 tokio::spawn(async move {
-                    match relay(&topology, &publisher, &queue, &delivery).await {
+                    match relay(&topology, &publisher, inbox, &delivery).await {
                         Ok(seen) => {
                             if let Some(ms) = seen {
                                 lateness.lock().unwrap().push(ms);
@@ -164,20 +153,21 @@ async fn start_relay(
             }
         });
     }
-    Ok((connection, lateness))
+    Ok((client, lateness))
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let environment = paywait_runs::environment(options, "paywait_ceiling_unused", PREFIX);
     let settings = paywait_runs::settings(&environment)?;
     let topology = Arc::new(Topology::from_settings(&settings));
-    let (connection, channel) = client::connect(&options.amqp_url).await?;
-    client::delete_topology(&channel, &topology).await?;
-    paywait::amqp::declare(&channel, &topology).await?;
+    let client = client::connect(&options.amqp_url).await?;
+    let channel = client.channel();
+    client::delete_topology(channel, &topology).await?;
+    paywait::amqp::declare(channel, &topology).await?;
     let mut events = client::sink(
-        &channel,
+        channel,
         &format!("{PREFIX}.bench.sink"),
-        &topology.events_exchange,
+        topology.events_exchange(),
         "#",
     )
     .await?;
@@ -185,18 +175,18 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let (relay, lateness) = start_relay(
         &options.amqp_url,
         topology.clone(),
-        settings.amqp.prefetch,
+        settings.amqp.prefetch.get(),
         stop.clone(),
     )
     .await?;
-    let mut pipeline = Pipeline::new(channel.clone(), 1_000);
+    let mut pipeline = Pipeline::new(client.publisher().clone(), 1_000);
 
     let started = Instant::now();
     for i in 0..options.orders {
         let paid = i % 2 == 0;
         pipeline
             .publish(
-                &topology.orders_exchange,
+                topology.orders_exchange(),
                 "order.placed",
                 json!({"order_id": format!("B-{i}"), "paid": paid})
                     .to_string()
@@ -206,7 +196,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
         if paid {
             pipeline
                 .publish(
-                    &topology.orders_exchange,
+                    topology.orders_exchange(),
                     "payment.succeeded",
                     json!({"order_id": format!("B-{i}")}).to_string().as_bytes(),
                 )
@@ -235,7 +225,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
     pipeline
         .place_steadily(
-            &topology.orders_exchange,
+            topology.orders_exchange(),
             options.rate,
             precision_orders,
             |i| json!({"order_id": format!("P-{i}"), "paid": false}),
@@ -250,10 +240,10 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
-    let _ = relay.close(200, "run done".into()).await;
+    relay.close().await;
     let samples = Samples::new(lateness.lock().unwrap().clone());
-    client::delete_topology(&channel, &topology).await?;
-    let _ = connection.close(200, "run done".into()).await;
+    client::delete_topology(channel, &topology).await?;
+    client.close().await;
     Ok(CeilingRun {
         orders_per_second: options.orders as f64 / burst_seconds,
         ttl_lateness: Lateness::of(&samples),

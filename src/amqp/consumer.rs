@@ -1,0 +1,276 @@
+//! The consume loop of one inbox: deliveries become [`Inbound`] values,
+//! handled concurrently (up to the prefetch), acknowledged only once their
+//! handler is done, parked when it refuses them, retried when it fails, and
+//! never acknowledged when unfinished.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Publisher, failed};
+use crate::{
+    domain::{ATTEMPT_HEADER, AttemptHeader, Inbound, Inbox, Verdict},
+    error::{Error, Result},
+    metrics::Metrics,
+    topology::Topology,
+};
+
+/// What paywait does with a message: the worker.
+pub trait Handler: Send + Sync + 'static {
+    /// Processes one message. Safe to repeat: a message handled part-way
+    /// comes back with `seen_before` set.
+    fn handle(&self, inbound: &Inbound) -> impl Future<Output = Result<Verdict>> + Send;
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumeSettings {
+    /// How many unacknowledged messages it holds.
+    pub prefetch: u16,
+    /// After a stop, how long in-flight messages may take to finish.
+    pub drain: Duration,
+}
+
+/// Everything one delivery's handling needs.
+pub(super) struct Consumer<H> {
+    pub handler: Arc<H>,
+    pub publisher: Publisher,
+    pub topology: Arc<Topology>,
+    pub metrics: Arc<Metrics>,
+    pub inbox: Inbox,
+}
+
+/// Retries of a failed handler: from 100 ms, doubling with jitter, up to 5 s.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Reads the `x-attempt` header, of whatever AMQP type it came as.
+pub fn attempt_header(headers: Option<&FieldTable>) -> AttemptHeader {
+    let Some(value) = headers.and_then(|table| table.inner().get(ATTEMPT_HEADER)) else {
+        return AttemptHeader::Missing;
+    };
+    let number: i128 = match value {
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => (*n).into(),
+        other => return AttemptHeader::NotAnInteger(format!("{:?}", other.get_type())),
+    };
+    AttemptHeader::Integer(number)
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Consumes on `channel` until `stop` is cancelled or the channel fails.
+    /// After a stop, in-flight messages get the drain time to finish;
+    /// whatever still runs then is abandoned unacknowledged, so the broker
+    /// redelivers it.
+    pub(super) async fn run(
+        self,
+        channel: Channel,
+        settings: ConsumeSettings,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        let this = Arc::new(self);
+        let queue = this.topology.queue(this.inbox).to_owned();
+        channel
+            .basic_qos(settings.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(failed(format!("setting the prefetch on {queue}")))?;
+        let tag = format!("paywait.{}.{}", this.inbox.name(), std::process::id());
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(failed(format!("consuming from {queue}")))?;
+        tracing::info!(queue, "consuming");
+
+        let mut in_flight = JoinSet::new();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break Ok(()),
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::error!(queue, %error, "a message handler panicked; its message stays unacknowledged");
+                    }
+                }
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        in_flight.spawn(this.clone().process(delivery, stop.clone()));
+                    }
+                    Some(Err(error)) => break Err(failed(format!("consuming from {queue}"))(error)),
+                    None => break Err(Error::ConsumerCancelled { queue: queue.clone() }),
+                }
+            }
+        };
+
+        // No new deliveries; prefetched ones not yet started go back to the
+        // queue when the channel closes.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        drop(deliveries);
+        let unfinished = tokio::time::timeout(settings.drain, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err();
+        if unfinished {
+            tracing::warn!(
+                queue,
+                count = in_flight.len(),
+                "in-flight messages did not finish in time; returning them unacknowledged"
+            );
+            in_flight.shutdown().await;
+        }
+        let _ = channel.close(200, "paywait stopping".into()).await;
+        outcome
+    }
+
+    /// Handles one delivery to the end: acknowledged when done, parked when
+    /// it cannot be processed, retried with backoff when something else
+    /// failed.
+    ///
+    /// `session` ends the connection's life: it is cancelled by a stop, and
+    /// here when the publishing channel is found closed, which no retry can
+    /// mend.
+    async fn process(self: Arc<Self>, mut delivery: Delivery, session: CancellationToken) {
+        let queue = self.topology.queue(self.inbox);
+        let started = std::time::Instant::now();
+        let mut inbound = Inbound {
+            inbox: self.inbox,
+            attempt: attempt_header(delivery.properties.headers().as_ref()),
+            seen_before: delivery.redelivered,
+            body: std::mem::take(&mut delivery.data),
+        };
+        let mut delays = retry_delays();
+        loop {
+            let failure = match self.handler.handle(&inbound).await {
+                Ok(Verdict::Done) => break,
+                Ok(Verdict::Reject(rejection)) => {
+                    match self
+                        .publisher
+                        .park(
+                            &self.topology,
+                            queue,
+                            &inbound.body,
+                            &delivery.properties,
+                            &rejection,
+                        )
+                        .await
+                    {
+                        Ok(()) => {
+                            self.metrics.message_parked(rejection.reason());
+                            tracing::warn!(queue, reason = rejection.reason(), error = %rejection, "message parked in the dead queue");
+                            break;
+                        }
+                        Err(error) => error,
+                    }
+                }
+                Err(error) => error,
+            };
+            if !self.publisher.usable() {
+                tracing::warn!(queue, error = %failure, "the publishing channel is closed; reconnecting");
+                session.cancel();
+            }
+            let wait = delays.next().unwrap_or(Duration::from_secs(5));
+            self.metrics.message_retried(queue);
+            tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
+            inbound.seen_before = true;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = session.cancelled() => {
+                    let _ = delivery
+                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .await;
+                    return;
+                }
+            }
+        }
+        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
+            return;
+        }
+        self.metrics.message_handled(queue);
+        if self.inbox == Inbox::Checks {
+            self.metrics.check_finished(started.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::{LongString, ShortString};
+
+    use super::*;
+
+    fn headers(value: AMQPValue) -> FieldTable {
+        let mut table = FieldTable::default();
+        table.insert(ShortString::from(ATTEMPT_HEADER), value);
+        table
+    }
+
+    #[test]
+    fn the_attempt_header_is_read_from_any_integer_type() {
+        for value in [
+            AMQPValue::ShortShortInt(3),
+            AMQPValue::ShortShortUInt(3),
+            AMQPValue::ShortInt(3),
+            AMQPValue::ShortUInt(3),
+            AMQPValue::LongInt(3),
+            AMQPValue::LongUInt(3),
+            AMQPValue::LongLongInt(3),
+        ] {
+            assert_eq!(
+                attempt_header(Some(&headers(value.clone()))),
+                AttemptHeader::Integer(3),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            attempt_header(Some(&headers(AMQPValue::LongLongInt(i64::MIN)))),
+            AttemptHeader::Integer(i64::MIN.into())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_foreign_attempt_header_is_said_so() {
+        assert_eq!(attempt_header(None), AttemptHeader::Missing);
+        assert_eq!(
+            attempt_header(Some(&FieldTable::default())),
+            AttemptHeader::Missing
+        );
+        assert_eq!(
+            attempt_header(Some(&headers(AMQPValue::LongString(LongString::from("2"))))),
+            AttemptHeader::NotAnInteger("LongString".into())
+        );
+        assert_eq!(
+            attempt_header(Some(&headers(AMQPValue::Boolean(true)))),
+            AttemptHeader::NotAnInteger("Boolean".into())
+        );
+    }
+}

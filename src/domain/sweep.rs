@@ -1,0 +1,70 @@
+//! The safety net: which overdue orders get their timer armed again, and how.
+//!
+//! A timer can be lost outside paywait (a classic queue's at-most-once
+//! dead-lettering, a purged queue). Every order whose event is still owed
+//! records when its next check is due; the sweeper claims those overdue by
+//! more than a grace and arms their next check again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{Attempt, Schedule, time_delta};
+
+/// One round of the sweeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Orders whose check was due before this are overdue.
+    pub cutoff: DateTime<Utc>,
+    /// The wait of every re-armed timer: the shortest of the schedule, so the
+    /// overdue check comes as soon as the TTL queues allow.
+    pub wait: Duration,
+    /// When the re-armed checks are due.
+    pub next_check_at: DateTime<Utc>,
+}
+
+impl Sweep {
+    pub fn at(now: DateTime<Utc>, grace: Duration, schedule: &Schedule) -> Self {
+        let wait = schedule.shortest_wait();
+        Self {
+            cutoff: now - time_delta(grace),
+            wait,
+            next_check_at: now + time_delta(wait),
+        }
+    }
+
+    /// The check a re-armed timer is for: the one after the `checks_made`.
+    pub fn next_attempt(checks_made: u32) -> Attempt {
+        checks_made
+            .checked_add(1)
+            .and_then(Attempt::new)
+            .unwrap_or(Attempt::FIRST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overdue_checks_come_back_after_the_shortest_wait() {
+        let schedule = Schedule::parse(&["4m", "1m", "10m"]).unwrap();
+        let now: DateTime<Utc> = "2026-11-27T08:00:00Z".parse().unwrap();
+        assert_eq!(
+            Sweep::at(now, Duration::from_secs(30), &schedule),
+            Sweep {
+                cutoff: "2026-11-27T07:59:30Z".parse().unwrap(),
+                wait: Duration::from_secs(60),
+                next_check_at: "2026-11-27T08:01:00Z".parse().unwrap(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_rearmed_timer_is_for_the_next_check() {
+        assert_eq!(Sweep::next_attempt(0), Attempt::FIRST);
+        assert_eq!(Sweep::next_attempt(3).get(), 4);
+        assert_eq!(Sweep::next_attempt(Attempt::MAX), Attempt::FIRST);
+        assert_eq!(Sweep::next_attempt(u32::MAX), Attempt::FIRST);
+    }
+}

@@ -1,0 +1,271 @@
+//! Clients of a sandbox's broker, playing the order and payment services
+//! and the downstream consumers: they publish with paywait's own
+//! [`Publisher`] (confirms, `mandatory`, returns as failures) and read
+//! queues on a channel of their own.
+
+use std::time::{Duration, Instant};
+
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicGetOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use paywait::amqp::Publisher;
+use serde_json::json;
+
+/// The inbound exchange under the default prefix.
+pub const ORDERS_EXCHANGE: &str = "paywait.orders";
+
+/// A message read back from a queue.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+impl Message {
+    /// A header as text (other types as their debug form).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let value = self.properties.headers().as_ref()?.inner().get(name)?;
+        Some(match value {
+            AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+            AMQPValue::ShortString(text) => text.as_str().to_owned(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    pub fn message_id(&self) -> Option<String> {
+        self.properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+    }
+}
+
+/// A connection with a publisher and a channel for everything else.
+pub struct Client {
+    connection: Connection,
+    channel: Channel,
+    publisher: Publisher,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        Self::try_connect(url, Duration::from_secs(10))
+            .await
+            .expect("the test client connects")
+    }
+
+    /// Connects; publishes wait at most `confirm_timeout` for the broker.
+    pub async fn try_connect(url: &str, confirm_timeout: Duration) -> paywait::Result<Self> {
+        let connect = || async {
+            let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            let publishing = connection.create_channel().await?;
+            Ok::<_, lapin::Error>((connection, channel, publishing))
+        };
+        let (connection, channel, publishing) =
+            connect()
+                .await
+                .map_err(|error| paywait::Error::AmqpConnect {
+                    address: url.to_owned(),
+                    message: error.to_string(),
+                })?;
+        let publisher = Publisher::new(publishing, confirm_timeout).await?;
+        Ok(Self {
+            connection,
+            channel,
+            publisher,
+        })
+    }
+
+    /// The channel for declaring, binding, consuming and reading.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Another channel on the same connection.
+    pub async fn open_channel(&self) -> lapin::Result<Channel> {
+        self.connection.create_channel().await
+    }
+
+    /// The client's publisher (confirms, `mandatory`, returns as failures).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected() && self.publisher.usable()
+    }
+
+    /// Publishes and waits until the broker confirmed and routed it.
+    pub async fn try_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> paywait::Result<()> {
+        self.publisher
+            .publish(
+                &format!("a test message to {exchange:?} {routing_key}"),
+                exchange,
+                routing_key,
+                body,
+                properties,
+            )
+            .await
+    }
+
+    /// Publishes; the test fails unless the broker confirms and routes it.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        if let Err(error) = self
+            .try_publish(exchange, routing_key, body, properties)
+            .await
+        {
+            panic!("publishing to {exchange:?} {routing_key}: {error}");
+        }
+    }
+
+    /// `order.placed` for `order_id`, with nothing else.
+    pub async fn place(&self, order_id: &str) {
+        let body = json!({"order_id": order_id}).to_string();
+        self.publish_inbound("order.placed", body.as_bytes()).await;
+    }
+
+    /// `payment.succeeded` for `order_id`.
+    pub async fn pay(&self, order_id: &str, payment_id: &str) {
+        let body = json!({"order_id": order_id, "payment_id": payment_id}).to_string();
+        self.publish_inbound("payment.succeeded", body.as_bytes())
+            .await;
+    }
+
+    /// Publishes to the inbound exchange, as the order or payment service.
+    pub async fn publish_inbound(&self, routing_key: &str, body: &[u8]) {
+        self.publish(
+            ORDERS_EXCHANGE,
+            routing_key,
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await;
+    }
+
+    /// Whether `queue` exists (asked on a channel of its own: a passive
+    /// declare of a missing queue closes its channel).
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        let channel = self.connection.create_channel().await.unwrap();
+        let exists = passive_declare(&channel, queue).await.is_ok();
+        let _ = channel.close(200, "asked".into()).await;
+        exists
+    }
+
+    /// How many messages are ready in `queue` now.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        passive_declare(&self.channel, queue)
+            .await
+            .unwrap_or_else(|error| panic!("{queue}: {error}"))
+            .message_count()
+    }
+
+    /// Takes (acknowledges) up to `count` messages from `queue`, waiting up
+    /// to `within` for them.
+    pub async fn take_messages(&self, queue: &str, count: usize, within: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + within;
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            match self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap_or_else(|error| panic!("reading {queue}: {error}"))
+            {
+                Some(message) => messages.push(Message {
+                    routing_key: message.delivery.routing_key.as_str().to_owned(),
+                    body: message.delivery.data.clone(),
+                    properties: message.delivery.properties.clone(),
+                }),
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => break,
+            }
+        }
+        messages
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// A client that outlives broker restarts: it reconnects and publishes
+/// again until the broker confirms.
+pub struct ResilientClient {
+    url: String,
+    client: Option<Client>,
+}
+
+impl ResilientClient {
+    pub fn new(url: String) -> Self {
+        Self { url, client: None }
+    }
+
+    /// A connected client, reconnecting when the last one was lost.
+    pub async fn client(&mut self) -> paywait::Result<&Client> {
+        if !self.client.as_ref().is_some_and(Client::is_connected) {
+            self.client = Some(Client::try_connect(&self.url, Duration::from_secs(5)).await?);
+        }
+        Ok(self.client.as_ref().expect("connected above"))
+    }
+
+    /// Publishes to the inbound exchange until the broker confirms, for up
+    /// to 90 s.
+    pub async fn publish_inbound(&mut self, routing_key: &str, body: &[u8]) {
+        let started = Instant::now();
+        loop {
+            let published = match self.client().await {
+                Ok(client) => {
+                    client
+                        .try_publish(
+                            ORDERS_EXCHANGE,
+                            routing_key,
+                            body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            if published.is_ok() {
+                return;
+            }
+            self.client = None;
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the broker never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! What paywait's integration tests, fault test and benchmark share: a
+//! sandbox (vhost and database) per test on the real broker and database,
+//! the daemon in-process ([`TestApp`]) or as a child process ([`Daemon`]),
+//! clients that publish with paywait's own publisher, a PostgreSQL server
+//! of the test's own, and the management API calls the tests make.
+
+mod app;
+mod client;
+mod daemon;
+mod postgres;
+mod sandbox;
+mod services;
+
+pub use app::{ReceivedEvent, TestApp};
+pub use client::{Client, Message, ORDERS_EXCHANGE, ResilientClient};
+pub use daemon::{Daemon, Log};
+pub use postgres::{Stop, ThrowawayPostgres};
+pub use sandbox::{DropDatabase, Sandbox};
+pub use services::{
+    BROKER, MANAGEMENT, POSTGRES, close_connections_named, free_port, http_get, management_json,
+    metric_value, set_guest_permissions, urlencode,
+};
