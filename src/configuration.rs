@@ -170,7 +170,7 @@ impl Default for SweeperSettings {
 
 /// The RabbitMQ queue type of every queue paywait declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum QueueType {
     /// Replicated, with at-least-once dead-lettering: no timer is lost
     /// between a TTL queue and the check queue.
@@ -188,12 +188,36 @@ impl QueueType {
     }
 }
 
+impl TryFrom<String> for QueueType {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "quorum" => Ok(Self::Quorum),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!("{other:?} is neither \"quorum\" nor \"classic\"")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is neither \"text\" nor \"json\"")),
+        }
+    }
 }
 
 /// A configuration value that cannot be used, named by its key.
@@ -546,7 +570,10 @@ mod tests {
         ];
         for (name, value, key) in cases {
             let error = load(&[(name, value)]).unwrap_err().to_string();
-            assert!(error.contains(key), "{name}={value} gave {error}");
+            assert!(
+                error.starts_with(&format!("invalid configuration: {key}: ")),
+                "{name}={value} gave {error}"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 //! command line are thin shells around it, and [`worker`] ties them together.
 
 pub mod amqp;
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod configuration;

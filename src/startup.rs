@@ -1,14 +1,14 @@
 //! Building and running the daemon: one supervised session per connection
 //! to RabbitMQ, reconnecting with capped, jittered backoff when it is lost.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use backon::BackoffBuilder;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     amqp::{Broker, ConsumeSettings, Session},
+    backoff,
     configuration::Settings,
     db::{self, Database},
     domain::Inbox,
@@ -87,7 +87,7 @@ impl Application {
 
         let watchdog = CancellationToken::new();
         service::keep_watchdog_fed(watchdog.clone());
-        let mut delays = reconnect_delays();
+        let mut delays = backoff::delays(backoff::RECONNECT_CAP);
         let mut ever_consumed = false;
         let result = loop {
             service::status("connecting to RabbitMQ");
@@ -101,9 +101,9 @@ impl Application {
             }
             if lost.was_consuming {
                 ever_consumed = true;
-                delays = reconnect_delays();
+                delays = backoff::delays(backoff::RECONNECT_CAP);
             }
-            let wait = delays.next().unwrap_or(Duration::from_secs(10));
+            let wait = delays.next().unwrap_or(backoff::RECONNECT_CAP);
             tracing::warn!(error = %lost.error, retry_in = ?wait, "lost RabbitMQ; reconnecting");
             service::status(&format!(
                 "lost RabbitMQ ({}); reconnecting in {wait:.1?}",
@@ -124,16 +124,6 @@ impl Application {
         }
         result
     }
-}
-
-/// Reconnection attempts: from 100 ms, doubling with jitter, up to 10 s.
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// One connection's life: declare, consume and sweep until `stop` (then

@@ -17,7 +17,11 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use paywait::{amqp::Publisher, domain::Inbox, topology::Topology};
+use paywait::{
+    amqp::{Outgoing, Publisher},
+    domain::Inbox,
+    topology::Topology,
+};
 use paywait_testkit::Client;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -46,13 +50,13 @@ async fn publish_confirmed(
     body: &[u8],
 ) -> anyhow::Result<()> {
     publisher
-        .publish(
-            "a relayed message",
+        .publish(Outgoing {
+            what: "a relayed message",
             exchange,
             routing_key,
             body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
+            properties: BasicProperties::default().with_delivery_mode(2),
+        })
         .await?;
     Ok(())
 }
@@ -164,13 +168,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     let channel = client.channel();
     client::delete_topology(channel, &topology).await?;
     paywait::amqp::declare(channel, &topology).await?;
-    let mut events = client::sink(
-        channel,
-        &format!("{PREFIX}.bench.sink"),
-        topology.events_exchange(),
-        "#",
-    )
-    .await?;
+    let mut events = client::event_sink(&client, &topology).await?;
     let stop = CancellationToken::new();
     let (relay, lateness) = start_relay(
         &options.amqp_url,
@@ -222,7 +220,7 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
 
     // Steady rate, unpaid: the broker's own TTL lateness.
     lateness.lock().unwrap().clear();
-    let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
+    let precision_orders = options.precision_orders();
     pipeline
         .place_steadily(
             topology.orders_exchange(),

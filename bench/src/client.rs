@@ -9,7 +9,10 @@ use lapin::{
     options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
-use paywait::{amqp::Publisher, topology::Topology};
+use paywait::{
+    amqp::{Outgoing, Publisher},
+    topology::Topology,
+};
 use paywait_testkit::Client;
 use tokio::sync::mpsc;
 
@@ -47,13 +50,13 @@ impl Pipeline {
         }
         let pending = self
             .publisher
-            .send(
-                "a bench message",
+            .send(Outgoing {
+                what: "a bench message",
                 exchange,
                 routing_key,
                 body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
+                properties: BasicProperties::default().with_delivery_mode(2),
+            })
             .await?;
         self.in_flight.push(Box::pin(pending.confirmed()));
         Ok(())
@@ -102,9 +105,19 @@ pub struct Received {
     pub message_id: Option<String>,
 }
 
+/// Every event of `topology`, as received by an exclusive queue bound to
+/// its events exchange.
+pub async fn event_sink(
+    client: &Client,
+    topology: &Topology,
+) -> anyhow::Result<mpsc::UnboundedReceiver<Received>> {
+    let exchange = topology.events_exchange();
+    sink(client.channel(), &format!("{exchange}.sink"), exchange, "#").await
+}
+
 /// Declares an exclusive queue bound to `exchange` with `pattern` and
 /// forwards every message it receives.
-pub async fn sink(
+async fn sink(
     channel: &Channel,
     queue: &str,
     exchange: &str,

@@ -57,6 +57,13 @@ struct Options {
     daemon_env: Vec<(String, String)>,
 }
 
+impl Options {
+    /// How many orders a timer-precision run places.
+    fn precision_orders(&self) -> usize {
+        (f64::from(self.rate) * self.precision_for.as_secs_f64()) as usize
+    }
+}
+
 fn parse_setting(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(key, value)| (key.to_owned(), value.to_owned()))

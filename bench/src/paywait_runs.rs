@@ -8,7 +8,6 @@ use std::{
 
 use anyhow::{Context, ensure};
 use chrono::{SecondsFormat, Utc};
-use diesel::{QueryableByName, sql_types::Double};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use paywait::{
     configuration::{Settings, Sources},
@@ -21,7 +20,7 @@ use paywait_testkit::{Daemon, Log};
 use crate::{
     Options,
     client::{self, Pipeline},
-    stats::{Lateness, PaywaitRun, Samples},
+    stats::{self, Lateness, PaywaitRun},
 };
 
 const PREFIX: &str = "paywait_bench";
@@ -59,12 +58,6 @@ pub async fn fresh_database(options: &Options, settings: &Settings) -> anyhow::R
     Ok(())
 }
 
-#[derive(QueryableByName)]
-struct Millis {
-    #[diesel(sql_type = Double)]
-    ms: f64,
-}
-
 pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun> {
     let environment = environment(options, DATABASE, PREFIX);
     let settings = settings(&environment)?;
@@ -81,13 +74,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         .try_wait_ready(Duration::from_secs(60))
         .await
         .map_err(anyhow::Error::msg)?;
-    let mut events = client::sink(
-        channel,
-        &format!("{PREFIX}.bench.sink"),
-        topology.events_exchange(),
-        "#",
-    )
-    .await?;
+    let mut events = client::event_sink(&client, &topology).await?;
     let mut pipeline = Pipeline::new(client.publisher().clone(), PUBLISH_WINDOW);
 
     // Burst: every order at once, every other one paid right after it.
@@ -161,7 +148,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Precision: unpaid orders at a steady rate, stamped with when they were placed.
-    let precision_orders = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;
+    let precision_orders = options.precision_orders();
     pipeline
         .place_steadily(
             topology.orders_exchange(),
@@ -185,13 +172,7 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<PaywaitRun>
         }
     }
     let mut conn = AsyncPgConnection::establish(settings.database.url.expose()).await?;
-    let lateness: Vec<Millis> = diesel::sql_query(
-        "SELECT EXTRACT(EPOCH FROM (closed_at - expires_at))::float8 * 1000 AS ms \
-         FROM orders WHERE order_id LIKE 'P-%' AND status = 'closed'",
-    )
-    .load(&mut conn)
-    .await?;
-    let samples = Samples::new(lateness.into_iter().map(|m| m.ms).collect());
+    let samples = stats::close_lateness(&mut conn, "P-").await?;
     ensure!(
         samples.len() == precision_orders,
         "some precision orders are not closed"

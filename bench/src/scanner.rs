@@ -3,12 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::{QueryableByName, sql_types::Double};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::{
     Options, paywait_runs,
-    stats::{Lateness, Samples, ScanRun},
+    stats::{self, Lateness, ScanRun},
 };
 
 const DATABASE: &str = "paywait_bench_scan";
@@ -16,12 +15,6 @@ const DATABASE: &str = "paywait_bench_scan";
 /// What a cron job runs: close every pending order whose deadline passed.
 const SCAN: &str = "UPDATE orders SET status = 'closed', closed_at = clock_timestamp() \
                     WHERE status = 'pending' AND expires_at <= now()";
-
-#[derive(QueryableByName)]
-struct Millis {
-    #[diesel(sql_type = Double)]
-    ms: f64,
-}
 
 pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Result<ScanRun> {
     let environment = paywait_runs::environment(options, DATABASE, "paywait_bench_scan");
@@ -70,13 +63,7 @@ pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Resul
         scan_time += before.elapsed();
         scans += 1;
     }
-    let lateness: Vec<Millis> = diesel::sql_query(
-        "SELECT EXTRACT(EPOCH FROM (closed_at - expires_at))::float8 * 1000 AS ms \
-         FROM orders WHERE order_id LIKE 'Q-%' AND status = 'closed'",
-    )
-    .load(&mut conn)
-    .await?;
-    let samples = Samples::new(lateness.into_iter().map(|m| m.ms).collect());
+    let samples = stats::close_lateness(&mut conn, "Q-").await?;
     drop(conn);
     let mut admin = AsyncPgConnection::establish(&format!("{}/postgres", options.postgres)).await?;
     diesel::sql_query(format!(

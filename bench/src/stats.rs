@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use diesel::{QueryableByName, sql_types::Double};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
 /// Sorted samples in milliseconds.
 pub struct Samples(Vec<f64>);
 
@@ -177,4 +180,26 @@ pub fn report_scanner(scans: &[ScanRun], every: Duration) {
         );
     }
     println!();
+}
+
+#[derive(QueryableByName)]
+struct Millis {
+    #[diesel(sql_type = Double)]
+    ms: f64,
+}
+
+/// How late each closed order whose id starts with `id_prefix` was closed,
+/// in milliseconds after its deadline, as the database recorded it.
+pub async fn close_lateness(
+    conn: &mut AsyncPgConnection,
+    id_prefix: &str,
+) -> anyhow::Result<Samples> {
+    let lateness: Vec<Millis> = diesel::sql_query(
+        "SELECT EXTRACT(EPOCH FROM (closed_at - expires_at))::float8 * 1000 AS ms \
+         FROM orders WHERE starts_with(order_id, $1) AND status = 'closed'",
+    )
+    .bind::<diesel::sql_types::Text, _>(id_prefix)
+    .load(conn)
+    .await?;
+    Ok(Samples::new(lateness.into_iter().map(|m| m.ms).collect()))
 }

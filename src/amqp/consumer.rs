@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Publisher, failed};
 use crate::{
+    backoff,
     domain::{ATTEMPT_HEADER, AttemptHeader, Inbound, Inbox, Verdict},
     error::{Error, Result},
     metrics::Metrics,
@@ -48,17 +49,6 @@ pub(super) struct Consumer<H> {
     pub topology: Arc<Topology>,
     pub metrics: Arc<Metrics>,
     pub inbox: Inbox,
-}
-
-/// Retries of a failed handler: from 100 ms, doubling with jitter, up to 5 s.
-fn retry_delays() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Reads the `x-attempt` header, of whatever AMQP type it came as.
@@ -167,7 +157,7 @@ impl<H: Handler> Consumer<H> {
             seen_before: delivery.redelivered,
             body: std::mem::take(&mut delivery.data),
         };
-        let mut delays = retry_delays();
+        let mut delays = backoff::delays(backoff::RETRY_CAP);
         loop {
             let failure = match self.handler.handle(&inbound).await {
                 Ok(Verdict::Done) => break,
@@ -197,7 +187,7 @@ impl<H: Handler> Consumer<H> {
                 tracing::warn!(queue, error = %failure, "the publishing channel is closed; reconnecting");
                 session.cancel();
             }
-            let wait = delays.next().unwrap_or(Duration::from_secs(5));
+            let wait = delays.next().unwrap_or(backoff::RETRY_CAP);
             self.metrics.message_retried(queue);
             tracing::warn!(queue, error = %failure, retry_in = ?wait, "message not processed; retrying");
             inbound.seen_before = true;

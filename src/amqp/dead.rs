@@ -10,7 +10,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use super::{Broker, ERROR_HEADER, SOURCE_QUEUE_HEADER, failed};
+use super::{Broker, ERROR_HEADER, Outgoing, SOURCE_QUEUE_HEADER, failed};
 use crate::{error::Result, topology::Topology};
 
 /// A parked message, as an operator reads it.
@@ -60,13 +60,13 @@ pub async fn replay_parked(
             (None, false) => Replayed::Skipped,
             (Some(queue), false) => {
                 publisher
-                    .publish(
-                        &format!("a parked message back to {queue}"),
-                        "",
-                        queue,
-                        &delivery.data,
-                        original_properties(&delivery.properties),
-                    )
+                    .publish(Outgoing {
+                        what: &format!("a parked message back to {queue}"),
+                        exchange: "",
+                        routing_key: queue,
+                        body: &delivery.data,
+                        properties: original_properties(&delivery.properties),
+                    })
                     .await?;
                 delivery
                     .ack(BasicAckOptions::default())

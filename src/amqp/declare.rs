@@ -97,7 +97,7 @@ async fn verify_dead_letter_path(channel: &Channel, topology: &Topology) -> Resu
 }
 
 /// Looks a queue up without changing it; a missing queue closes the channel.
-pub(super) async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+pub async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
     channel
         .queue_declare(
             queue.into(),

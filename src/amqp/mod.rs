@@ -12,8 +12,8 @@ mod session;
 
 pub use consumer::{ConsumeSettings, Handler, attempt_header};
 pub use dead::{ParkedMessage, Replayed, replay_parked};
-pub use declare::declare;
-pub use publisher::{ERROR_HEADER, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER};
+pub use declare::{declare, passive_declare};
+pub use publisher::{ERROR_HEADER, Outgoing, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER};
 pub use session::Session;
 
 use std::time::Duration;

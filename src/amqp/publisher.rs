@@ -57,19 +57,10 @@ impl Publisher {
     /// Publishes and waits for the broker's confirm, for at most the confirm
     /// timeout in all: a broker that stops answering (flow control, a
     /// half-open connection) makes this fail instead of hanging.
-    pub async fn publish(
-        &self,
-        what: &str,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<()> {
+    pub async fn publish(&self, message: Outgoing<'_>) -> Result<()> {
+        let what = message.what;
         tokio::time::timeout(self.confirm_timeout, async {
-            self.send(what, exchange, routing_key, body, properties)
-                .await?
-                .confirmed()
-                .await
+            self.send(message).await?.confirmed().await
         })
         .await
         .map_err(|_| Error::ConfirmTimeout {
@@ -80,14 +71,14 @@ impl Publisher {
 
     /// Sends a publish without waiting for its confirm, so that several can
     /// be in flight at once, in the order they were sent.
-    pub async fn send(
-        &self,
-        what: &str,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<PendingConfirm> {
+    pub async fn send(&self, message: Outgoing<'_>) -> Result<PendingConfirm> {
+        let Outgoing {
+            what,
+            exchange,
+            routing_key,
+            body,
+            properties,
+        } = message;
         let confirm = self
             .channel
             .basic_publish(
@@ -120,13 +111,13 @@ impl Publisher {
             .routing_key()
             .expect("only inboxes fed by the inbound exchange are published to");
         let properties = json_properties().with_type(routing_key.into());
-        self.publish(
+        self.publish(Outgoing {
             what,
-            topology.orders_exchange(),
+            exchange: topology.orders_exchange(),
             routing_key,
             body,
             properties,
-        )
+        })
         .await
     }
 
@@ -136,13 +127,13 @@ impl Publisher {
         let properties = json_properties()
             .with_type(name.into())
             .with_message_id(event.message_id().into());
-        self.publish(
-            &format!("{name} for {}", event.order_id),
-            topology.events_exchange(),
-            name,
-            &event.to_json(),
+        self.publish(Outgoing {
+            what: &format!("{name} for {}", event.order_id),
+            exchange: topology.events_exchange(),
+            routing_key: name,
+            body: &event.to_json(),
             properties,
-        )
+        })
         .await
     }
 
@@ -164,13 +155,13 @@ impl Publisher {
             .with_type("paywait.check".into())
             .with_message_id(format!("{order_id}/check/{}", attempt.get()).into());
         let body = serde_json::to_vec(&TimerBody { order_id }).expect("a timer serialises");
-        self.publish(
-            &format!("check #{} of {order_id}", attempt.get()),
-            "",
-            &topology.wait_queue(wait).name,
-            &body,
+        self.publish(Outgoing {
+            what: &format!("check #{} of {order_id}", attempt.get()),
+            exchange: "",
+            routing_key: &topology.wait_queue(wait).name,
+            body: &body,
             properties,
-        )
+        })
         .await
     }
 
@@ -197,15 +188,24 @@ impl Publisher {
             .clone()
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT);
-        self.publish(
-            &format!("a message from {source_queue} to the dead queue"),
-            "",
-            topology.dead_queue(),
+        self.publish(Outgoing {
+            what: &format!("a message from {source_queue} to the dead queue"),
+            exchange: "",
+            routing_key: topology.dead_queue(),
             body,
             properties,
-        )
+        })
         .await
     }
+}
+
+/// One message to publish: `what` names it in errors and logs.
+pub struct Outgoing<'a> {
+    pub what: &'a str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
 }
 
 /// A publish sent to the broker, not yet confirmed.

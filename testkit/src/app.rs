@@ -10,12 +10,12 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Consumer,
     options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use paywait::{
     configuration::{Settings, Sources},
     db::Database,
-    domain::{Order, OrderId, OrderStatus},
+    domain::{Inbox, Order, OrderId, OrderStatus},
     startup::Application,
     topology::Topology,
 };
@@ -216,6 +216,50 @@ impl TestApp {
     ) {
         self.client
             .publish(exchange, routing_key, body, properties)
+            .await;
+    }
+
+    /// Publishes a timer for check number `attempt` of `order_id` straight
+    /// to the check queue, as if its wait had just ended.
+    pub async fn fire_timer(&self, order_id: &str, attempt: i32) {
+        let mut headers = FieldTable::default();
+        headers.insert("x-attempt".into(), AMQPValue::LongInt(attempt));
+        let body = serde_json::json!({"order_id": order_id}).to_string();
+        self.publish_to(
+            "",
+            self.topology.queue(Inbox::Checks),
+            body.as_bytes(),
+            BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    }
+
+    /// Deletes every timer waiting in the TTL queues behind paywait's back;
+    /// returns how many there were.
+    pub async fn purge_timers(&self) -> u32 {
+        let mut purged = 0;
+        for queue in self.topology.wait_queues() {
+            purged += self
+                .channel
+                .queue_purge(queue.name.as_str().into(), Default::default())
+                .await
+                .expect("purging a TTL queue");
+        }
+        purged
+    }
+
+    /// The series counting the messages of `inbox` paywait acknowledged.
+    pub fn handled_series(&self, inbox: Inbox) -> String {
+        format!(
+            r#"paywait_messages_handled_total{{queue="{}"}}"#,
+            self.topology.queue(inbox)
+        )
+    }
+
+    /// Waits until paywait has acknowledged `count` messages of `inbox`:
+    /// each is processed, or parked, and everything it caused confirmed.
+    pub async fn expect_handled(&self, inbox: Inbox, count: usize) {
+        self.expect_metric(&self.handled_series(inbox), count as f64)
             .await;
     }
 

@@ -6,11 +6,10 @@
 use std::time::{Duration, Instant};
 
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection, ConnectionProperties, options::BasicGetOptions,
+    types::AMQPValue,
 };
-use paywait::amqp::Publisher;
+use paywait::amqp::{Outgoing, Publisher, passive_declare};
 use serde_json::json;
 
 /// The inbound exchange under the default prefix.
@@ -108,13 +107,13 @@ impl Client {
         properties: BasicProperties,
     ) -> paywait::Result<()> {
         self.publisher
-            .publish(
-                &format!("a test message to {exchange:?} {routing_key}"),
+            .publish(Outgoing {
+                what: &format!("a test message to {exchange:?} {routing_key}"),
                 exchange,
                 routing_key,
                 body,
                 properties,
-            )
+            })
             .await
     }
 
@@ -204,19 +203,6 @@ impl Client {
     pub async fn close(&self) {
         let _ = self.connection.close(200, "test done".into()).await;
     }
-}
-
-async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
 }
 
 /// A client that outlives broker restarts: it reconnects and publishes

@@ -349,10 +349,6 @@ async fn publish_drawn(
     sent
 }
 
-fn handled(queue: &str) -> String {
-    format!(r#"paywait_messages_handled_total{{queue="{queue}"}}"#)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -376,8 +372,8 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     )
     .await;
     let count = |queue: usize| inbound.iter().filter(|(q, _, _)| *q == queue).count() as f64;
-    app.expect_metric(&handled(&placed), count(0)).await;
-    app.expect_metric(&handled(&payments), count(1)).await;
+    app.expect_handled(Inbox::Placed, count(0) as usize).await;
+    app.expect_handled(Inbox::Payments, count(1) as usize).await;
 
     let known: Vec<String> = inbound
         .iter()
@@ -404,8 +400,7 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
         80,
     )
     .await;
-    app.expect_metric(&handled(&checks), timers.len() as f64)
-        .await;
+    app.expect_handled(Inbox::Checks, timers.len()).await;
 
     // A good order afterwards still gets through.
     app.place("FUZZ-GOOD").await;

@@ -217,14 +217,7 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
         .await;
     app.place("A-7").await;
     // All three messages are acknowledged, the repeat included.
-    app.expect_metric(
-        &format!(
-            r#"paywait_messages_handled_total{{queue="{}"}}"#,
-            app.topology.queue(Inbox::Placed).to_owned()
-        ),
-        3.0,
-    )
-    .await;
+    app.expect_handled(Inbox::Placed, 3).await;
 
     let order = app.order("A-6").await.unwrap();
     assert_eq!(order.amount_cents, Some(100));

@@ -8,11 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{
-    BasicProperties,
-    types::{AMQPValue, FieldTable},
-};
-use paywait::domain::{Inbox, OrderStatus};
+use paywait::domain::OrderStatus;
 use paywait_testkit::{Daemon, Log, Sandbox, TestApp, metric_value};
 
 fn paywait_binary() -> &'static Path {
@@ -164,15 +160,7 @@ async fn metrics_show_backlog_per_queue_and_check_durations() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let mut headers = FieldTable::default();
-    headers.insert("x-attempt".into(), AMQPValue::LongInt(1));
-    app.publish_to(
-        "",
-        app.topology.queue(Inbox::Checks),
-        br#"{"order_id":"M-0"}"#,
-        BasicProperties::default().with_headers(headers),
-    )
-    .await;
+    app.fire_timer("M-0", 1).await;
     app.expect_metric("paywait_check_duration_seconds_count", 1.0)
         .await;
 }
@@ -181,15 +169,7 @@ async fn metrics_show_backlog_per_queue_and_check_durations() {
 async fn a_parked_message_is_replayed_once_what_failed_is_fixed() {
     let app = TestApp::spawn("30s").await;
     // A timer for an order the database does not know yet is parked.
-    let mut headers = FieldTable::default();
-    headers.insert("x-attempt".into(), AMQPValue::LongInt(1));
-    app.publish_to(
-        "",
-        app.topology.queue(Inbox::Checks),
-        br#"{"order_id":"RP-1"}"#,
-        BasicProperties::default().with_headers(headers),
-    )
-    .await;
+    app.fire_timer("RP-1", 1).await;
     app.expect_metric(
         r#"paywait_messages_dead_total{reason="unknown_order"}"#,
         1.0,

@@ -2,7 +2,6 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use lapin::options::QueuePurgeOptions;
 use paywait::domain::{Inbox, OrderStatus};
 
 use paywait_testkit::{TestApp, metric_value};
@@ -20,20 +19,8 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
         app.place(id).await;
     }
     // All acknowledged: every timer is confirmed in the TTL queue.
-    app.expect_metric(
-        &format!(
-            r#"paywait_messages_handled_total{{queue="{}"}}"#,
-            app.topology.queue(Inbox::Placed)
-        ),
-        ids.len() as f64,
-    )
-    .await;
-    let wait_queue = app.topology.wait_queues()[0].name.clone();
-    let purged = app
-        .channel
-        .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
+    app.expect_handled(Inbox::Placed, ids.len()).await;
+    let purged = app.purge_timers().await;
     // On a slow machine a few timers may have fired before the purge; those
     // orders close as usual.
     assert!(purged > 0, "no timer was waiting in the TTL queue");
@@ -60,20 +47,8 @@ async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
     let mut app = TestApp::spawn_with("3s", true, SWEEPER_FAST).await;
     app.place("P-SQL").await;
     // Acknowledged: its timer is confirmed in the TTL queue.
-    app.expect_metric(
-        &format!(
-            r#"paywait_messages_handled_total{{queue="{}"}}"#,
-            app.topology.queue(Inbox::Placed)
-        ),
-        1.0,
-    )
-    .await;
-    let wait_queue = app.topology.wait_queues()[0].name.clone();
-    let purged = app
-        .channel
-        .queue_purge(wait_queue.as_str().into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
+    app.expect_handled(Inbox::Placed, 1).await;
+    let purged = app.purge_timers().await;
     assert_eq!(purged, 1, "the order's timer was waiting");
     {
         use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
