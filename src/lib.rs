@@ -1,8 +1,9 @@
 //! paywait: order-payment timeouts with RabbitMQ timers.
 //!
-//! [`domain`] is the pure core (order states, inbound messages, the check
-//! schedule, what a check decides); [`amqp`], [`db`], [`http`] and the
-//! command line are thin shells around it, and [`worker`] ties them together.
+//! [`domain`] is the pure core: order states, inbound messages, the check
+//! schedule, and every rule. [`amqp`], [`db`], [`http`] and the command line
+//! are thin shells, one per outside system, and [`worker`] carries the
+//! core's decisions out through them. ARCHITECTURE.md is the map.
 
 pub mod amqp;
 pub mod backoff;
