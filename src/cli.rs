@@ -47,6 +47,16 @@ pub enum Command {
         payment_id: PaymentId,
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         amount_cents: Option<u32>,
+        /// Three capital letters, e.g. CNY (default: the order's)
+        #[arg(long, value_name = "C")]
+        currency: Option<Currency>,
+    },
+    /// Publish order.cancelled, as an order service would
+    Cancel {
+        order_id: OrderId,
+        /// Why, e.g. customer
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
     },
     /// Move parked messages from the dead queue back to the queue they came
     /// from, once what made them fail is fixed

@@ -39,7 +39,18 @@ pub async fn execute(cli: Cli) -> Result<()> {
             order_id,
             payment_id,
             amount_cents,
-        } => pay(&settings, &order_id, &payment_id, amount_cents).await,
+            currency,
+        } => {
+            pay(
+                &settings,
+                &order_id,
+                &payment_id,
+                amount_cents,
+                currency.as_ref(),
+            )
+            .await
+        }
+        Command::Cancel { order_id, reason } => cancel(&settings, &order_id, reason).await,
         Command::Show { order_id, json } => show(&settings, &order_id, json).await,
         Command::Replay { limit, dry_run } => replay(&settings, limit, dry_run).await,
     }
@@ -87,7 +98,9 @@ async fn declare_topology(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Publishes an inbound message as the order or payment service would.
+/// Publishes an inbound message as the order or payment service would,
+/// under the broker user of `amqp.url` (set as `user_id`, which
+/// `payments.trusted_users` checks).
 async fn publish_inbound(
     settings: &Settings,
     inbox: Inbox,
@@ -99,7 +112,13 @@ async fn publish_inbound(
     let topology = Topology::from_settings(settings);
     let what = format!("{} for {order_id}", inbox.routing_key().unwrap_or_default());
     publisher
-        .publish_inbound(&topology, inbox, &what, body.to_string().as_bytes())
+        .publish_inbound(
+            &topology,
+            inbox,
+            &what,
+            body.to_string().as_bytes(),
+            Some(&settings.amqp.url.username()),
+        )
         .await?;
     publisher.close().await;
     broker.close();
@@ -127,14 +146,21 @@ async fn pay(
     order_id: &OrderId,
     payment_id: &PaymentId,
     amount_cents: Option<u32>,
+    currency: Option<&Currency>,
 ) -> Result<()> {
     let body = json!({
         "order_id": order_id,
         "payment_id": payment_id,
         "amount_cents": amount_cents,
+        "currency": currency,
         "paid_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     });
     publish_inbound(settings, Inbox::Payments, order_id, body).await
+}
+
+async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>) -> Result<()> {
+    let body = json!({"order_id": order_id, "reason": reason});
+    publish_inbound(settings, Inbox::Cancellations, order_id, body).await
 }
 
 async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
@@ -207,16 +233,19 @@ async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<
         println!("{name:<20}{value}");
     }
     for payment in payments {
+        let amount = match (payment.amount_cents, &payment.currency) {
+            (Some(cents), Some(currency)) => format!(" {cents} {currency}"),
+            (Some(cents), None) => format!(" {cents}"),
+            _ => String::new(),
+        };
+        let outcome = payment
+            .outcome
+            .map_or("waiting for its order", |outcome| outcome.as_str());
         println!(
-            "{:<20}{} received {}{}",
+            "{:<20}{}{amount} received {} ({outcome})",
             "payment",
             payment.payment_id,
             time(Some(payment.received_at)),
-            if payment.after_close {
-                " (after close)"
-            } else {
-                ""
-            }
         );
     }
     Ok(())

@@ -22,7 +22,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/paywa
 
 /// Validated settings of every paywait command.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub amqp: AmqpSettings,
     pub database: DatabaseSettings,
@@ -32,10 +32,12 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub sweeper: SweeperSettings,
+    pub payments: PaymentSettings,
+    pub gateway: GatewaySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AmqpSettings {
     #[serde(deserialize_with = "amqp_url")]
     pub url: SecretUrl,
@@ -57,7 +59,7 @@ impl Default for AmqpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     #[serde(deserialize_with = "database_url")]
     pub url: SecretUrl,
@@ -75,7 +77,7 @@ impl Default for DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TopologySettings {
     /// The start of every RabbitMQ name.
     #[serde(deserialize_with = "prefix")]
@@ -93,7 +95,7 @@ impl Default for TopologySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CheckSettings {
     #[serde(deserialize_with = "schedule")]
     pub schedule: Schedule,
@@ -108,7 +110,7 @@ impl Default for CheckSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
@@ -123,13 +125,13 @@ impl Default for HttpSettings {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownSettings {
     /// How long in-flight messages may take to finish after SIGTERM.
     #[serde(deserialize_with = "duration")]
@@ -146,7 +148,7 @@ impl Default for ShutdownSettings {
 
 /// The safety net that re-arms timers lost outside paywait.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SweeperSettings {
     /// How often to look for overdue checks.
     #[serde(deserialize_with = "positive_duration")]
@@ -164,6 +166,48 @@ impl Default for SweeperSettings {
             interval: Duration::from_secs(30),
             grace: Duration::from_secs(60),
             batch: NonZeroU32::new(500).expect("not zero"),
+        }
+    }
+}
+
+/// Who may say "paid".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// RabbitMQ users whose `payment.succeeded` (with the `user_id`
+    /// property naming them) is believed; empty: anyone's.
+    #[serde(deserialize_with = "user_names")]
+    pub trusted_users: Vec<String>,
+}
+
+/// The payment gateway asked before an unpaid order is closed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Where to POST the question; unset: no gateway is asked.
+    #[serde(deserialize_with = "gateway_url")]
+    pub url: Option<SecretUrl>,
+    /// How long one question may take.
+    #[serde(deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+    /// The wait before asking again after `pending` or no usable answer.
+    #[serde(deserialize_with = "positive_duration")]
+    pub retry: Duration,
+    /// How many more times to ask before closing as `unverified`.
+    pub max_retries: u32,
+    /// How many questions may be in flight at once; one more counts as no
+    /// usable answer, so that a slow gateway holds up nothing else.
+    pub concurrency: NonZeroUsize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: Duration::from_secs(2),
+            retry: Duration::from_secs(30),
+            max_retries: 3,
+            concurrency: NonZeroUsize::new(16).expect("not zero"),
         }
     }
 }
@@ -256,6 +300,7 @@ impl From<config::ConfigError> for ConfigError {
 }
 
 const AMQP_SCHEMES: &[&str] = &["amqp", "amqps"];
+const GATEWAY_SCHEMES: &[&str] = &["http", "https"];
 const DATABASE_SCHEMES: &[&str] = &["postgres", "postgresql"];
 
 /// A connection URL whose password never leaves this type unless asked for.
@@ -286,6 +331,14 @@ impl SecretUrl {
 
     pub fn url(&self) -> &url::Url {
         &self.0
+    }
+
+    /// The user name, percent-decoded (`guest` when the URL names none).
+    pub fn username(&self) -> String {
+        match self.0.username() {
+            "" => "guest".to_owned(),
+            user => percent_decode(user),
+        }
     }
 
     /// `host:port`, for messages about what could not be reached.
@@ -363,10 +416,12 @@ impl Settings {
         builder = builder
             .set_override_option("amqp.url", env_value("AMQP_URL"))?
             .set_override_option("database.url", env_value("DATABASE_URL"))?;
+        // Only PAYWAIT_<SECTION>__<KEY> names a setting (PAYWAIT_CONFIG
+        // names the file); a misspelt one is refused like a key in the file.
         let prefixed: config::Map<String, String> = sources
             .environment
             .iter()
-            .filter(|(key, _)| key.starts_with("PAYWAIT_"))
+            .filter(|(key, _)| key.starts_with("PAYWAIT_") && key.contains("__"))
             .cloned()
             .collect();
         builder = builder.add_source(
@@ -375,6 +430,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("checks.schedule")
+                .with_list_parse_key("payments.trusted_users")
                 .try_parsing(true)
                 .source(Some(prefixed)),
         );
@@ -406,6 +462,41 @@ fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl,
     Ok(url)
 }
 
+fn gateway_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretUrl>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    SecretUrl::parse(&text, GATEWAY_SCHEMES)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+/// A list of RabbitMQ user names, or one string of them separated by commas.
+fn user_names<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let names = list_or_comma_separated(deserializer)?;
+    if names.iter().any(String::is_empty) {
+        return Err(D::Error::custom("a user name is empty"));
+    }
+    Ok(names)
+}
+
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(deserializer)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) if text.trim().is_empty() => Vec::new(),
+        ListOrText::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+    })
+}
+
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text).map_err(|_| {
@@ -425,16 +516,7 @@ fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durat
 
 /// A list of waits, or one string of them separated by commas.
 fn schedule<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Schedule, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrText {
-        List(Vec<String>),
-        Text(String),
-    }
-    let waits = match ListOrText::deserialize(deserializer)? {
-        ListOrText::List(items) => items,
-        ListOrText::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
-    };
+    let waits = list_or_comma_separated(deserializer)?;
     Schedule::parse(&waits).map_err(D::Error::custom)
 }
 

@@ -13,6 +13,7 @@ pub mod configuration;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod service;

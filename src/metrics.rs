@@ -24,6 +24,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    pub answer: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -43,6 +48,9 @@ pub struct Metrics {
     queue_messages: Family<QueueLabels, Gauge>,
     messages_handled: Family<QueueLabels, Counter>,
     message_retries: Family<QueueLabels, Counter>,
+    orders_cancelled: Counter,
+    gateway_requests: Family<AnswerLabels, Counter>,
+    gateway_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -136,6 +144,27 @@ impl Metrics {
             message_retries.clone(),
         );
 
+        let orders_cancelled = Counter::default();
+        registry.register(
+            "orders_cancelled",
+            "Pending orders closed because the customer cancelled them",
+            orders_cancelled.clone(),
+        );
+        let gateway_requests = Family::<AnswerLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Questions to the payment gateway, by answer (paid, unpaid, pending, unusable)",
+            gateway_requests.clone(),
+        );
+        let gateway_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "gateway_request_duration_seconds",
+            "How long the payment gateway took to answer",
+            gateway_duration.clone(),
+        );
+
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
@@ -166,7 +195,22 @@ impl Metrics {
             queue_messages,
             messages_handled,
             message_retries,
+            orders_cancelled,
+            gateway_requests,
+            gateway_duration,
         }
+    }
+
+    pub fn order_cancelled(&self) {
+        self.orders_cancelled.inc();
+    }
+
+    /// The gateway gave `answer` after `took`.
+    pub fn gateway_asked(&self, answer: &'static str, took: std::time::Duration) {
+        self.gateway_requests
+            .get_or_create(&AnswerLabels { answer })
+            .inc();
+        self.gateway_duration.observe(took.as_secs_f64());
     }
 
     /// A message from `queue` failed part-way and will be tried again.

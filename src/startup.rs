@@ -13,6 +13,7 @@ use crate::{
     db::{self, Database},
     domain::Inbox,
     error::{Error, Result},
+    gateway::Gateway,
     http::{self, HttpState, Readiness},
     metrics::Metrics,
     service,
@@ -72,6 +73,18 @@ impl Application {
         let db = Database::new(&settings.database)?;
         db::ensure_migrated(&settings.database.url).await?;
         let broker = Broker::new(&settings.amqp)?;
+        let gateway = Gateway::from_settings(&settings.gateway, metrics.clone())?.map(Arc::new);
+        if settings.payments.trusted_users.is_empty() {
+            tracing::warn!(
+                "payments.trusted_users is not set: anyone who may publish to the orders \
+                 exchange can mark orders paid"
+            );
+        }
+        let services = Services {
+            db: db.clone(),
+            gateway,
+            metrics: metrics.clone(),
+        };
 
         let http_stop = CancellationToken::new();
         let app = http::router(HttpState {
@@ -91,7 +104,7 @@ impl Application {
         let mut ever_consumed = false;
         let result = loop {
             service::status("connecting to RabbitMQ");
-            let lost = match session(&settings, &broker, &db, &metrics, &readiness, &stop).await {
+            let lost = match session(&settings, &broker, &services, &readiness, &stop).await {
                 Ok(()) => break Ok(()),
                 Err(lost) => lost,
             };
@@ -126,16 +139,27 @@ impl Application {
     }
 }
 
+/// What outlives a connection to the broker.
+struct Services {
+    db: Database,
+    gateway: Option<Arc<Gateway>>,
+    metrics: Arc<Metrics>,
+}
+
 /// One connection's life: declare, consume and sweep until `stop` (then
 /// `Ok`) or until the connection or a channel fails (then `Lost`).
 async fn session(
     settings: &Settings,
     broker: &Broker,
-    db: &Database,
-    metrics: &Arc<Metrics>,
+    services: &Services,
     readiness: &Readiness,
     stop: &CancellationToken,
 ) -> std::result::Result<(), Lost> {
+    let Services {
+        db,
+        gateway,
+        metrics,
+    } = services;
     let not_consuming = |error| Lost {
         error,
         was_consuming: false,
@@ -150,6 +174,8 @@ async fn session(
         topology,
         schedule: settings.checks.schedule.clone(),
         metrics: metrics.clone(),
+        trusted_users: settings.payments.trusted_users.clone(),
+        gateway: gateway.clone(),
     });
 
     let stop_session = stop.child_token();

@@ -83,8 +83,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(prefix: &str, queue_type: QueueType, schedule: &Schedule) -> Self {
+    /// The topology of `prefix`, with a TTL queue for each of `waits`
+    /// (duplicates are one queue).
+    pub fn new(prefix: &str, queue_type: QueueType, waits: &[Duration]) -> Self {
         let name = |suffix: &str| format!("{prefix}.{suffix}");
+        let mut waits = waits.to_vec();
+        waits.sort_unstable();
+        waits.dedup();
         Self {
             queue_type,
             orders_exchange: name("orders"),
@@ -103,8 +108,7 @@ impl Topology {
                     (inbox, queue)
                 })
                 .collect(),
-            wait_queues: schedule
-                .distinct_waits()
+            wait_queues: waits
                 .into_iter()
                 .map(|ttl| WaitQueue {
                     name: name(&format!("wait.{}", format_duration(ttl))),
@@ -114,12 +118,22 @@ impl Topology {
         }
     }
 
+    /// The topology of the settings: a TTL queue for each wait of the
+    /// schedule, and one for the wait between questions to the gateway.
     pub fn from_settings(settings: &Settings) -> Self {
         Self::new(
             &settings.topology.prefix,
             settings.topology.queue_type,
-            &settings.checks.schedule,
+            &Self::waits(&settings.checks.schedule, settings),
         )
+    }
+
+    fn waits(schedule: &Schedule, settings: &Settings) -> Vec<Duration> {
+        let mut waits = schedule.distinct_waits();
+        if settings.gateway.url.is_some() {
+            waits.push(settings.gateway.retry);
+        }
+        waits
     }
 
     /// The queue `inbox` is consumed from.
@@ -311,11 +325,8 @@ mod tests {
     use super::*;
 
     fn topology(queue_type: QueueType) -> Topology {
-        Topology::new(
-            "paywait",
-            queue_type,
-            &Schedule::parse(&["1m", "4m", "10m", "15m", "4m"]).unwrap(),
-        )
+        let schedule = Schedule::parse(&["1m", "4m", "10m", "15m", "4m"]).unwrap();
+        Topology::new("paywait", queue_type, &schedule.distinct_waits())
     }
 
     #[test]
@@ -346,6 +357,7 @@ mod tests {
             [
                 "paywait.intake.placed",
                 "paywait.intake.payments",
+                "paywait.intake.cancellations",
                 "paywait.checks"
             ]
         );
@@ -369,6 +381,10 @@ mod tests {
             [("paywait.orders".to_owned(), "payment.succeeded".to_owned())]
         );
         assert_eq!(
+            bound("paywait.intake.cancellations"),
+            [("paywait.orders".to_owned(), "order.cancelled".to_owned())]
+        );
+        assert_eq!(
             bound("paywait.checks"),
             [("paywait.expired".to_owned(), String::new())]
         );
@@ -376,6 +392,48 @@ mod tests {
             bound("paywait.unrouted"),
             [("paywait.unrouted".to_owned(), String::new())]
         );
+    }
+
+    #[test]
+    fn the_gateways_retry_wait_has_a_queue_of_its_own_when_a_gateway_is_set() {
+        let mut settings = Settings::default();
+        let names = |settings: &Settings| -> Vec<String> {
+            Topology::from_settings(settings)
+                .wait_queues()
+                .iter()
+                .map(|queue| queue.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(&settings),
+            [
+                "paywait.wait.1m",
+                "paywait.wait.4m",
+                "paywait.wait.10m",
+                "paywait.wait.15m"
+            ]
+        );
+        settings.gateway.url = Some(
+            serde_json::from_value::<crate::configuration::GatewaySettings>(
+                serde_json::json!({"url": "http://gateway.test/ask"}),
+            )
+            .unwrap()
+            .url
+            .unwrap(),
+        );
+        assert_eq!(
+            names(&settings),
+            [
+                "paywait.wait.30s",
+                "paywait.wait.1m",
+                "paywait.wait.4m",
+                "paywait.wait.10m",
+                "paywait.wait.15m"
+            ]
+        );
+        // A retry equal to a wait of the schedule shares its queue.
+        settings.gateway.retry = Duration::from_secs(60);
+        assert_eq!(names(&settings).len(), 4);
     }
 
     #[test]

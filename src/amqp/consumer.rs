@@ -154,6 +154,11 @@ impl<H: Handler> Consumer<H> {
         let mut inbound = Inbound {
             inbox: self.inbox,
             attempt: attempt_header(delivery.properties.headers().as_ref()),
+            user_id: delivery
+                .properties
+                .user_id()
+                .as_ref()
+                .map(|user| user.as_str().to_owned()),
             seen_before: delivery.redelivered,
             body: std::mem::take(&mut delivery.data),
         };

@@ -99,18 +99,24 @@ impl Publisher {
         })
     }
 
-    /// Publishes an inbound message as the order or payment service would.
+    /// Publishes an inbound message as the order or payment service would,
+    /// as the RabbitMQ user `user_id` when given (the broker refuses a
+    /// `user_id` that is not the connection's).
     pub async fn publish_inbound(
         &self,
         topology: &Topology,
         inbox: Inbox,
         what: &str,
         body: &[u8],
+        user_id: Option<&str>,
     ) -> Result<()> {
         let routing_key = inbox
             .routing_key()
             .expect("only inboxes fed by the inbound exchange are published to");
-        let properties = json_properties().with_type(routing_key.into());
+        let mut properties = json_properties().with_type(routing_key.into());
+        if let Some(user) = user_id {
+            properties = properties.with_user_id(user.into());
+        }
         self.publish(Outgoing {
             what,
             exchange: topology.orders_exchange(),

@@ -1,15 +1,16 @@
 //! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
 
 mod batch;
+mod rows;
 mod schema;
 mod statements;
 
+pub use rows::Waiting;
+
 use chrono::{DateTime, Utc};
 use diesel::{
-    ExpressionMethods, QueryDsl, SelectableHelper,
-    pg::Pg,
-    prelude::{Insertable, Queryable, QueryableByName, Selectable},
-    sql_types::{BigInt, Int4, Text, Timestamptz},
+    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+    sql_types::{BigInt, Text, Timestamptz},
 };
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
@@ -23,14 +24,15 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::{
     configuration::{DatabaseSettings, SecretUrl},
     domain::{
-        NewOrder, Order, OrderId, OrderStatus, PaymentEffect, PaymentSucceeded, Placement,
-        RecordedPayment, Sweep,
+        CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus, PaymentOutcome,
+        PaymentSucceeded, Placement, RecordedPayment, Sweep,
     },
     error::{Error, Result},
 };
 use batch::Batcher;
-use schema::{orders, payments};
-use statements::{Announced, CheckMade, Closing};
+use rows::PaymentRow;
+use schema::{cancellations, payments};
+use statements::{Announced, CheckMade, Claimed, Closing, Settling};
 
 /// The most requests one batched statement serves.
 const MAX_BATCH: usize = 256;
@@ -60,8 +62,11 @@ pub struct Database {
 #[derive(Clone)]
 struct Batches {
     place: Batcher<NewOrder, Placement>,
-    pay: Batcher<Payment, PaymentRecord>,
+    waiting: Batcher<OrderId, Waiting>,
+    record_payment: Batcher<PaymentRow, (bool, RecordedPayment)>,
+    decide_payment: Batcher<(String, PaymentOutcome), RecordedPayment>,
     find: Batcher<OrderId, Option<Order>>,
+    settle: Batcher<Settling, Option<Order>>,
     close: Batcher<Closing, Option<Order>>,
     record_check: Batcher<CheckMade, ()>,
     mark_announced: Batcher<Announced, ()>,
@@ -146,97 +151,6 @@ where
     })
 }
 
-/// A recorded payment message and what it did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
-    /// False when this payment id had been recorded before.
-    pub first_time: bool,
-    pub effect: PaymentEffect,
-}
-
-/// A row of `payments`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = payments, check_for_backend(Pg))]
-struct Payment {
-    payment_id: String,
-    order_id: String,
-    amount_cents: Option<i64>,
-    paid_at: Option<DateTime<Utc>>,
-    received_at: DateTime<Utc>,
-    after_close: bool,
-    event_published_at: Option<DateTime<Utc>>,
-}
-
-impl From<Payment> for RecordedPayment {
-    fn from(row: Payment) -> Self {
-        Self {
-            payment_id: row.payment_id,
-            order_id: row.order_id,
-            amount_cents: row.amount_cents,
-            paid_at: row.paid_at,
-            received_at: row.received_at,
-            after_close: row.after_close,
-            event_published_at: row.event_published_at,
-        }
-    }
-}
-
-#[derive(QueryableByName)]
-struct Claimed {
-    #[diesel(sql_type = Text)]
-    order_id: String,
-    #[diesel(sql_type = Int4)]
-    attempts: i32,
-}
-
-#[derive(Debug, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = orders, check_for_backend(Pg))]
-struct OrderRow {
-    order_id: String,
-    status: String,
-    amount_cents: Option<i64>,
-    currency: Option<String>,
-    placed_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    paid_at: Option<DateTime<Utc>>,
-    closed_at: Option<DateTime<Utc>>,
-    attempts: i32,
-    payment_id: Option<String>,
-    event_published_at: Option<DateTime<Utc>>,
-    next_check_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<OrderRow> for Order {
-    type Error = Error;
-
-    fn try_from(row: OrderRow) -> Result<Self> {
-        Ok(Order {
-            status: OrderStatus::parse(&row.status).ok_or_else(|| {
-                Error::CorruptRow(format!(
-                    "order {} has status {:?}",
-                    row.order_id, row.status
-                ))
-            })?,
-            order_id: OrderId::parse(row.order_id.as_str())
-                .map_err(|error| Error::CorruptRow(error.to_string()))?,
-            amount_cents: row.amount_cents,
-            currency: row.currency,
-            placed_at: row.placed_at,
-            expires_at: row.expires_at,
-            paid_at: row.paid_at,
-            closed_at: row.closed_at,
-            attempts: row.attempts.max(0) as u32,
-            payment_id: row.payment_id,
-            event_published_at: row.event_published_at,
-            next_check_at: row.next_check_at,
-        })
-    }
-}
-
-fn to_order(row: Option<OrderRow>) -> Result<Option<Order>> {
-    row.map(Order::try_from).transpose()
-}
-
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
@@ -250,8 +164,11 @@ impl Database {
         let address = settings.url.address();
         let batches = Batches {
             place: batcher(&pool, &address, statements::place),
-            pay: batcher(&pool, &address, statements::record_payments),
+            waiting: batcher(&pool, &address, statements::waiting),
+            record_payment: batcher(&pool, &address, statements::record_payments),
+            decide_payment: batcher(&pool, &address, statements::decide_payments),
             find: batcher(&pool, &address, statements::find),
+            settle: batcher(&pool, &address, statements::settle),
             close: batcher(&pool, &address, statements::close),
             record_check: batcher(&relaxed, &address, statements::record_checks),
             mark_announced: batcher(&pool, &address, statements::mark_announced),
@@ -276,61 +193,107 @@ impl Database {
         Ok(())
     }
 
-    /// Stores a placed order, unless it is known already. An order whose
-    /// payment came first is stored as paid.
+    /// Stores a placed order, unless it is known already.
     ///
-    /// No lock: the order is written first, then its recorded payments are
-    /// looked for, each statement committing on its own; a payment is written
-    /// first, then its order is looked for ([`Database::record_payment`]).
-    /// Whichever side commits its write second finds the other's, so a
-    /// payment that races its order is never left unapplied. The order of the
-    /// two statements is what makes this work: they are never reordered or
-    /// merged into one (one statement sees one snapshot).
+    /// No lock holds an order and the payments or cancellation that race
+    /// it: the order is written first, then what waited for it is looked for
+    /// ([`Database::waiting_for`]); a payment or a cancellation is written
+    /// first, then its order is looked for. Each statement commits on its
+    /// own, so whichever side commits its write second finds the other's.
     pub async fn place(&self, new: NewOrder) -> Result<Placement> {
         self.batches.place.run(new).await
     }
 
-    /// Records a payment and applies it to its order: the payment is written
-    /// first, then its order is paid if it is pending.
+    /// The payments not decided yet and the cancellation recorded for an
+    /// order, in the order they came.
+    pub async fn waiting_for(&self, order_id: &OrderId) -> Result<Waiting> {
+        self.batches.waiting.run(order_id.clone()).await
+    }
+
+    /// Records a payment received at `received_at`, unless its id was
+    /// recorded before; returns it as recorded, and whether this was the
+    /// first time.
     pub async fn record_payment(
         &self,
         payment: &PaymentSucceeded,
         received_at: DateTime<Utc>,
-    ) -> Result<PaymentRecord> {
-        let payment = Payment {
+    ) -> Result<(bool, RecordedPayment)> {
+        let row = PaymentRow {
             payment_id: payment.payment_id.as_str().to_owned(),
             order_id: payment.order_id.as_str().to_owned(),
             amount_cents: payment.amount_cents,
+            currency: payment.currency.as_ref().map(|c| c.as_str().to_owned()),
             paid_at: payment.paid_at,
             received_at,
-            after_close: false,
+            outcome: None,
             event_published_at: None,
         };
-        self.batches.pay.run(payment).await
+        self.batches.record_payment.run(row).await
+    }
+
+    /// Keeps `outcome` as what a payment did, unless something was decided
+    /// about it before; returns the payment as it stands.
+    pub async fn decide_payment(
+        &self,
+        payment_id: &str,
+        outcome: PaymentOutcome,
+    ) -> Result<RecordedPayment> {
+        self.batches
+            .decide_payment
+            .run((payment_id.to_owned(), outcome))
+            .await
     }
 
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
         self.batches.find.run(order_id.clone()).await
     }
 
-    pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
+    /// The payment recorded under `payment_id`, if any.
+    pub async fn payment(&self, payment_id: &str) -> Result<Option<RecordedPayment>> {
         let mut conn = self.conn().await?;
-        let rows: Vec<Payment> = payments::table
-            .filter(payments::order_id.eq(order_id.as_str()))
-            .order(payments::received_at.asc())
-            .select(Payment::as_select())
-            .load(&mut conn)
-            .await?;
-        Ok(rows.into_iter().map(RecordedPayment::from).collect())
+        let row: Option<PaymentRow> = payments::table
+            .find(payment_id)
+            .select(PaymentRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        row.map(RecordedPayment::try_from).transpose()
     }
 
-    /// Closes a pending order as check number `attempt`; `None` when the order
-    /// was no longer pending (a payment committed first).
+    /// Every payment recorded for an order, oldest first.
+    pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<PaymentRow> = payments::table
+            .filter(payments::order_id.eq(order_id.as_str()))
+            .order((payments::received_at.asc(), payments::payment_id.asc()))
+            .select(PaymentRow::as_select())
+            .load(&mut conn)
+            .await?;
+        rows.into_iter().map(RecordedPayment::try_from).collect()
+    }
+
+    /// Pays a pending order with a recorded, undecided payment, and records
+    /// that the payment settled it; `None` when the order was no longer
+    /// pending or the payment was decided otherwise meanwhile.
+    pub async fn settle(&self, order_id: &OrderId, payment_id: &str) -> Result<Option<Order>> {
+        self.batches
+            .settle
+            .run(Settling {
+                order_id: order_id.clone(),
+                payment_id: payment_id.to_owned(),
+            })
+            .await
+    }
+
+    /// Closes a pending order, as check number `attempt` (0 when no check
+    /// closes it), for `reason`; `None` when the order was no longer pending
+    /// (a payment or another close committed first).
     pub async fn close(
         &self,
         order_id: &OrderId,
         attempt: u32,
         now: DateTime<Utc>,
+        reason: CloseReason,
     ) -> Result<Option<Order>> {
         self.batches
             .close
@@ -338,17 +301,39 @@ impl Database {
                 order_id: order_id.clone(),
                 attempt,
                 at: now,
+                reason,
             })
             .await
     }
 
-    /// Records that check number `attempt` of a pending order was made and
-    /// the next one is due at `next_check_at`.
+    /// Keeps a cancellation of an order not known yet, for when it arrives.
+    pub async fn record_cancellation(
+        &self,
+        cancelled: &OrderCancelled,
+        received_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(cancellations::table)
+            .values((
+                cancellations::order_id.eq(cancelled.order_id.as_str()),
+                cancellations::reason.eq(cancelled.reason.as_deref()),
+                cancellations::received_at.eq(received_at),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that check number `attempt` of a pending order was made (and
+    /// whether it asked the payment gateway), and that the next one is due
+    /// at `next_check_at`.
     pub async fn record_check(
         &self,
         order_id: &OrderId,
         attempt: u32,
         next_check_at: DateTime<Utc>,
+        asked_gateway: bool,
     ) -> Result<()> {
         self.batches
             .record_check
@@ -356,6 +341,7 @@ impl Database {
                 order_id: order_id.clone(),
                 attempt,
                 next_check_at,
+                asked_gateway,
             })
             .await
     }
@@ -408,7 +394,7 @@ impl Database {
             .collect()
     }
 
-    /// Records that `order.paid_after_close` for a payment was confirmed.
+    /// Records that the event of one payment was confirmed.
     pub async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
         let mut conn = self.conn().await?;
         diesel::update(payments::table.find(payment_id))

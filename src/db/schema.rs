@@ -10,7 +10,9 @@ diesel::table! {
         expires_at -> Timestamptz,
         paid_at -> Nullable<Timestamptz>,
         closed_at -> Nullable<Timestamptz>,
+        close_reason -> Nullable<Text>,
         attempts -> Int4,
+        gateway_asks -> Int4,
         payment_id -> Nullable<Text>,
         event_published_at -> Nullable<Timestamptz>,
         next_check_at -> Nullable<Timestamptz>,
@@ -23,9 +25,18 @@ diesel::table! {
         payment_id -> Text,
         order_id -> Text,
         amount_cents -> Nullable<Int8>,
+        currency -> Nullable<Text>,
         paid_at -> Nullable<Timestamptz>,
         received_at -> Timestamptz,
-        after_close -> Bool,
+        outcome -> Nullable<Text>,
         event_published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    cancellations (order_id) {
+        order_id -> Text,
+        reason -> Nullable<Text>,
+        received_at -> Timestamptz,
     }
 }

@@ -1,31 +1,37 @@
 //! The batched statements behind [`super::Database`]: one statement (and one
-//! commit) for a whole batch of orders.
+//! commit) for a whole batch of requests.
 //!
 //! Statements that move pending orders lock their rows in `order_id` order
-//! first, so two batches touching the same orders never deadlock.
+//! first, so two batches touching the same orders never deadlock; those
+//! that decide payments lock them in `payment_id` order.
 
-use std::sync::LazyLock;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
-    prelude::Insertable,
-    sql_types::{Array, Int4, Text, Timestamptz},
+    ExpressionMethods, QueryDsl, SelectableHelper,
+    prelude::{Insertable, QueryableByName},
+    sql_types::{Array, Bool, Int4, Text, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-/// A pooled connection, held for one batch.
-pub(super) type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
-
 use super::{
-    OrderRow, Payment, PaymentRecord,
+    rows::{OrderRow, PaymentRow, Waiting, WaitingRow},
     schema::{orders, payments},
-    to_order,
 };
 use crate::{
-    domain::{NewOrder, Order, OrderId, OrderStatus, PaymentEffect, Placement},
+    domain::{
+        CloseReason, NewOrder, Order, OrderId, OrderStatus, PaymentOutcome, Placement,
+        RecordedPayment,
+    },
     error::{Error, Result},
 };
+
+/// A pooled connection, held for one batch.
+pub(super) type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 #[derive(Insertable)]
 #[diesel(table_name = orders)]
@@ -53,6 +59,8 @@ struct LockedUpdate {
     condition: Option<&'static str>,
     /// Whether the updated rows are returned.
     returning: bool,
+    /// A statement run on the updated rows (`moved`) in the same commit.
+    then: Option<&'static str>,
 }
 
 impl LockedUpdate {
@@ -65,91 +73,87 @@ impl LockedUpdate {
         let condition = self
             .condition
             .map_or(String::new(), |condition| format!(" AND {condition}"));
-        let returning = if self.returning {
-            " RETURNING orders.*"
-        } else {
-            ""
-        };
-        format!(
+        let update = format!(
+            "UPDATE orders SET {set} FROM src \
+             WHERE orders.order_id = src.order_id \
+               AND orders.order_id IN (SELECT order_id FROM locked){pending}{condition}",
+            set = self.set,
+        );
+        let prelude = format!(
             "WITH src AS ({source}), \
                   locked AS (SELECT order_id FROM orders \
                              WHERE order_id IN (SELECT order_id FROM src){pending} \
-                             ORDER BY order_id FOR UPDATE) \
-             UPDATE orders SET {set} FROM src \
-             WHERE orders.order_id = src.order_id \
-               AND orders.order_id IN (SELECT order_id FROM locked){pending}{condition}{returning}",
+                             ORDER BY order_id FOR UPDATE)",
             source = self.source,
-            set = self.set,
-        )
+        );
+        match (self.then, self.returning) {
+            (Some(then), _) => format!(
+                "{prelude}, moved AS ({update} RETURNING orders.*), followed AS ({then}) \
+                 SELECT * FROM moved"
+            ),
+            (None, true) => format!("{prelude} {update} RETURNING orders.*"),
+            (None, false) => format!("{prelude} {update}"),
+        }
     }
 }
 
-/// What paying an order with a payment (`src`) writes.
-const PAY: &str = "status = 'paid', paid_at = COALESCE(src.paid_at, src.received_at), \
-    payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL";
-
-/// Pays pending orders with their earliest recorded payment, if they have
-/// one. `$1`: the order ids. Only orders with a payment are locked, so in
-/// the usual case (no payment yet) the statement writes nothing and its
-/// commit waits for no flush.
-static PAY_WITH_RECORDED_PAYMENTS: LazyLock<String> = LazyLock::new(|| {
+/// Pays pending orders with the given payments, if those are still
+/// undecided, and records that they settled their orders. `$1`: order ids,
+/// `$2`: the payment for each.
+static SETTLE: LazyLock<String> = LazyLock::new(|| {
     LockedUpdate {
-        source: "SELECT DISTINCT ON (order_id) order_id, payment_id, paid_at, received_at \
-                 FROM payments WHERE order_id = ANY($1) \
-                 ORDER BY order_id, received_at, payment_id",
+        source: "SELECT DISTINCT ON (v.order_id) v.order_id, p.payment_id, p.paid_at, p.received_at \
+                 FROM unnest($1::text[], $2::text[]) AS v(order_id, payment_id) \
+                 JOIN payments p ON p.payment_id = v.payment_id AND p.order_id = v.order_id \
+                 WHERE p.outcome IS NULL \
+                 ORDER BY v.order_id, p.received_at, p.payment_id",
         pending_only: true,
-        set: PAY,
+        set: "status = 'paid', paid_at = COALESCE(src.paid_at, src.received_at), \
+              payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL",
         condition: None,
         returning: true,
+        then: Some(
+            "UPDATE payments SET outcome = 'settled' FROM moved \
+             WHERE payments.payment_id = moved.payment_id",
+        ),
     }
     .sql()
 });
 
-/// Pays pending orders with the given payments. `$1`: payment ids, `$2`:
-/// the order each was sent for; a payment recorded for another order pays
-/// nothing.
-static PAY_WITH_PAYMENTS: LazyLock<String> = LazyLock::new(|| {
-    LockedUpdate {
-        source: "SELECT DISTINCT ON (p.order_id) p.order_id, p.payment_id, p.paid_at, p.received_at \
-                 FROM payments p JOIN unnest($1::text[], $2::text[]) AS v(payment_id, order_id) \
-                   ON p.payment_id = v.payment_id AND p.order_id = v.order_id \
-                 ORDER BY p.order_id, p.received_at, p.payment_id",
-        pending_only: true,
-        set: PAY,
-        condition: None,
-        returning: true,
-    }
-    .sql()
-});
-
-/// Closes pending orders. `$1`: order ids, `$2`: the check closing each,
-/// `$3`: when.
+/// Closes pending orders. `$1`: order ids, `$2`: the check closing each (0
+/// for none), `$3`: when, `$4`: why.
 static CLOSE: LazyLock<String> = LazyLock::new(|| {
     LockedUpdate {
         source: "SELECT DISTINCT ON (order_id) * \
-                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, closed_at) \
+                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[]) \
+                   AS v(order_id, attempt, closed_at, reason) \
                  ORDER BY order_id",
         pending_only: true,
-        set: "status = 'closed', closed_at = src.closed_at, \
+        set: "status = 'closed', closed_at = src.closed_at, close_reason = src.reason, \
               attempts = GREATEST(orders.attempts, src.attempt), \
               next_check_at = NULL, event_published_at = NULL",
         condition: None,
         returning: true,
+        then: None,
     }
     .sql()
 });
 
 /// Records checks made on pending orders. `$1`: order ids, `$2`: the check
-/// made, `$3`: when the next one is due.
+/// made, `$3`: when the next one is due, `$4`: whether the check asked the
+/// payment gateway.
 static RECORD_CHECKS: LazyLock<String> = LazyLock::new(|| {
     LockedUpdate {
         source: "SELECT DISTINCT ON (order_id) * \
-                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS v(order_id, attempt, next_check_at) \
+                 FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::bool[]) \
+                   AS v(order_id, attempt, next_check_at, asked) \
                  ORDER BY order_id, attempt DESC",
         pending_only: true,
-        set: "attempts = src.attempt, next_check_at = src.next_check_at",
+        set: "attempts = src.attempt, next_check_at = src.next_check_at, \
+              gateway_asks = orders.gateway_asks + src.asked::int",
         condition: Some("orders.attempts < src.attempt"),
         returning: false,
+        then: None,
     }
     .sql()
 });
@@ -165,29 +169,54 @@ static MARK_ANNOUNCED: LazyLock<String> = LazyLock::new(|| {
         set: "event_published_at = now(), attempts = GREATEST(orders.attempts, src.attempts)",
         condition: Some("orders.status = src.status"),
         returning: false,
+        then: None,
     }
     .sql()
 });
 
-fn ids(orders: impl Iterator<Item = impl AsRef<str>>) -> Vec<String> {
-    orders.map(|id| id.as_ref().to_owned()).collect()
+/// Keeps the first decision about each payment. `$1`: payment ids, `$2`:
+/// the outcome decided now. Returns every payment as it stands after.
+const DECIDE_PAYMENTS: &str = "\
+    WITH v AS (SELECT DISTINCT ON (payment_id) * \
+               FROM unnest($1::text[], $2::text[]) AS v(payment_id, outcome) ORDER BY payment_id), \
+         locked AS (SELECT payment_id FROM payments \
+                    WHERE payment_id IN (SELECT payment_id FROM v) AND outcome IS NULL \
+                    ORDER BY payment_id FOR UPDATE), \
+         decided AS (UPDATE payments SET outcome = v.outcome FROM v \
+                     WHERE payments.payment_id = v.payment_id \
+                       AND payments.payment_id IN (SELECT payment_id FROM locked) \
+                       AND payments.outcome IS NULL \
+                     RETURNING payments.payment_id, payments.outcome) \
+    SELECT p.payment_id, p.order_id, p.amount_cents, p.currency, p.paid_at, p.received_at, \
+           COALESCE(d.outcome, p.outcome) AS outcome, p.event_published_at \
+    FROM payments p LEFT JOIN decided d ON d.payment_id = p.payment_id \
+    WHERE p.payment_id IN (SELECT payment_id FROM v)";
+
+/// What waited for orders: undecided payments and cancellations. `$1`: the
+/// order ids.
+const WAITING: &str = "\
+    SELECT order_id, payment_id, amount_cents, currency, paid_at, received_at, NULL::text AS reason \
+    FROM payments WHERE order_id = ANY($1) AND outcome IS NULL \
+    UNION ALL \
+    SELECT order_id, NULL, NULL, NULL, NULL, received_at, reason \
+    FROM cancellations WHERE order_id = ANY($1) \
+    ORDER BY received_at";
+
+fn ids(items: impl Iterator<Item = impl AsRef<str>>) -> Vec<String> {
+    items.map(|id| id.as_ref().to_owned()).collect()
 }
 
-/// Hands each row to the first item with its order id; later duplicates in
-/// the batch get `None`, as if another daemon had been first.
-fn first_claim<T>(
-    rows: Vec<OrderRow>,
-    keys: impl Iterator<Item = String>,
-    mut claim: impl FnMut(Option<Order>) -> T,
-) -> Result<Vec<T>> {
-    let mut by_id: std::collections::HashMap<String, Order> = by_order_id(rows)?;
-    Ok(keys.map(|key| claim(by_id.remove(&key))).collect())
+/// Rows as orders, by order id.
+fn by_order_id(rows: Vec<OrderRow>) -> Result<HashMap<String, Order>> {
+    rows.into_iter()
+        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
+        .collect()
 }
 
-pub(super) async fn find_orders(
+async fn find_orders(
     conn: &mut AsyncPgConnection,
     order_ids: &[String],
-) -> Result<std::collections::HashMap<String, Order>> {
+) -> Result<HashMap<String, Order>> {
     let rows: Vec<OrderRow> = orders::table
         .filter(orders::order_id.eq_any(order_ids))
         .select(OrderRow::as_select())
@@ -196,16 +225,17 @@ pub(super) async fn find_orders(
     by_order_id(rows)
 }
 
-/// Rows as orders, by order id.
-fn by_order_id(rows: Vec<OrderRow>) -> Result<std::collections::HashMap<String, Order>> {
-    rows.into_iter()
-        .map(|row| Ok((row.order_id.clone(), Order::try_from(row)?)))
-        .collect()
+/// Hands each returned row to the first item with its order id; later
+/// duplicates in the batch get `None`, as if another daemon had been first.
+fn first_claim(
+    rows: Vec<OrderRow>,
+    keys: impl Iterator<Item = String>,
+) -> Result<Vec<Option<Order>>> {
+    let mut by_id = by_order_id(rows)?;
+    Ok(keys.map(|key| by_id.remove(&key)).collect())
 }
 
-/// Stores placed orders: the orders first, then their recorded payments are
-/// looked for, each statement committing on its own (see
-/// [`super::Database::place`]).
+/// Stores placed orders, unless they are known already.
 pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Placement>> {
     let conn: &mut AsyncPgConnection = &mut conn;
     let rows: Vec<OrderInsert<'_>> = batch
@@ -227,122 +257,127 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
         .get_results(conn)
         .await?;
     let all_ids = ids(batch.iter().map(|new| &new.order_id));
-    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_RECORDED_PAYMENTS.as_str())
-        .bind::<Array<Text>, _>(&all_ids)
-        .get_results(conn)
-        .await?;
-
-    let created: std::collections::HashSet<String> =
-        inserted.iter().map(|row| row.order_id.clone()).collect();
-    let paid: std::collections::HashMap<String, Order> = by_order_id(paid)?;
-    let inserted: std::collections::HashMap<String, Order> = by_order_id(inserted)?;
-    let unknown: Vec<String> = all_ids
+    let inserted = by_order_id(inserted)?;
+    let known_ids: Vec<String> = all_ids
         .iter()
-        .filter(|id| !created.contains(*id) && !paid.contains_key(*id))
+        .filter(|id| !inserted.contains_key(*id))
         .cloned()
         .collect();
-    let known = if unknown.is_empty() {
-        Default::default()
+    let known = if known_ids.is_empty() {
+        HashMap::new()
     } else {
-        find_orders(conn, &unknown).await?
+        find_orders(conn, &known_ids).await?
     };
-
-    let mut placements = Vec::with_capacity(all_ids.len());
-    let mut seen = std::collections::HashSet::new();
-    for id in all_ids {
-        let current = paid
-            .get(&id)
-            .or_else(|| inserted.get(&id))
-            .or_else(|| known.get(&id))
-            .cloned()
-            .ok_or_else(|| Error::CorruptRow(format!("order {id} vanished")))?;
-        // Only the first item of an order id in the batch created it.
-        let first = seen.insert(id.clone());
-        placements.push(Placement::of(
-            current,
-            first && created.contains(&id),
-            paid.contains_key(&id),
-        ));
-    }
-    Ok(placements)
+    let mut created = HashSet::new();
+    all_ids
+        .into_iter()
+        .map(|id| {
+            // Only the first item of an order id in the batch created it.
+            let first = created.insert(id.clone());
+            match (inserted.get(&id), known.get(&id)) {
+                (Some(order), _) => Ok(Placement::of(order.clone(), first)),
+                (None, Some(order)) => Ok(Placement::of(order.clone(), false)),
+                (None, None) => Err(Error::CorruptRow(format!("order {id} vanished"))),
+            }
+        })
+        .collect()
 }
 
-/// Records payments, then pays their pending orders (see
-/// [`super::Database::place`] for why in this order).
+/// What waited for each order.
+pub(super) async fn waiting(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Waiting>> {
+    let conn: &mut AsyncPgConnection = &mut conn;
+    let all_ids = ids(batch.iter());
+    let rows: Vec<WaitingRow> = diesel::sql_query(WAITING)
+        .bind::<Array<Text>, _>(&all_ids)
+        .load(conn)
+        .await?;
+    let mut by_id: HashMap<String, Waiting> = HashMap::new();
+    for row in rows {
+        by_id.entry(row.order_id.clone()).or_default().add(row);
+    }
+    Ok(all_ids
+        .iter()
+        .map(|id| by_id.get(id).cloned().unwrap_or_default())
+        .collect())
+}
+
+/// Records payments (a payment id seen before is kept as it was); returns
+/// each as recorded, and whether this write recorded it.
 pub(super) async fn record_payments(
     mut conn: Conn,
-    batch: Vec<Payment>,
-) -> Result<Vec<PaymentRecord>> {
+    batch: Vec<PaymentRow>,
+) -> Result<Vec<(bool, RecordedPayment)>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let inserted: Vec<Payment> = diesel::insert_into(payments::table)
+    let inserted: Vec<PaymentRow> = diesel::insert_into(payments::table)
         .values(&batch)
         .on_conflict_do_nothing()
-        .returning(Payment::as_returning())
+        .returning(PaymentRow::as_returning())
         .get_results(conn)
         .await?;
-    let payment_ids = ids(batch.iter().map(|payment| &payment.payment_id));
-    let order_ids = ids(batch.iter().map(|payment| &payment.order_id));
-    let paid: Vec<OrderRow> = diesel::sql_query(PAY_WITH_PAYMENTS.as_str())
-        .bind::<Array<Text>, _>(&payment_ids)
-        .bind::<Array<Text>, _>(&order_ids)
-        .get_results(conn)
-        .await?;
-
-    let mut first_time: std::collections::HashMap<String, Payment> = inserted
+    let mut first_time: HashMap<String, PaymentRow> = inserted
         .into_iter()
-        .map(|payment| (payment.payment_id.clone(), payment))
+        .map(|row| (row.payment_id.clone(), row))
         .collect();
-    let mut paid: std::collections::HashMap<String, Order> = by_order_id(paid)?;
-    let mut records = Vec::with_capacity(batch.len());
-    for item in batch {
-        let inserted = first_time.remove(&item.payment_id);
-        let first_time = inserted.is_some();
-        let paid_now = match paid.get(&item.order_id) {
-            Some(order) if order.payment_id.as_deref() == Some(item.payment_id.as_str()) => {
-                paid.remove(&item.order_id)
-            }
-            _ => None,
-        };
-        let (recorded, order) = if paid_now.is_some() {
-            // It paid the order, so it is recorded for that order.
-            (inserted.unwrap_or_else(|| item.clone()), None)
-        } else {
-            let recorded = match inserted {
-                Some(recorded) => recorded,
-                None => {
-                    payments::table
-                        .find(&item.payment_id)
-                        .select(Payment::as_select())
-                        .first(conn)
-                        .await?
-                }
+    let seen_ids: Vec<&str> = batch
+        .iter()
+        .map(|row| row.payment_id.as_str())
+        .filter(|id| !first_time.contains_key(*id))
+        .collect();
+    let seen: HashMap<String, PaymentRow> = if seen_ids.is_empty() {
+        HashMap::new()
+    } else {
+        payments::table
+            .filter(payments::payment_id.eq_any(&seen_ids))
+            .select(PaymentRow::as_select())
+            .load::<PaymentRow>(conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.payment_id.clone(), row))
+            .collect()
+    };
+    batch
+        .into_iter()
+        .map(|item| {
+            let (first, row) = match first_time.remove(&item.payment_id) {
+                Some(row) => (true, row),
+                None => (false, seen.get(&item.payment_id).cloned().unwrap_or(item)),
             };
-            let order = if recorded.order_id == item.order_id {
-                let row: Option<OrderRow> = orders::table
-                    .find(&item.order_id)
-                    .select(OrderRow::as_select())
-                    .first(conn)
-                    .await
-                    .optional()?;
-                to_order(row)?
-            } else {
-                None
-            };
-            (recorded, order)
-        };
-        let was_after_close = recorded.after_close;
-        let effect = PaymentEffect::of(&item.order_id, recorded.into(), paid_now, order);
-        if let PaymentEffect::AfterClose { payment, .. } = &effect
-            && !was_after_close
-        {
-            diesel::update(payments::table.find(&payment.payment_id))
-                .set(payments::after_close.eq(true))
-                .execute(conn)
-                .await?;
-        }
-        records.push(PaymentRecord { first_time, effect });
-    }
-    Ok(records)
+            Ok((first, RecordedPayment::try_from(row)?))
+        })
+        .collect()
+}
+
+/// Keeps the first decision about each payment; returns each payment as it
+/// stands after.
+pub(super) async fn decide_payments(
+    mut conn: Conn,
+    batch: Vec<(String, PaymentOutcome)>,
+) -> Result<Vec<RecordedPayment>> {
+    let conn: &mut AsyncPgConnection = &mut conn;
+    let rows: Vec<PaymentRow> = diesel::sql_query(DECIDE_PAYMENTS)
+        .bind::<Array<Text>, _>(ids(batch.iter().map(|(id, _)| id)))
+        .bind::<Array<Text>, _>(
+            batch
+                .iter()
+                .map(|(_, outcome)| outcome.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .load(conn)
+        .await?;
+    let by_id: HashMap<String, PaymentRow> = rows
+        .into_iter()
+        .map(|row| (row.payment_id.clone(), row))
+        .collect();
+    batch
+        .iter()
+        .map(|(id, _)| {
+            let row = by_id
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::CorruptRow(format!("payment {id} vanished")))?;
+            RecordedPayment::try_from(row)
+        })
+        .collect()
 }
 
 pub(super) async fn find(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Option<Order>>> {
@@ -352,12 +387,44 @@ pub(super) async fn find(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Opti
     Ok(all_ids.iter().map(|id| found.get(id).cloned()).collect())
 }
 
-/// An order to close, as check number `attempt`, at `at`.
+/// A pending order to pay with a recorded payment.
+#[derive(Debug, Clone)]
+pub struct Settling {
+    pub order_id: OrderId,
+    pub payment_id: String,
+}
+
+pub(super) async fn settle(mut conn: Conn, batch: Vec<Settling>) -> Result<Vec<Option<Order>>> {
+    let conn: &mut AsyncPgConnection = &mut conn;
+    let paid: Vec<OrderRow> = diesel::sql_query(SETTLE.as_str())
+        .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.order_id)))
+        .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.payment_id)))
+        .get_results(conn)
+        .await?;
+    // Only the item whose payment paid the order gets it.
+    let mut rows: HashMap<String, Order> = by_order_id(paid)?;
+    Ok(batch
+        .iter()
+        .map(|s| {
+            let paid_by_it = rows
+                .get(s.order_id.as_str())
+                .is_some_and(|order| order.payment_id.as_deref() == Some(s.payment_id.as_str()));
+            if paid_by_it {
+                rows.remove(s.order_id.as_str())
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
+/// An order to close, as check number `attempt` (0 for none), at `at`.
 #[derive(Debug, Clone)]
 pub struct Closing {
     pub order_id: OrderId,
     pub attempt: u32,
     pub at: DateTime<Utc>,
+    pub reason: CloseReason,
 }
 
 pub(super) async fn close(mut conn: Conn, batch: Vec<Closing>) -> Result<Vec<Option<Order>>> {
@@ -366,13 +433,10 @@ pub(super) async fn close(mut conn: Conn, batch: Vec<Closing>) -> Result<Vec<Opt
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.at).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(batch.iter().map(|c| c.reason.as_str()).collect::<Vec<_>>())
         .get_results(conn)
         .await?;
-    first_claim(
-        closed,
-        batch.iter().map(|c| c.order_id.as_str().to_owned()),
-        |order| order,
-    )
+    first_claim(closed, batch.iter().map(|c| c.order_id.as_str().to_owned()))
 }
 
 /// A check made on a pending order, with when the next is due.
@@ -381,6 +445,8 @@ pub struct CheckMade {
     pub order_id: OrderId,
     pub attempt: u32,
     pub next_check_at: DateTime<Utc>,
+    /// The check asked the payment gateway.
+    pub asked_gateway: bool,
 }
 
 pub(super) async fn record_checks(mut conn: Conn, batch: Vec<CheckMade>) -> Result<Vec<()>> {
@@ -389,6 +455,7 @@ pub(super) async fn record_checks(mut conn: Conn, batch: Vec<CheckMade>) -> Resu
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.next_check_at).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(batch.iter().map(|c| c.asked_gateway).collect::<Vec<_>>())
         .execute(conn)
         .await?;
     Ok(vec![(); batch.len()])
@@ -411,4 +478,13 @@ pub(super) async fn mark_announced(mut conn: Conn, batch: Vec<Announced>) -> Res
         .execute(conn)
         .await?;
     Ok(vec![(); batch.len()])
+}
+
+/// One claimed overdue order: its id and the checks made so far.
+#[derive(QueryableByName)]
+pub(super) struct Claimed {
+    #[diesel(sql_type = Text)]
+    pub order_id: String,
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
 }

@@ -1,7 +1,9 @@
+//! The events paywait publishes to downstream services.
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Order, OrderId, OrderStatus};
+use super::{CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment};
 
 /// The events paywait publishes to downstream services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -12,10 +14,20 @@ pub enum EventKind {
     Closed,
     #[serde(rename = "order.paid_after_close")]
     PaidAfterClose,
+    #[serde(rename = "order.paid_twice")]
+    PaidTwice,
+    #[serde(rename = "order.payment_mismatch")]
+    PaymentMismatch,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 3] = [Self::Paid, Self::Closed, Self::PaidAfterClose];
+    pub const ALL: [Self; 5] = [
+        Self::Paid,
+        Self::Closed,
+        Self::PaidAfterClose,
+        Self::PaidTwice,
+        Self::PaymentMismatch,
+    ];
 
     /// The event's name: also its routing key and AMQP `type`.
     pub fn name(self) -> &'static str {
@@ -23,6 +35,8 @@ impl EventKind {
             Self::Paid => "order.paid",
             Self::Closed => "order.closed",
             Self::PaidAfterClose => "order.paid_after_close",
+            Self::PaidTwice => "order.paid_twice",
+            Self::PaymentMismatch => "order.payment_mismatch",
         }
     }
 
@@ -31,9 +45,16 @@ impl EventKind {
     pub fn is_about_one_payment(self) -> bool {
         match self {
             Self::Paid | Self::Closed => false,
-            Self::PaidAfterClose => true,
+            Self::PaidAfterClose | Self::PaidTwice | Self::PaymentMismatch => true,
         }
     }
+}
+
+/// What a mismatched payment said, beside the order's own amount and currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentStated {
+    pub payment_amount_cents: Option<i64>,
+    pub payment_currency: Option<String>,
 }
 
 /// The JSON body of an outbound event.
@@ -52,6 +73,12 @@ pub struct OrderEvent {
     pub amount_cents: Option<i64>,
     pub currency: Option<String>,
     pub payment_id: Option<String>,
+    /// Why the order was closed: on `order.closed` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CloseReason>,
+    /// On `order.payment_mismatch` only.
+    #[serde(flatten)]
+    pub stated: Option<PaymentStated>,
 }
 
 impl OrderEvent {
@@ -63,22 +90,41 @@ impl OrderEvent {
             OrderStatus::Paid => (EventKind::Paid, order.paid_at),
             OrderStatus::Closed => (EventKind::Closed, order.closed_at),
         };
-        Some(Self::build(
+        let mut event = Self::build(
             kind,
             order,
             occurred_at.unwrap_or(order.placed_at),
             order.payment_id.clone(),
-        ))
+        );
+        if kind == EventKind::Closed {
+            event.reason = Some(order.close_reason.unwrap_or(CloseReason::Expired));
+        }
+        Some(event)
     }
 
-    /// `order.paid_after_close`: a payment arrived for an order already closed.
-    pub fn paid_after_close(order: &Order, payment_id: &str, received_at: DateTime<Utc>) -> Self {
-        Self::build(
-            EventKind::PaidAfterClose,
+    /// The event of a payment that did not settle its order (a refund is
+    /// owed, or the mismatch must be looked into), or `None` for one that
+    /// settled it or is not decided yet.
+    pub fn about_payment(order: &Order, payment: &RecordedPayment) -> Option<Self> {
+        let kind = match payment.outcome? {
+            PaymentOutcome::Settled => return None,
+            PaymentOutcome::Mismatch => EventKind::PaymentMismatch,
+            PaymentOutcome::Twice => EventKind::PaidTwice,
+            PaymentOutcome::AfterClose => EventKind::PaidAfterClose,
+        };
+        let mut event = Self::build(
+            kind,
             order,
-            received_at,
-            Some(payment_id.to_owned()),
-        )
+            payment.received_at,
+            Some(payment.payment_id.clone()),
+        );
+        if kind == EventKind::PaymentMismatch {
+            event.stated = Some(PaymentStated {
+                payment_amount_cents: payment.amount_cents,
+                payment_currency: payment.currency.clone(),
+            });
+        }
+        Some(event)
     }
 
     fn build(
@@ -98,6 +144,8 @@ impl OrderEvent {
             amount_cents: order.amount_cents,
             currency: order.currency.clone(),
             payment_id,
+            reason: None,
+            stated: None,
         }
     }
 
@@ -121,7 +169,6 @@ impl OrderEvent {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeDelta;
     use serde_json::json;
 
     use super::*;
@@ -147,6 +194,7 @@ mod tests {
     fn a_closed_order_is_announced_with_every_documented_field() {
         let mut closed = order(OrderStatus::Closed);
         closed.closed_at = Some(at("2026-11-27T08:30:00.120Z"));
+        closed.close_reason = Some(CloseReason::Cancelled);
         let event = OrderEvent::for_status(&closed).unwrap();
         assert_eq!(event.message_id(), "A-1001/order.closed");
         let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
@@ -156,8 +204,14 @@ mod tests {
                 "event": "order.closed", "order_id": "A-1001", "status": "closed",
                 "occurred_at": "2026-11-27T08:30:00.120Z",
                 "placed_at": "2026-11-27T08:00:00Z", "expires_at": "2026-11-27T08:30:00Z",
-                "attempts": 4, "amount_cents": 12900, "currency": "CNY", "payment_id": null
+                "attempts": 4, "amount_cents": 12900, "currency": "CNY", "payment_id": null,
+                "reason": "cancelled"
             })
+        );
+        closed.close_reason = Some(CloseReason::Unverified);
+        assert_eq!(
+            OrderEvent::for_status(&closed).unwrap().reason,
+            Some(CloseReason::Unverified)
         );
     }
 
@@ -174,6 +228,9 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
         assert_eq!(body["event"], "order.paid");
         assert_eq!(body["status"], "paid");
+        for absent in ["reason", "payment_amount_cents", "payment_currency"] {
+            assert!(body.get(absent).is_none(), "{absent} in {body}");
+        }
     }
 
     #[test]
@@ -182,21 +239,86 @@ mod tests {
         assert_eq!(event.occurred_at, at("2026-11-27T08:00:00Z"));
     }
 
+    fn payment(id: &str, outcome: Option<PaymentOutcome>) -> RecordedPayment {
+        RecordedPayment {
+            payment_id: id.into(),
+            order_id: "A-1001".into(),
+            amount_cents: Some(1),
+            currency: Some("USD".into()),
+            paid_at: None,
+            received_at: at("2026-11-27T08:31:00Z"),
+            outcome,
+            event_published_at: None,
+        }
+    }
+
     #[test]
-    fn each_payment_after_the_close_has_a_message_id_of_its_own() {
+    fn each_payment_that_did_not_settle_has_an_event_of_its_own() {
         let mut closed = order(OrderStatus::Closed);
         closed.closed_at = Some(at("2026-11-27T08:30:00Z"));
-        let received = at("2026-11-27T08:31:00Z");
-        let first = OrderEvent::paid_after_close(&closed, "PAY-1", received);
-        let second =
-            OrderEvent::paid_after_close(&closed, "PAY-2", received + TimeDelta::seconds(1));
+        let first =
+            OrderEvent::about_payment(&closed, &payment("PAY-1", Some(PaymentOutcome::AfterClose)))
+                .unwrap();
+        let second = OrderEvent::about_payment(
+            &closed,
+            &RecordedPayment {
+                received_at: at("2026-11-27T08:31:01Z"),
+                ..payment("PAY-2", Some(PaymentOutcome::AfterClose))
+            },
+        )
+        .unwrap();
         assert_eq!(first.message_id(), "A-1001/order.paid_after_close/PAY-1");
         assert_eq!(second.message_id(), "A-1001/order.paid_after_close/PAY-2");
-        assert_eq!(first.occurred_at, received);
+        assert_eq!(first.occurred_at, at("2026-11-27T08:31:00Z"));
         assert_eq!(first.status, OrderStatus::Closed);
         let body: serde_json::Value = serde_json::from_slice(&first.to_json()).unwrap();
         assert_eq!(body["event"], "order.paid_after_close");
         assert_eq!(body["payment_id"], "PAY-1");
+        assert!(body.get("reason").is_none(), "{body}");
+
+        let paid = order(OrderStatus::Paid);
+        let twice =
+            OrderEvent::about_payment(&paid, &payment("PAY-2", Some(PaymentOutcome::Twice)))
+                .unwrap();
+        assert_eq!(twice.event, EventKind::PaidTwice);
+        assert_eq!(twice.message_id(), "A-1001/order.paid_twice/PAY-2");
+        assert_eq!(
+            OrderEvent::about_payment(&paid, &payment("PAY-1", Some(PaymentOutcome::Settled))),
+            None
+        );
+        assert_eq!(
+            OrderEvent::about_payment(&paid, &payment("PAY-1", None)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_mismatch_says_what_the_payment_stated_beside_the_order() {
+        let pending = order(OrderStatus::Pending);
+        let event =
+            OrderEvent::about_payment(&pending, &payment("PAY-9", Some(PaymentOutcome::Mismatch)))
+                .unwrap();
+        assert_eq!(event.message_id(), "A-1001/order.payment_mismatch/PAY-9");
+        let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(body["event"], "order.payment_mismatch");
+        assert_eq!(body["status"], "pending");
+        assert_eq!(body["amount_cents"], 12900);
+        assert_eq!(body["currency"], "CNY");
+        assert_eq!(body["payment_amount_cents"], 1);
+        assert_eq!(body["payment_currency"], "USD");
+        // What the payment did not state is said to be null, not left out.
+        let vague = OrderEvent::about_payment(
+            &pending,
+            &RecordedPayment {
+                amount_cents: None,
+                currency: None,
+                ..payment("PAY-9", Some(PaymentOutcome::Mismatch))
+            },
+        )
+        .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&vague.to_json()).unwrap();
+        assert!(body["payment_amount_cents"].is_null());
+        assert!(body.get("payment_currency").is_some_and(|c| c.is_null()));
     }
 
     #[test]
@@ -204,13 +326,28 @@ mod tests {
         let names: Vec<_> = EventKind::ALL.iter().map(|kind| kind.name()).collect();
         assert_eq!(
             names,
-            ["order.paid", "order.closed", "order.paid_after_close"]
+            [
+                "order.paid",
+                "order.closed",
+                "order.paid_after_close",
+                "order.paid_twice",
+                "order.payment_mismatch"
+            ]
         );
         for kind in EventKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }
-        assert!(!EventKind::Paid.is_about_one_payment());
-        assert!(!EventKind::Closed.is_about_one_payment());
-        assert!(EventKind::PaidAfterClose.is_about_one_payment());
+        let about_payments: Vec<_> = EventKind::ALL
+            .into_iter()
+            .filter(|kind| kind.is_about_one_payment())
+            .collect();
+        assert_eq!(
+            about_payments,
+            [
+                EventKind::PaidAfterClose,
+                EventKind::PaidTwice,
+                EventKind::PaymentMismatch
+            ]
+        );
     }
 }

@@ -10,6 +10,8 @@ pub enum Inbox {
     Placed,
     /// `payment.succeeded`, from the payment service.
     Payments,
+    /// `order.cancelled`, from the order service.
+    Cancellations,
     /// Timers that expired.
     Checks,
 }
@@ -24,13 +26,19 @@ pub enum Source {
 }
 
 impl Inbox {
-    pub const ALL: [Self; 3] = [Self::Placed, Self::Payments, Self::Checks];
+    pub const ALL: [Self; 4] = [
+        Self::Placed,
+        Self::Payments,
+        Self::Cancellations,
+        Self::Checks,
+    ];
 
     /// A short name, for queue names, consumer tags and logs.
     pub fn name(self) -> &'static str {
         match self {
             Self::Placed => "placed",
             Self::Payments => "payments",
+            Self::Cancellations => "cancellations",
             Self::Checks => "checks",
         }
     }
@@ -42,6 +50,9 @@ impl Inbox {
             },
             Self::Payments => Source::Inbound {
                 routing_key: "payment.succeeded",
+            },
+            Self::Cancellations => Source::Inbound {
+                routing_key: "order.cancelled",
             },
             Self::Checks => Source::ExpiredTimers,
         }
@@ -64,6 +75,9 @@ pub struct Inbound {
     pub body: Vec<u8>,
     /// The `x-attempt` header; only timers carry one.
     pub attempt: AttemptHeader,
+    /// The RabbitMQ user that published it, when the publisher set the
+    /// `user_id` property (which the broker checks against the connection).
+    pub user_id: Option<String>,
     /// It may have been handled part-way before: the broker delivered it
     /// again, or this process is trying it again after a failure.
     pub seen_before: bool,
@@ -94,6 +108,7 @@ mod tests {
             [
                 ("placed", Some("order.placed")),
                 ("payments", Some("payment.succeeded")),
+                ("cancellations", Some("order.cancelled")),
                 ("checks", None),
             ]
         );

@@ -1,15 +1,19 @@
 //! What happens when an order is placed.
 //!
-//! The worker builds the order to store with [`new_order`], stores it (the
-//! database answers with a [`Placement`]), and carries out what
-//! [`after_placement`] says. Storing is idempotent, so a message handled
-//! twice changes nothing the second time; what a repeat must still do — arm
-//! a timer a crash may have lost, announce an event still owed — is decided
-//! here.
+//! The worker builds the order to store with [`new_order`] and stores it;
+//! the database answers with a [`Placement`]. Payments and a cancellation
+//! that came before the order waited for it: [`on_arrival`] plays them in
+//! the order they came. Storing is idempotent, so a message handled twice
+//! changes nothing the second time; what a repeat must still do — arm a
+//! timer a crash may have lost, announce an event still owed — is decided
+//! here too.
 
 use chrono::{DateTime, Utc};
 
-use super::{Order, OrderId, OrderPlaced, OrderStatus, Schedule, time_delta};
+use super::{
+    CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome, RecordedPayment,
+    Schedule, payment::PaymentDecision, payment::decide, time_delta,
+};
 
 /// An order ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,66 +47,134 @@ pub fn new_order(placed: OrderPlaced, now: DateTime<Utc>, schedule: &Schedule) -
 pub enum Placement {
     /// A new pending order.
     Created(Order),
-    /// A new order whose payment had arrived first: it is paid already.
-    CreatedPaid(Order),
     /// The order was known already; nothing changed.
     Known(Order),
 }
 
 impl Placement {
     /// Classifies a stored order: `created` when this message's write
-    /// created it, `paid_on_arrival` when a payment recorded before it paid it.
-    pub fn of(order: Order, created: bool, paid_on_arrival: bool) -> Self {
-        match (created, paid_on_arrival) {
-            (true, true) => Self::CreatedPaid(order),
-            (true, false) => Self::Created(order),
-            (false, _) => Self::Known(order),
+    /// created it.
+    pub fn of(order: Order, created: bool) -> Self {
+        if created {
+            Self::Created(order)
+        } else {
+            Self::Known(order)
         }
+    }
+
+    pub fn is_created(&self) -> bool {
+        matches!(self, Self::Created(_))
+    }
+
+    pub fn order(&self) -> &Order {
+        match self {
+            Self::Created(order) | Self::Known(order) => order,
+        }
+    }
+
+    /// Whether what waited for the order (payments and a cancellation that
+    /// came first) must be looked at: when this message created it, or may
+    /// have been handled part-way before (a first try may have settled the
+    /// order and died before deciding the other payments).
+    pub fn looks_for_waiting(&self, seen_before: bool) -> bool {
+        match self {
+            Self::Created(_) => true,
+            Self::Known(_) => seen_before,
+        }
+    }
+
+    /// Whether the order's first timer must be published: for a new pending
+    /// order, and again for one a first try may have stored without its
+    /// timer (it was handled part-way before and no check was made yet).
+    /// A plain repeat starts no second timer.
+    pub fn arms_first_timer(&self, order: &Order, seen_before: bool) -> bool {
+        order.status == OrderStatus::Pending
+            && match self {
+                Self::Created(_) => true,
+                Self::Known(_) => seen_before && order.attempts == 0,
+            }
     }
 }
 
-/// What the worker does once the order is stored.
+/// A cancellation recorded before its order arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IntakeAction {
-    /// Publish the timer of the order's first check.
-    ArmFirstTimer { counts_as_new: bool },
-    /// Publish the order's terminal event, which downstream has not heard.
-    Announce { order: Order, counts_as_new: bool },
-    /// A repeated `order.placed`: nothing to do.
-    Nothing,
+pub struct WaitingCancellation {
+    pub reason: Option<String>,
+    pub received_at: DateTime<Utc>,
 }
 
-/// Decides what an `order.placed` does after storing its order.
-/// `seen_before`: the message may have been handled part-way already.
-pub fn after_placement(placement: Placement, seen_before: bool) -> IntakeAction {
-    match placement {
-        Placement::Created(_) => IntakeAction::ArmFirstTimer {
-            counts_as_new: true,
-        },
-        Placement::CreatedPaid(order) => IntakeAction::Announce {
-            order,
-            counts_as_new: true,
-        },
-        // A first try that died between the commit and the timer's confirm
-        // comes back: arm the timer it may not have. Without that doubt, a
-        // repeat must not start a second timer.
-        Placement::Known(order)
-            if seen_before && order.status == OrderStatus::Pending && order.attempts == 0 =>
-        {
-            IntakeAction::ArmFirstTimer {
-                counts_as_new: false,
-            }
-        }
-        Placement::Known(order)
-            if order.status != OrderStatus::Pending && order.event_published_at.is_none() =>
-        {
-            IntakeAction::Announce {
-                order,
-                counts_as_new: false,
-            }
-        }
-        Placement::Known(_) => IntakeAction::Nothing,
+/// A write that moves an order out of `pending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Pay it with this payment.
+    Settle(RecordedPayment),
+    /// Close it, because the customer cancelled it.
+    Cancel,
+}
+
+/// What happens when an order arrives to payments and a cancellation that
+/// waited for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Arrival {
+    /// The write that moves the order out of `pending`, if one does.
+    pub transition: Option<Transition>,
+    /// What each other waiting payment did, in the order they came.
+    pub outcomes: Vec<(String, PaymentOutcome)>,
+}
+
+/// Plays what waited for `order`, in the order it came, as if each had
+/// arrived after it: the first matching payment settles it, a cancellation
+/// before any closes it, and every other payment is kept with its outcome.
+/// Payments decided before keep what they did.
+pub fn on_arrival(
+    order: &Order,
+    payments: &[RecordedPayment],
+    cancellation: Option<&WaitingCancellation>,
+) -> Arrival {
+    enum Came<'a> {
+        Payment(&'a RecordedPayment),
+        Cancellation,
     }
+    let mut came: Vec<(DateTime<Utc>, &str, Came<'_>)> = payments
+        .iter()
+        .filter(|payment| payment.outcome.is_none())
+        .map(|payment| {
+            (
+                payment.received_at,
+                payment.payment_id.as_str(),
+                Came::Payment(payment),
+            )
+        })
+        .collect();
+    if let Some(cancellation) = cancellation {
+        came.push((cancellation.received_at, "", Came::Cancellation));
+    }
+    came.sort_by_key(|(received_at, id, _)| (*received_at, *id));
+
+    let mut state = order.clone();
+    let mut arrival = Arrival::default();
+    for (_, _, what) in came {
+        match what {
+            Came::Cancellation if state.status == OrderStatus::Pending => {
+                state.status = OrderStatus::Closed;
+                state.close_reason = Some(CloseReason::Cancelled);
+                arrival.transition = Some(Transition::Cancel);
+            }
+            Came::Cancellation => {}
+            Came::Payment(payment) => match decide(Some(&state), payment) {
+                PaymentDecision::Settle => {
+                    state.status = OrderStatus::Paid;
+                    state.payment_id = Some(payment.payment_id.clone());
+                    arrival.transition = Some(Transition::Settle(payment.clone()));
+                }
+                PaymentDecision::Keep(outcome) => {
+                    arrival.outcomes.push((payment.payment_id.clone(), outcome));
+                }
+                PaymentDecision::AlreadySettled | PaymentDecision::Early => {}
+            },
+        }
+    }
+    arrival
 }
 
 #[cfg(test)]
@@ -148,21 +220,16 @@ mod tests {
     fn placements_are_classified_by_what_the_write_did() {
         let order = test_order(OrderStatus::Pending);
         assert_eq!(
-            Placement::of(order.clone(), true, false),
+            Placement::of(order.clone(), true),
             Placement::Created(order.clone())
         );
         assert_eq!(
-            Placement::of(order.clone(), true, true),
-            Placement::CreatedPaid(order.clone())
-        );
-        assert_eq!(
-            Placement::of(order.clone(), false, true),
+            Placement::of(order.clone(), false),
             Placement::Known(order.clone())
         );
-        assert_eq!(
-            Placement::of(order.clone(), false, false),
-            Placement::Known(order)
-        );
+        assert_eq!(Placement::of(order.clone(), false).order(), &order);
+        assert!(Placement::of(order.clone(), true).is_created());
+        assert!(!Placement::of(order, false).is_created());
     }
 
     #[test]
@@ -173,52 +240,163 @@ mod tests {
             ..pending.clone()
         };
         let paid = test_order(OrderStatus::Paid);
-        let announced = Order {
-            event_published_at: Some(paid.placed_at),
-            ..paid.clone()
-        };
-        let arm_new = IntakeAction::ArmFirstTimer {
-            counts_as_new: true,
-        };
-        let arm_again = IntakeAction::ArmFirstTimer {
-            counts_as_new: false,
-        };
+        // (placement, the order after what waited, seen before) →
+        // (looks for what waited, arms the first timer)
         let cases = [
-            // A new order gets its first timer, whatever the message's past.
-            (Placement::Created(pending.clone()), false, arm_new.clone()),
-            (Placement::Created(pending.clone()), true, arm_new),
-            // The payment came first: announce at once, and no timer.
+            // A new order: what waited may settle it; else it gets its timer.
             (
-                Placement::CreatedPaid(paid.clone()),
+                Placement::Created(pending.clone()),
+                &pending,
                 false,
-                IntakeAction::Announce {
-                    order: paid.clone(),
-                    counts_as_new: true,
-                },
+                (true, true),
+            ),
+            (
+                Placement::Created(pending.clone()),
+                &paid,
+                false,
+                (true, false),
             ),
             // A redelivery of a message whose timer may have been lost.
-            (Placement::Known(pending.clone()), true, arm_again),
-            // A plain repeat starts no second timer.
-            (Placement::Known(pending), false, IntakeAction::Nothing),
-            // Once a check was made, the first timer certainly fired.
-            (Placement::Known(checked), true, IntakeAction::Nothing),
-            // A repeat finds the event still owed (a crash before it): owe no more.
             (
-                Placement::Known(paid.clone()),
-                false,
-                IntakeAction::Announce {
-                    order: paid,
-                    counts_as_new: false,
-                },
+                Placement::Known(pending.clone()),
+                &pending,
+                true,
+                (true, true),
             ),
-            (Placement::Known(announced), true, IntakeAction::Nothing),
+            // A plain repeat starts no second timer.
+            (
+                Placement::Known(pending.clone()),
+                &pending,
+                false,
+                (false, false),
+            ),
+            // Once a check was made, the first timer certainly fired.
+            (
+                Placement::Known(checked.clone()),
+                &checked,
+                true,
+                (true, false),
+            ),
+            (Placement::Known(paid.clone()), &paid, true, (true, false)),
+            (Placement::Known(paid.clone()), &paid, false, (false, false)),
         ];
-        for (placement, seen_before, expected) in cases {
+        for (placement, after, seen_before, (looks, arms)) in cases {
             assert_eq!(
-                after_placement(placement.clone(), seen_before),
-                expected,
-                "{placement:?}, seen before: {seen_before}"
+                (
+                    placement.looks_for_waiting(seen_before),
+                    placement.arms_first_timer(after, seen_before)
+                ),
+                (looks, arms),
+                "{placement:?} then {:?}, seen before: {seen_before}",
+                after.status
             );
         }
+    }
+
+    fn waiting(id: &str, second: u32, amount_cents: Option<i64>) -> RecordedPayment {
+        RecordedPayment {
+            payment_id: id.into(),
+            order_id: "A-1001".into(),
+            amount_cents,
+            currency: None,
+            paid_at: None,
+            received_at: at(&format!("2026-11-27T07:59:{second:02}Z")),
+            outcome: None,
+            event_published_at: None,
+        }
+    }
+
+    fn cancelled_at(second: u32) -> WaitingCancellation {
+        WaitingCancellation {
+            reason: Some("customer".into()),
+            received_at: at(&format!("2026-11-27T07:59:{second:02}Z")),
+        }
+    }
+
+    #[test]
+    fn an_order_with_nothing_waiting_stays_as_it_is() {
+        let order = test_order(OrderStatus::Pending);
+        assert_eq!(on_arrival(&order, &[], None), Arrival::default());
+    }
+
+    #[test]
+    fn the_first_matching_payment_that_waited_settles_the_order() {
+        let order = test_order(OrderStatus::Pending);
+        let wrong = waiting("PAY-1", 1, Some(1));
+        let right = waiting("PAY-2", 2, Some(12900));
+        let again = waiting("PAY-3", 3, Some(12900));
+        // Given out of order: they are played in the order they came.
+        let arrival = on_arrival(&order, &[again.clone(), right.clone(), wrong], None);
+        assert_eq!(arrival.transition, Some(Transition::Settle(right)));
+        assert_eq!(
+            arrival.outcomes,
+            [
+                ("PAY-1".to_owned(), PaymentOutcome::Mismatch),
+                ("PAY-3".to_owned(), PaymentOutcome::Twice)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cancellation_that_waited_counts_from_when_it_came() {
+        let order = test_order(OrderStatus::Pending);
+        // Cancelled, then paid: the payment came after the close.
+        let arrival = on_arrival(&order, &[waiting("PAY-1", 5, None)], Some(&cancelled_at(1)));
+        assert_eq!(arrival.transition, Some(Transition::Cancel));
+        assert_eq!(
+            arrival.outcomes,
+            [("PAY-1".to_owned(), PaymentOutcome::AfterClose)]
+        );
+        // Paid, then cancelled: the cancellation changes nothing.
+        let payment = waiting("PAY-1", 1, None);
+        let arrival = on_arrival(
+            &order,
+            std::slice::from_ref(&payment),
+            Some(&cancelled_at(5)),
+        );
+        assert_eq!(arrival.transition, Some(Transition::Settle(payment)));
+        assert!(arrival.outcomes.is_empty());
+        // A mismatch leaves the order pending for the cancellation.
+        let arrival = on_arrival(
+            &order,
+            &[waiting("PAY-1", 1, Some(1))],
+            Some(&cancelled_at(5)),
+        );
+        assert_eq!(arrival.transition, Some(Transition::Cancel));
+        assert_eq!(
+            arrival.outcomes,
+            [("PAY-1".to_owned(), PaymentOutcome::Mismatch)]
+        );
+    }
+
+    #[test]
+    fn an_order_that_lost_its_race_takes_what_waited_as_it_now_is() {
+        // Settled meanwhile by another payment (the other side of the race).
+        let paid = Order {
+            payment_id: Some("PAY-0".into()),
+            ..test_order(OrderStatus::Paid)
+        };
+        let arrival = on_arrival(&paid, &[waiting("PAY-1", 1, None)], Some(&cancelled_at(2)));
+        assert_eq!(arrival.transition, None);
+        assert_eq!(
+            arrival.outcomes,
+            [("PAY-1".to_owned(), PaymentOutcome::Twice)]
+        );
+        // Settled by this very payment: nothing left to decide about it.
+        let paid_by_it = Order {
+            payment_id: Some("PAY-1".into()),
+            ..paid
+        };
+        assert_eq!(
+            on_arrival(&paid_by_it, &[waiting("PAY-1", 1, None)], None),
+            Arrival::default()
+        );
+        // Payments decided before keep what they did.
+        let decided = RecordedPayment {
+            outcome: Some(PaymentOutcome::Mismatch),
+            ..waiting("PAY-2", 1, Some(1))
+        };
+        let pending = test_order(OrderStatus::Pending);
+        assert_eq!(on_arrival(&pending, &[decided], None), Arrival::default());
     }
 }

@@ -53,6 +53,8 @@ pub enum Rejection {
     BadAttempt(String),
     #[error("order {0} is not known to the database")]
     UnknownOrder(OrderId),
+    #[error("{0}")]
+    UntrustedPublisher(String),
 }
 
 impl Rejection {
@@ -68,6 +70,7 @@ impl Rejection {
             Self::InvalidField { .. } => "invalid_field",
             Self::BadAttempt(_) => "bad_attempt",
             Self::UnknownOrder(_) => "unknown_order",
+            Self::UntrustedPublisher(_) => "untrusted_publisher",
         }
     }
 }
@@ -88,7 +91,17 @@ pub struct PaymentSucceeded {
     pub order_id: OrderId,
     pub payment_id: PaymentId,
     pub amount_cents: Option<i64>,
+    /// `None` means "in the order's currency".
+    pub currency: Option<Currency>,
     pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// `order.cancelled`: the customer cancelled an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCancelled {
+    pub order_id: OrderId,
+    /// Why, as the order service put it.
+    pub reason: Option<String>,
 }
 
 /// A timer that fired: check order `order_id` for the `attempt`-th time.
@@ -110,15 +123,7 @@ impl OrderPlaced {
         Ok(Self {
             order_id: fields.order_id()?,
             amount_cents: fields.amount_cents()?,
-            currency: fields
-                .optional_str("currency")?
-                .map(|text| {
-                    Currency::parse(text).map_err(|why| Rejection::InvalidField {
-                        field: "currency",
-                        why,
-                    })
-                })
-                .transpose()?,
+            currency: fields.currency()?,
             placed_at: fields.optional_time("placed_at")?,
         })
     }
@@ -138,7 +143,31 @@ impl PaymentSucceeded {
             order_id,
             payment_id,
             amount_cents: fields.amount_cents()?,
+            currency: fields.currency()?,
             paid_at: fields.optional_time("paid_at")?,
+        })
+    }
+}
+
+impl OrderCancelled {
+    /// The longest reason kept, in characters.
+    pub const MAX_REASON: usize = 256;
+
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let reason = fields.optional_str("reason")?;
+        if let Some(reason) = reason
+            && reason.chars().count() > Self::MAX_REASON
+        {
+            return Err(Rejection::InvalidField {
+                field: "reason",
+                why: format!("it is longer than {} characters", Self::MAX_REASON),
+            });
+        }
+        Ok(Self {
+            order_id,
+            reason: reason.map(str::to_owned),
         })
     }
 }
@@ -303,6 +332,17 @@ impl Fields {
         Ok(OrderId::parse(self.required_str("order_id")?)?)
     }
 
+    fn currency(&self) -> Result<Option<Currency>, Rejection> {
+        self.optional_str("currency")?
+            .map(|text| {
+                Currency::parse(text).map_err(|why| Rejection::InvalidField {
+                    field: "currency",
+                    why,
+                })
+            })
+            .transpose()
+    }
+
     fn amount_cents(&self) -> Result<Option<i64>, Rejection> {
         const FIELD: &str = "amount_cents";
         let Some(value) = self.get(FIELD) else {
@@ -451,6 +491,55 @@ mod tests {
         assert_eq!("EUR".parse::<Currency>().unwrap().as_str(), "EUR");
         assert!("EURO".parse::<Currency>().is_err());
         assert!("eur".parse::<Currency>().is_err());
+    }
+
+    #[test]
+    fn a_payment_may_state_its_currency() {
+        let payment = PaymentSucceeded::parse(
+            br#"{"order_id":"A-1","payment_id":"P","amount_cents":5,"currency":"USD"}"#,
+        )
+        .unwrap();
+        assert_eq!(payment.currency.unwrap().as_str(), "USD");
+        let payment = PaymentSucceeded::parse(br#"{"order_id":"A-1","payment_id":"P"}"#).unwrap();
+        assert_eq!(payment.currency, None);
+        assert_eq!(
+            PaymentSucceeded::parse(br#"{"order_id":"A-1","payment_id":"P","currency":"usd"}"#)
+                .unwrap_err()
+                .reason(),
+            "invalid_field"
+        );
+    }
+
+    #[test]
+    fn a_cancellation_names_its_order_and_perhaps_why() {
+        let cancelled =
+            OrderCancelled::parse(br#"{"order_id":"A-1001","reason":"customer"}"#).unwrap();
+        assert_eq!(cancelled.order_id.as_str(), "A-1001");
+        assert_eq!(cancelled.reason.as_deref(), Some("customer"));
+        let cancelled = OrderCancelled::parse(br#"{"order_id":"A-1001"}"#).unwrap();
+        assert_eq!(cancelled.reason, None);
+        let longest = format!(
+            r#"{{"order_id":"A-1","reason":"{}"}}"#,
+            "é".repeat(OrderCancelled::MAX_REASON)
+        );
+        assert!(OrderCancelled::parse(longest.as_bytes()).is_ok());
+        let too_long = format!(
+            r#"{{"order_id":"A-1","reason":"{}"}}"#,
+            "x".repeat(OrderCancelled::MAX_REASON + 1)
+        );
+        assert_eq!(
+            OrderCancelled::parse(too_long.as_bytes())
+                .unwrap_err()
+                .reason(),
+            "invalid_field"
+        );
+        for (body, reason) in [
+            (&br#"{"reason":"x"}"#[..], "missing_field"),
+            (br#"{"order_id":"A-1","reason":7}"#, "wrong_type"),
+            (br#"{"order_id":"A 1"}"#, "invalid_order_id"),
+        ] {
+            assert_eq!(OrderCancelled::parse(body).unwrap_err().reason(), reason);
+        }
     }
 
     #[test]

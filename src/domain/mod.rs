@@ -2,8 +2,10 @@
 //! every rule — what an order, a payment or a timer does. Nothing in here
 //! does I/O; the worker carries the decisions out.
 
+pub mod cancellation;
 pub mod check;
 mod event;
+pub mod gateway;
 mod inbox;
 pub mod intake;
 mod message;
@@ -14,17 +16,17 @@ mod schedule;
 pub mod sweep;
 
 pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide};
-pub use event::{EventKind, OrderEvent};
+pub use event::{EventKind, OrderEvent, PaymentStated};
 pub use inbox::{Inbound, Inbox, Source, Verdict};
-pub use intake::{IntakeAction, NewOrder, Placement};
+pub use intake::{Arrival, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
-    ATTEMPT_HEADER, Attempt, AttemptHeader, CheckDue, Currency, MAX_BODY_BYTES, OrderPlaced,
-    PaymentId, PaymentSucceeded, Rejection, TimerBody,
+    ATTEMPT_HEADER, Attempt, AttemptHeader, CheckDue, Currency, MAX_BODY_BYTES, OrderCancelled,
+    OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody,
 };
 #[cfg(test)]
 pub(crate) use order::test_order;
-pub use order::{Order, OrderStatus};
+pub use order::{CloseReason, Order, OrderStatus};
 pub use order_id::{InvalidOrderId, OrderId};
-pub use payment::{PaymentAction, PaymentEffect, RecordedPayment};
+pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
 pub use sweep::Sweep;

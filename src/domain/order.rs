@@ -38,6 +38,37 @@ impl std::fmt::Display for OrderStatus {
     }
 }
 
+/// Why an order was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseReason {
+    /// Its deadline passed unpaid.
+    Expired,
+    /// The customer cancelled it (`order.cancelled`).
+    Cancelled,
+    /// The payment gateway could not confirm either way.
+    Unverified,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Unverified => "unverified",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "expired" => Some(Self::Expired),
+            "cancelled" => Some(Self::Cancelled),
+            "unverified" => Some(Self::Unverified),
+            _ => None,
+        }
+    }
+}
+
 /// An order as the database holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
@@ -49,8 +80,12 @@ pub struct Order {
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// Why it was closed, once it is.
+    pub close_reason: Option<CloseReason>,
     /// The number of checks made so far.
     pub attempts: u32,
+    /// How many times the payment gateway was asked about it.
+    pub gateway_asks: u32,
     /// The payment that paid the order, when a payment message did.
     pub payment_id: Option<String>,
     /// When the event for the current terminal status was confirmed by the
@@ -74,7 +109,9 @@ pub(crate) fn test_order(status: OrderStatus) -> Order {
         expires_at: placed_at + chrono::TimeDelta::minutes(30),
         paid_at: None,
         closed_at: None,
+        close_reason: None,
         attempts: 0,
+        gateway_asks: 0,
         payment_id: None,
         event_published_at: None,
         next_check_at: None,
@@ -99,5 +136,19 @@ mod tests {
         }
         assert_eq!(OrderStatus::parse("Paid"), None);
         assert_eq!(OrderStatus::parse(""), None);
+    }
+
+    #[test]
+    fn close_reasons_are_written_and_read_as_the_database_holds_them() {
+        for (reason, text) in [
+            (CloseReason::Expired, "expired"),
+            (CloseReason::Cancelled, "cancelled"),
+            (CloseReason::Unverified, "unverified"),
+        ] {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(CloseReason::parse(text), Some(reason));
+            assert_eq!(serde_json::to_value(reason).unwrap(), text);
+        }
+        assert_eq!(CloseReason::parse("Expired"), None);
     }
 }

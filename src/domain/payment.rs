@@ -1,8 +1,12 @@
-//! What happens when a payment arrives.
+//! What a payment does. Money is checked, not trusted: a payment settles
+//! its order only if it matches it, only a trusted publisher may say
+//! "paid", and every payment that does not settle its order is announced
+//! once, under its own id, so that a refund is never lost.
 //!
-//! The database records the payment first, then pays its order if it is
-//! pending (one conditional write). From what it found, [`PaymentEffect::of`]
-//! says what the payment did, and [`respond`] what the worker must publish.
+//! The database records a payment first, then the worker asks [`decide`]
+//! what it does to its order as the order stands. The first decision about
+//! a payment is kept ([`PaymentOutcome`]): a payment delivered again does
+//! what it did the first time, and is announced under the same id.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,224 +19,318 @@ pub struct RecordedPayment {
     pub payment_id: String,
     pub order_id: String,
     pub amount_cents: Option<i64>,
+    /// `None` means "in the order's currency".
+    pub currency: Option<String>,
     pub paid_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
-    /// The order was already closed when it arrived.
-    pub after_close: bool,
-    /// When `order.paid_after_close` for it was confirmed.
+    /// What it did, once its order was known.
+    pub outcome: Option<PaymentOutcome>,
+    /// When its own event (not `order.paid`) was confirmed by the broker.
     pub event_published_at: Option<DateTime<Utc>>,
 }
 
-/// What recording a `payment.succeeded` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentEffect {
-    /// The payment moved the order from pending to paid.
-    Paid(Order),
-    /// The order was paid already (by this payment, another, or SQL).
-    AlreadyPaid(Order),
-    /// The order had been closed: the payment is kept and owed a refund.
-    AfterClose {
-        order: Order,
-        payment: RecordedPayment,
-    },
-    /// The order is not known yet; the payment waits for it.
-    Early,
-    /// This payment id was recorded before for another order.
-    Conflict { recorded_for: String },
+impl RecordedPayment {
+    /// The event this payment is owed, if it has one and it is not confirmed.
+    pub fn owed_event(&self, order: &Order) -> Option<OrderEvent> {
+        if self.event_published_at.is_some() {
+            return None;
+        }
+        OrderEvent::about_payment(order, self)
+    }
 }
 
-impl PaymentEffect {
-    /// What a payment for the order `order_id` did, given the payment
-    /// recorded under its id, the order if this payment's write paid it, and
-    /// the order as it stands otherwise.
-    pub fn of(
-        order_id: &str,
-        recorded: RecordedPayment,
-        paid_now: Option<Order>,
-        order: Option<Order>,
-    ) -> Self {
-        if recorded.order_id != order_id {
-            return Self::Conflict {
-                recorded_for: recorded.order_id,
-            };
+/// What a payment did, decided once and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    /// It paid its order.
+    Settled,
+    /// Its amount or currency differ from the order's; the order stayed
+    /// pending.
+    Mismatch,
+    /// Its order had been paid by another payment: a refund is owed.
+    Twice,
+    /// Its order had been closed: a refund (or a reopening) is owed.
+    AfterClose,
+}
+
+impl PaymentOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Settled => "settled",
+            Self::Mismatch => "mismatch",
+            Self::Twice => "twice",
+            Self::AfterClose => "after_close",
         }
-        if let Some(paid) = paid_now {
-            return Self::Paid(paid);
-        }
-        match order {
-            None => Self::Early,
-            Some(order) if order.status == OrderStatus::Closed => Self::AfterClose {
-                order,
-                payment: RecordedPayment {
-                    after_close: true,
-                    ..recorded
-                },
-            },
-            Some(order) => Self::AlreadyPaid(order),
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "settled" => Some(Self::Settled),
+            "mismatch" => Some(Self::Mismatch),
+            "twice" => Some(Self::Twice),
+            "after_close" => Some(Self::AfterClose),
+            _ => None,
         }
     }
 }
 
-/// What the worker publishes for a payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentAction {
-    /// The order's terminal event (`order.paid`), still owed.
-    Announce(Order),
-    /// `order.paid_after_close` for this payment, still owed.
-    AnnouncePaidAfterClose(OrderEvent),
-    Nothing,
-    Reject(Rejection),
+/// What a payment does to the order it names, as the order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentDecision {
+    /// Pay the pending order with it: one conditional write. If the order
+    /// left `pending` meanwhile, decide again on the order as it is then.
+    Settle,
+    /// Keep it with this outcome, and publish its event.
+    Keep(PaymentOutcome),
+    /// It paid this order already: nothing new to do.
+    AlreadySettled,
+    /// Its order is not known yet: it waits for the order.
+    Early,
 }
 
-/// Decides what to publish for a payment whose recording had `effect`.
-pub fn respond(effect: &PaymentEffect, payment_id: &str) -> PaymentAction {
-    match effect {
-        PaymentEffect::Paid(order) => PaymentAction::Announce(order.clone()),
-        PaymentEffect::AlreadyPaid(order) if order.event_published_at.is_none() => {
-            PaymentAction::Announce(order.clone())
+/// Whether `payment` may settle `order`: where both state an amount they are
+/// equal, and where both state a currency it is the same (a payment without
+/// a currency is in the order's).
+pub fn matches(order: &Order, payment: &RecordedPayment) -> bool {
+    let same = |a: Option<&str>, b: Option<&str>| a.zip(b).is_none_or(|(a, b)| a == b);
+    let amounts = order.amount_cents.zip(payment.amount_cents);
+    amounts.is_none_or(|(a, b)| a == b)
+        && same(order.currency.as_deref(), payment.currency.as_deref())
+}
+
+/// Decides what `payment` does to `order` (as the database holds it, if at
+/// all), unless it was decided before: then it does what it did.
+pub fn decide(order: Option<&Order>, payment: &RecordedPayment) -> PaymentDecision {
+    if let Some(outcome) = payment.outcome {
+        return match outcome {
+            PaymentOutcome::Settled => PaymentDecision::AlreadySettled,
+            kept => PaymentDecision::Keep(kept),
+        };
+    }
+    let Some(order) = order else {
+        return PaymentDecision::Early;
+    };
+    match order.status {
+        OrderStatus::Pending if matches(order, payment) => PaymentDecision::Settle,
+        OrderStatus::Pending => PaymentDecision::Keep(PaymentOutcome::Mismatch),
+        OrderStatus::Paid if order.payment_id.as_deref() == Some(payment.payment_id.as_str()) => {
+            PaymentDecision::AlreadySettled
         }
-        PaymentEffect::AfterClose { order, payment } if payment.event_published_at.is_none() => {
-            PaymentAction::AnnouncePaidAfterClose(OrderEvent::paid_after_close(
-                order,
-                payment_id,
-                payment.received_at,
-            ))
-        }
-        PaymentEffect::AlreadyPaid(_) | PaymentEffect::AfterClose { .. } | PaymentEffect::Early => {
-            PaymentAction::Nothing
-        }
-        PaymentEffect::Conflict { recorded_for } => {
-            PaymentAction::Reject(Rejection::InvalidField {
-                field: "payment_id",
-                why: format!("{payment_id:?} was already recorded for order {recorded_for}"),
-            })
-        }
+        // Paid in SQL by the payment service, which names no payment: this
+        // message is that payment, not a second one.
+        OrderStatus::Paid if order.payment_id.is_none() => PaymentDecision::AlreadySettled,
+        OrderStatus::Paid => PaymentDecision::Keep(PaymentOutcome::Twice),
+        OrderStatus::Closed => PaymentDecision::Keep(PaymentOutcome::AfterClose),
+    }
+}
+
+/// Whether a `payment.succeeded` published as the RabbitMQ user `user_id`
+/// may say "paid". With no trusted users configured, anyone may; otherwise
+/// the broker-checked `user_id` property must name one of them.
+pub fn check_publisher(trusted_users: &[String], user_id: Option<&str>) -> Result<(), Rejection> {
+    if trusted_users.is_empty() {
+        return Ok(());
+    }
+    match user_id {
+        Some(user) if trusted_users.iter().any(|trusted| trusted == user) => Ok(()),
+        Some(user) => Err(Rejection::UntrustedPublisher(format!(
+            "published by RabbitMQ user {user:?}, who is not among payments.trusted_users"
+        ))),
+        None => Err(Rejection::UntrustedPublisher(
+            "published without the user_id property that payments.trusted_users requires".into(),
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventKind, test_order};
+    use crate::domain::test_order;
 
-    fn recorded(order_id: &str) -> RecordedPayment {
+    fn payment(amount_cents: Option<i64>, currency: Option<&str>) -> RecordedPayment {
         RecordedPayment {
             payment_id: "PAY-1".into(),
-            order_id: order_id.into(),
-            amount_cents: None,
+            order_id: "A-1001".into(),
+            amount_cents,
+            currency: currency.map(str::to_owned),
             paid_at: None,
-            received_at: "2026-11-27T08:31:00Z".parse().unwrap(),
-            after_close: false,
+            received_at: "2026-11-27T08:03:00Z".parse().unwrap(),
+            outcome: None,
             event_published_at: None,
         }
     }
 
-    fn id() -> &'static str {
-        "A-1001"
+    #[test]
+    fn amount_and_currency_must_match_where_both_are_stated() {
+        // The order: 12,900 CNY.
+        let order = test_order(OrderStatus::Pending);
+        let cases = [
+            (Some(12900), Some("CNY"), true),
+            (Some(12900), None, true),
+            (None, None, true),
+            (None, Some("CNY"), true),
+            (Some(1), Some("CNY"), false),
+            (Some(12901), None, false),
+            (Some(12900), Some("USD"), false),
+            (None, Some("USD"), false),
+        ];
+        for (amount, currency, expected) in cases {
+            assert_eq!(
+                matches(&order, &payment(amount, currency)),
+                expected,
+                "{amount:?} {currency:?}"
+            );
+        }
+        // An order that states neither takes any payment.
+        let open = Order {
+            amount_cents: None,
+            currency: None,
+            ..order
+        };
+        assert!(matches(&open, &payment(Some(1), Some("USD"))));
     }
 
     #[test]
-    fn what_a_recorded_payment_did() {
+    fn what_a_payment_does_to_its_order() {
         let pending = test_order(OrderStatus::Pending);
-        let paid = test_order(OrderStatus::Paid);
+        let paid_by_it = Order {
+            payment_id: Some("PAY-1".into()),
+            ..test_order(OrderStatus::Paid)
+        };
+        let paid_by_another = Order {
+            payment_id: Some("PAY-0".into()),
+            ..test_order(OrderStatus::Paid)
+        };
+        let paid_in_sql = test_order(OrderStatus::Paid);
         let closed = test_order(OrderStatus::Closed);
+        let right = payment(Some(12900), Some("CNY"));
+        let wrong = payment(Some(1), None);
+        let cases = [
+            (Some(&pending), &right, PaymentDecision::Settle),
+            (
+                Some(&pending),
+                &wrong,
+                PaymentDecision::Keep(PaymentOutcome::Mismatch),
+            ),
+            (Some(&paid_by_it), &right, PaymentDecision::AlreadySettled),
+            (
+                Some(&paid_by_another),
+                &right,
+                PaymentDecision::Keep(PaymentOutcome::Twice),
+            ),
+            // A second payment is a second payment, whatever its amount.
+            (
+                Some(&paid_by_another),
+                &wrong,
+                PaymentDecision::Keep(PaymentOutcome::Twice),
+            ),
+            (Some(&paid_in_sql), &right, PaymentDecision::AlreadySettled),
+            (
+                Some(&closed),
+                &right,
+                PaymentDecision::Keep(PaymentOutcome::AfterClose),
+            ),
+            (None, &right, PaymentDecision::Early),
+        ];
+        for (order, payment, expected) in cases {
+            assert_eq!(
+                decide(order, payment),
+                expected,
+                "{:?} {payment:?}",
+                order.map(|o| o.status)
+            );
+        }
+    }
+
+    #[test]
+    fn a_payment_does_what_it_did_the_first_time() {
+        let paid_by_another = Order {
+            payment_id: Some("PAY-0".into()),
+            ..test_order(OrderStatus::Paid)
+        };
+        // Decided a mismatch while the order was pending; the order was
+        // paid by another payment since: still a mismatch, not a second
+        // event under another name.
+        let mismatched = RecordedPayment {
+            outcome: Some(PaymentOutcome::Mismatch),
+            ..payment(Some(1), None)
+        };
         assert_eq!(
-            PaymentEffect::of(id(), recorded("A-1001"), Some(paid.clone()), None),
-            PaymentEffect::Paid(paid.clone())
+            decide(Some(&paid_by_another), &mismatched),
+            PaymentDecision::Keep(PaymentOutcome::Mismatch)
         );
-        // Paid by another payment, or by SQL, before this one.
+        let settled = RecordedPayment {
+            outcome: Some(PaymentOutcome::Settled),
+            ..payment(None, None)
+        };
         assert_eq!(
-            PaymentEffect::of(id(), recorded("A-1001"), None, Some(paid.clone())),
-            PaymentEffect::AlreadyPaid(paid.clone())
+            decide(Some(&paid_by_another), &settled),
+            PaymentDecision::AlreadySettled
         );
-        // A payment that lost the race to the close is kept for a refund.
         assert_eq!(
-            PaymentEffect::of(id(), recorded("A-1001"), None, Some(closed.clone())),
-            PaymentEffect::AfterClose {
-                order: closed,
-                payment: RecordedPayment {
-                    after_close: true,
-                    ..recorded("A-1001")
-                },
-            }
-        );
-        // Before its order: kept until the order arrives.
-        assert_eq!(
-            PaymentEffect::of(id(), recorded("A-1001"), None, None),
-            PaymentEffect::Early
-        );
-        // The id is another order's: whatever this order's state.
-        assert_eq!(
-            PaymentEffect::of(id(), recorded("B-2"), None, Some(pending)),
-            PaymentEffect::Conflict {
-                recorded_for: "B-2".into()
-            }
+            decide(
+                None,
+                &RecordedPayment {
+                    outcome: Some(PaymentOutcome::AfterClose),
+                    ..payment(None, None)
+                }
+            ),
+            PaymentDecision::Keep(PaymentOutcome::AfterClose)
         );
     }
 
     #[test]
-    fn what_a_payment_publishes() {
-        let paid = test_order(OrderStatus::Paid);
-        let announced = Order {
-            event_published_at: Some(paid.placed_at),
-            ..paid.clone()
-        };
-        let closed = test_order(OrderStatus::Closed);
+    fn outcomes_are_written_and_read_as_the_database_holds_them() {
+        for (outcome, text) in [
+            (PaymentOutcome::Settled, "settled"),
+            (PaymentOutcome::Mismatch, "mismatch"),
+            (PaymentOutcome::Twice, "twice"),
+            (PaymentOutcome::AfterClose, "after_close"),
+        ] {
+            assert_eq!(outcome.as_str(), text);
+            assert_eq!(PaymentOutcome::parse(text), Some(outcome));
+            assert_eq!(serde_json::to_value(outcome).unwrap(), text);
+        }
+        assert_eq!(PaymentOutcome::parse("paid"), None);
+    }
+
+    #[test]
+    fn only_trusted_users_may_say_paid_once_any_are_named() {
+        let trusted = ["payment-service".to_owned(), "gateway".to_owned()];
+        assert_eq!(check_publisher(&[], None), Ok(()));
+        assert_eq!(check_publisher(&[], Some("anyone")), Ok(()));
+        assert_eq!(check_publisher(&trusted, Some("gateway")), Ok(()));
+        for user_id in [Some("order-service"), Some("Payment-Service"), None] {
+            let refused = check_publisher(&trusted, user_id).unwrap_err();
+            assert_eq!(refused.reason(), "untrusted_publisher");
+            if let Some(user) = user_id {
+                assert!(refused.to_string().contains(user), "{refused}");
+            } else {
+                assert!(refused.to_string().contains("user_id"), "{refused}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_payments_that_did_not_settle_owe_an_event_of_their_own() {
+        let order = test_order(OrderStatus::Closed);
         let late = RecordedPayment {
-            after_close: true,
-            ..recorded("A-1001")
+            outcome: Some(PaymentOutcome::AfterClose),
+            ..payment(None, None)
         };
-        let refunded = RecordedPayment {
+        let event = late.owed_event(&order).unwrap();
+        assert_eq!(event.message_id(), "A-1001/order.paid_after_close/PAY-1");
+        let announced = RecordedPayment {
             event_published_at: Some(late.received_at),
             ..late.clone()
         };
-        assert_eq!(
-            respond(&PaymentEffect::Paid(paid.clone()), "PAY-1"),
-            PaymentAction::Announce(paid.clone())
-        );
-        assert_eq!(
-            respond(&PaymentEffect::AlreadyPaid(paid.clone()), "PAY-1"),
-            PaymentAction::Announce(paid)
-        );
-        assert_eq!(
-            respond(&PaymentEffect::AlreadyPaid(announced), "PAY-1"),
-            PaymentAction::Nothing
-        );
-        let PaymentAction::AnnouncePaidAfterClose(event) = respond(
-            &PaymentEffect::AfterClose {
-                order: closed.clone(),
-                payment: late.clone(),
-            },
-            "PAY-1",
-        ) else {
-            panic!("a payment after the close is announced");
+        assert_eq!(announced.owed_event(&order), None);
+        let settled = RecordedPayment {
+            outcome: Some(PaymentOutcome::Settled),
+            ..payment(None, None)
         };
-        assert_eq!(event.event, EventKind::PaidAfterClose);
-        assert_eq!(event.payment_id.as_deref(), Some("PAY-1"));
-        assert_eq!(event.occurred_at, late.received_at);
-        assert_eq!(
-            respond(
-                &PaymentEffect::AfterClose {
-                    order: closed,
-                    payment: refunded,
-                },
-                "PAY-1"
-            ),
-            PaymentAction::Nothing
-        );
-        assert_eq!(
-            respond(&PaymentEffect::Early, "PAY-1"),
-            PaymentAction::Nothing
-        );
-        let PaymentAction::Reject(rejection) = respond(
-            &PaymentEffect::Conflict {
-                recorded_for: "B-2".into(),
-            },
-            "PAY-1",
-        ) else {
-            panic!("a payment id of another order is refused");
-        };
-        assert_eq!(rejection.reason(), "invalid_field");
-        assert!(rejection.to_string().contains("B-2"), "{rejection}");
+        assert_eq!(settled.owed_event(&order), None);
+        assert_eq!(payment(None, None).owed_event(&order), None);
     }
 }

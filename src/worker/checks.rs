@@ -1,13 +1,17 @@
 //! A timer fired: check the order and carry out what `domain::check`
-//! decides. The order of the steps, and why it is safe, is in
-//! `domain::check`.
+//! decides — asking the payment gateway first, when one is configured,
+//! before an unpaid order is closed. The order of the steps, and why it is
+//! safe, is in `domain::check`.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Worker;
 use crate::{
     domain::{
-        CheckDecision, CheckDue, Inbound, Rejection, Verdict, after_lost_close, decide, time_delta,
+        Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
+        OrderStatus, Rejection, Verdict, after_lost_close, decide,
+        gateway::{AfterAnswer, GatewayAnswer, after_answer},
+        time_delta,
     },
     error::Result,
 };
@@ -20,24 +24,22 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
     let schedule = &worker.schedule;
     let now = Utc::now();
     let order = worker.db.find(&order_id).await?;
-    let (decision, order) = match decide(order.as_ref(), attempt, now, schedule) {
-        CheckDecision::Close => match worker.db.close(&order_id, attempt.get(), now).await? {
-            Some(closed) => {
-                let lateness = closed.closed_at.unwrap_or(now) - closed.expires_at;
-                worker.metrics.order_closed(lateness);
-                tracing::info!(%order_id, attempts = closed.attempts, "order closed unpaid");
-                (CheckDecision::Close, Some(closed))
-            }
-            None => {
-                tracing::info!(%order_id, "a payment committed before the close");
-                let order = worker.db.find(&order_id).await?;
-                (
-                    after_lost_close(order.as_ref(), attempt, now, schedule),
-                    order,
-                )
-            }
-        },
-        decision => (decision, order),
+    let (decision, order) = match (decide(order.as_ref(), attempt, now, schedule), order) {
+        (CheckDecision::Close, Some(order)) => {
+            let reason = match ask_gateway(worker, &order, attempt, now).await? {
+                AfterAsk::Close(reason) => reason,
+                AfterAsk::Paid => {
+                    worker.metrics.check_made(CheckOutcome::Paid);
+                    return Ok(Verdict::Done);
+                }
+                AfterAsk::AskedAgain => {
+                    worker.metrics.check_made(CheckOutcome::Rescheduled);
+                    return Ok(Verdict::Done);
+                }
+            };
+            close(worker, &order_id, attempt, now, reason).await?
+        }
+        (decision, order) => (decision, order),
     };
     match decision {
         // The closed order, or a terminal one whose event is owed.
@@ -53,7 +55,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
                 .await?;
             worker
                 .db
-                .record_check(&order_id, attempt.get(), now + time_delta(wait))
+                .record_check(&order_id, attempt.get(), now + time_delta(wait), false)
                 .await?;
         }
         CheckDecision::UnknownOrder => {
@@ -68,4 +70,99 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         worker.metrics.check_made(outcome);
     }
     Ok(Verdict::Done)
+}
+
+/// Closes the order for `reason`; when a payment won the race, decides
+/// again on the order as it is.
+async fn close(
+    worker: &Worker,
+    order_id: &OrderId,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+    reason: CloseReason,
+) -> Result<(CheckDecision, Option<Order>)> {
+    match worker
+        .db
+        .close(order_id, attempt.get(), now, reason)
+        .await?
+    {
+        Some(closed) => {
+            let lateness = closed.closed_at.unwrap_or(now) - closed.expires_at;
+            worker.metrics.order_closed(lateness);
+            tracing::info!(%order_id, attempts = closed.attempts, reason = reason.as_str(), "order closed");
+            Ok((CheckDecision::Close, Some(closed)))
+        }
+        None => {
+            tracing::info!(%order_id, "a payment committed before the close");
+            let order = worker.db.find(order_id).await?;
+            let decision = after_lost_close(order.as_ref(), attempt, now, &worker.schedule);
+            Ok((decision, order))
+        }
+    }
+}
+
+/// What asking the gateway left to do.
+enum AfterAsk {
+    /// Close the order, for this reason.
+    Close(CloseReason),
+    /// The gateway's payment settled the order.
+    Paid,
+    /// The gateway is asked again once a timer fires.
+    AskedAgain,
+}
+
+/// Asks the gateway about an order at its deadline, when one is configured;
+/// without one, the order closes as expired.
+async fn ask_gateway(
+    worker: &Worker,
+    order: &Order,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+) -> Result<AfterAsk> {
+    let Some(gateway) = &worker.gateway else {
+        return Ok(AfterAsk::Close(CloseReason::Expired));
+    };
+    let order_id = &order.order_id;
+    let mut answer = gateway.ask(order).await;
+    tracing::info!(%order_id, answer = answer.label(), "asked the payment gateway");
+    if let GatewayAnswer::Unusable(why) = &answer {
+        tracing::warn!(%order_id, why, "no usable answer from the payment gateway");
+    }
+    // A payment id the gateway names for another order is no answer.
+    if let GatewayAnswer::Paid { payment_id, .. } = &answer
+        && let Some(recorded) = worker.db.payment(payment_id.as_str()).await?
+        && recorded.order_id != order_id.as_str()
+    {
+        answer = GatewayAnswer::Unusable(format!(
+            "payment {payment_id:?} belongs to order {}",
+            recorded.order_id
+        ));
+    }
+    match after_answer(order, answer, gateway.policy()) {
+        AfterAnswer::Pay(payment) => {
+            let (first_time, recorded) = worker.db.record_payment(&payment, now).await?;
+            if first_time {
+                worker.metrics.payment_recorded();
+            }
+            let after = worker.apply_payment(order_id, recorded).await?;
+            match after.map(|order| order.status) {
+                // The payment did not match: the deadline has come unpaid.
+                Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
+                _ => Ok(AfterAsk::Paid),
+            }
+        }
+        AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
+        AfterAnswer::AskAgain => {
+            let wait = gateway.policy().retry;
+            worker
+                .publisher
+                .arm_timer(&worker.topology, order_id, attempt.next(), wait)
+                .await?;
+            worker
+                .db
+                .record_check(order_id, attempt.get(), now + time_delta(wait), true)
+                .await?;
+            Ok(AfterAsk::AskedAgain)
+        }
+    }
 }

@@ -1,59 +1,93 @@
-//! `order.placed`: store the order, then do what `domain::intake` says.
+//! `order.placed`: store the order, play what waited for it, arm its first
+//! timer — as `domain::intake` decides.
 
 use chrono::Utc;
 
 use super::Worker;
 use crate::{
     domain::{
-        Attempt, Inbound, IntakeAction, OrderId, OrderPlaced, Verdict,
-        intake::{after_placement, new_order},
+        Attempt, CloseReason, Inbound, Order, OrderPlaced, Transition, Verdict,
+        intake::{new_order, on_arrival},
     },
     error::Result,
 };
+
+/// A transition that lost its race leaves the order terminal, so the next
+/// plan stands.
+const PLANS: usize = 3;
 
 pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
     let placed = match OrderPlaced::parse(&inbound.body) {
         Ok(placed) => placed,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
-    let order_id = placed.order_id.clone();
     let placement = worker
         .db
         .place(new_order(placed, Utc::now(), &worker.schedule))
         .await?;
-    match after_placement(placement, inbound.seen_before) {
-        IntakeAction::ArmFirstTimer { counts_as_new } => {
-            arm_first_timer(worker, &order_id).await?;
-            if counts_as_new {
-                worker.metrics.order_placed();
-                tracing::info!(%order_id, "order placed");
-            }
-        }
-        IntakeAction::Announce {
-            order,
-            counts_as_new,
-        } => {
-            if counts_as_new {
-                worker.metrics.order_placed();
-                tracing::info!(%order_id, "order placed, already paid");
-            }
-            worker.announce(&order).await?;
-        }
-        IntakeAction::Nothing => {
-            tracing::debug!(%order_id, "repeated order.placed ignored");
-        }
+    let seen_before = inbound.seen_before;
+    let mut order = placement.order().clone();
+    if placement.looks_for_waiting(seen_before) {
+        order = play_what_waited(worker, order, seen_before).await?;
+    }
+    if placement.arms_first_timer(&order, seen_before) {
+        worker
+            .publisher
+            .arm_timer(
+                &worker.topology,
+                &order.order_id,
+                Attempt::FIRST,
+                worker.schedule.first_wait(),
+            )
+            .await?;
+    }
+    worker.announce_if_owed(&order).await?;
+    if placement.is_created() {
+        worker.metrics.order_placed();
+        tracing::info!(order_id = %order.order_id, status = %order.status, "order placed");
+    } else {
+        tracing::debug!(order_id = %order.order_id, "repeated order.placed");
     }
     Ok(Verdict::Done)
 }
 
-async fn arm_first_timer(worker: &Worker, order_id: &OrderId) -> Result<()> {
-    worker
-        .publisher
-        .arm_timer(
-            &worker.topology,
-            order_id,
-            Attempt::FIRST,
-            worker.schedule.first_wait(),
-        )
-        .await
+/// Plays the payments and the cancellation that came before the order;
+/// returns the order as it stands after.
+async fn play_what_waited(worker: &Worker, mut order: Order, seen_before: bool) -> Result<Order> {
+    let order_id = order.order_id.clone();
+    for _ in 0..PLANS {
+        let waiting = worker.db.waiting_for(&order_id).await?;
+        let arrival = on_arrival(&order, &waiting.payments, waiting.cancellation.as_ref());
+        let moved = match &arrival.transition {
+            None => Some(order.clone()),
+            Some(Transition::Settle(payment)) => {
+                worker.db.settle(&order_id, &payment.payment_id).await?
+            }
+            Some(Transition::Cancel) => {
+                worker
+                    .db
+                    .close(&order_id, 0, Utc::now(), CloseReason::Cancelled)
+                    .await?
+            }
+        };
+        let Some(moved) = moved else {
+            // Another daemon moved it first: plan again on what it did.
+            order = worker.db.find(&order_id).await?.unwrap_or(order);
+            continue;
+        };
+        order = moved;
+        for (payment_id, outcome) in arrival.outcomes {
+            let kept = worker.db.decide_payment(&payment_id, outcome).await?;
+            worker.announce_payment(&order, &kept).await?;
+        }
+        if seen_before {
+            // A first try may have decided payments and died before their
+            // events were confirmed.
+            for payment in worker.db.payments_of(&order_id).await? {
+                worker.announce_payment(&order, &payment).await?;
+            }
+        }
+        return Ok(order);
+    }
+    Ok(order)
 }

@@ -2,8 +2,10 @@
 //! messages as [`Inbound`] values and answers each with a [`Verdict`]; the
 //! AMQP shell acknowledges, parks or retries accordingly.
 
+mod cancellations;
 mod checks;
 mod intake;
+mod money;
 mod payments;
 mod sweeper;
 
@@ -16,6 +18,7 @@ use crate::{
     db::Database,
     domain::{Inbound, Inbox, Order, OrderEvent, Schedule, Verdict},
     error::Result,
+    gateway::Gateway,
     metrics::Metrics,
     topology::Topology,
 };
@@ -27,6 +30,10 @@ pub struct Worker {
     pub topology: Arc<Topology>,
     pub schedule: Schedule,
     pub metrics: Arc<Metrics>,
+    /// Who may say "paid" (`payments.trusted_users`); empty: anyone.
+    pub trusted_users: Vec<String>,
+    /// Asked before an unpaid order is closed, when configured.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl Handler for Worker {
@@ -34,6 +41,7 @@ impl Handler for Worker {
         match inbound.inbox {
             Inbox::Placed => intake::order_placed(self, inbound).await,
             Inbox::Payments => payments::payment_succeeded(self, inbound).await,
+            Inbox::Cancellations => cancellations::order_cancelled(self, inbound).await,
             Inbox::Checks => checks::timer_fired(self, inbound).await,
         }
     }

@@ -13,8 +13,8 @@ use lapin::{
 use paywait::{
     amqp::attempt_header,
     domain::{
-        Attempt, CheckDecision, CheckDue, Inbox, Order, OrderId, OrderPlaced, OrderStatus,
-        PaymentSucceeded, Schedule, decide,
+        Attempt, CheckDecision, CheckDue, CloseReason, Inbox, Order, OrderCancelled, OrderId,
+        OrderPlaced, OrderStatus, PaymentSucceeded, Schedule, decide,
     },
 };
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
@@ -48,13 +48,14 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 /// Every field an inbound message may carry.
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "order_id",
     "payment_id",
     "amount_cents",
     "currency",
     "placed_at",
     "paid_at",
+    "reason",
 ];
 
 /// A message that is valid, or one field away from it.
@@ -69,7 +70,7 @@ fn near_valid_message() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(order_id, payment_id, cents, currency, time)| {
             json!({
                 "order_id": order_id, "payment_id": payment_id, "amount_cents": cents,
-                "currency": currency, "placed_at": time, "paid_at": time,
+                "currency": currency, "placed_at": time, "paid_at": time, "reason": "customer",
             })
         });
     let field = proptest::sample::select(&FIELDS[..]);
@@ -197,7 +198,14 @@ mod reference {
     }
 
     pub type Placed = (String, Option<i64>, Option<String>, Option<DateTime<Utc>>);
-    pub type Payment = (String, String, Option<i64>, Option<DateTime<Utc>>);
+    pub type Payment = (
+        String,
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+    );
+    pub type Cancelled = (String, Option<String>);
 
     pub fn order_placed(body: &[u8]) -> Option<Placed> {
         let map = object(body)?;
@@ -221,8 +229,19 @@ mod reference {
             order_id,
             payment_id.to_owned(),
             optional(&map, "amount_cents", cents)?,
+            optional(&map, "currency", currency)?,
             optional(&map, "paid_at", time)?,
         ))
+    }
+
+    pub fn order_cancelled(body: &[u8]) -> Option<Cancelled> {
+        let map = object(body)?;
+        let order_id = order_id(&map)?;
+        let reason = optional(&map, "reason", |value| {
+            let text = value.as_str()?;
+            (text.chars().count() <= 256).then(|| text.to_owned())
+        })?;
+        Some((order_id, reason))
     }
 
     pub fn check_due(body: &[u8], headers: Option<&FieldTable>) -> Option<(String, u32)> {
@@ -254,7 +273,9 @@ fn order(status: OrderStatus, attempts: u32, announced: bool) -> Order {
         expires_at: placed_at + TimeDelta::seconds(60),
         paid_at: None,
         closed_at: None,
+        close_reason: (status == OrderStatus::Closed).then_some(CloseReason::Expired),
         attempts,
+        gateway_asks: 0,
         payment_id: None,
         event_published_at: announced.then_some(placed_at),
         next_check_at: None,
@@ -279,10 +300,16 @@ proptest! {
                 payment.order_id.as_str().to_owned(),
                 payment.payment_id.as_str().to_owned(),
                 payment.amount_cents,
+                payment.currency.map(|c| c.as_str().to_owned()),
                 payment.paid_at,
             )
         });
         prop_assert_eq!(payment, reference::payment_succeeded(&body));
+
+        let cancelled = OrderCancelled::parse(&body)
+            .ok()
+            .map(|cancelled| (cancelled.order_id.as_str().to_owned(), cancelled.reason));
+        prop_assert_eq!(cancelled, reference::order_cancelled(&body));
 
         let due = CheckDue::parse(&body, &attempt_header(headers.as_ref()))
             .ok()
@@ -349,6 +376,9 @@ async fn publish_drawn(
     sent
 }
 
+/// The inboxes fed by the inbound exchange, in the order the draws index.
+const INBOUND: [Inbox; 3] = [Inbox::Placed, Inbox::Payments, Inbox::Cancellations];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -356,28 +386,28 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     // Timers of an hour: no check arrives but those published here.
     let mut app = TestApp::spawn("1h").await;
     let mut runner = TestRunner::deterministic();
-    let (placed, payments, checks) = (
-        app.topology.queue(Inbox::Placed).to_owned(),
-        app.topology.queue(Inbox::Payments).to_owned(),
-        app.topology.queue(Inbox::Checks).to_owned(),
-    );
+    let queue = |inbox: Inbox| app.topology.queue(inbox).to_owned();
+    let inbound_queues: Vec<String> = INBOUND.iter().map(|inbox| queue(*inbox)).collect();
+    let checks = queue(Inbox::Checks);
 
-    // Orders and payments first, so that the checks meet a known set of orders.
+    // Orders, payments and cancellations first, so that the checks meet a
+    // known set of orders.
     let inbound = publish_drawn(
         &app,
         &mut runner,
-        (body(), headers(), 0usize..2),
-        &[placed.clone(), payments.clone()],
-        160,
+        (body(), headers(), 0usize..INBOUND.len()),
+        &inbound_queues,
+        240,
     )
     .await;
-    let count = |queue: usize| inbound.iter().filter(|(q, _, _)| *q == queue).count() as f64;
-    app.expect_handled(Inbox::Placed, count(0) as usize).await;
-    app.expect_handled(Inbox::Payments, count(1) as usize).await;
+    let sent = |index: usize| inbound.iter().filter(|(q, _, _)| *q == index).count();
+    for (index, inbox) in INBOUND.iter().enumerate() {
+        app.expect_handled(*inbox, sent(index)).await;
+    }
 
     let known: Vec<String> = inbound
         .iter()
-        .filter(|(queue, _, _)| *queue == 0)
+        .filter(|(queue, _, _)| INBOUND[*queue] == Inbox::Placed)
         .filter_map(|(_, body, _)| OrderPlaced::parse(body).ok())
         .map(|placed| placed.order_id.as_str().to_owned())
         .collect();
@@ -408,7 +438,7 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     app.wait_for_status("FUZZ-GOOD", OrderStatus::Paid, Duration::from_secs(20))
         .await;
     app.stop().await.expect("a clean stop");
-    for queue in [&placed, &payments, &checks] {
+    for queue in inbound_queues.iter().chain([&checks]) {
         assert_eq!(app.queue_depth(queue).await, 0, "{queue} kept messages");
     }
 
@@ -433,18 +463,20 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
             .map(|row| (row.payment_id, row.order_id))
             .collect();
     let mut expected: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
-    for (queue, body, _) in &inbound {
-        let refused = if *queue == 0 {
-            OrderPlaced::parse(body).is_err()
-        } else {
-            match PaymentSucceeded::parse(body) {
+    for (index, body, _) in &inbound {
+        let refused = match INBOUND[*index] {
+            Inbox::Placed => OrderPlaced::parse(body).is_err(),
+            Inbox::Payments => match PaymentSucceeded::parse(body) {
                 Err(_) => true,
                 Ok(payment) => recorded[payment.payment_id.as_str()] != payment.order_id.as_str(),
-            }
+            },
+            _ => OrderCancelled::parse(body).is_err(),
         };
         if refused {
-            let name = if *queue == 0 { &placed } else { &payments };
-            expected.entry(name).or_default().push(body.clone());
+            expected
+                .entry(&inbound_queues[*index])
+                .or_default()
+                .push(body.clone());
         }
     }
     for (_, body, headers) in &timers {
@@ -465,20 +497,21 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     for message in &parked {
         assert!(message.header("x-paywait-error").is_some());
         let source = message.header("x-paywait-queue").expect("the source queue");
-        let name = [&placed, &payments, &checks]
-            .into_iter()
+        let name = inbound_queues
+            .iter()
+            .chain([&checks])
             .find(|queue| **queue == source)
             .unwrap_or_else(|| panic!("parked from an unknown queue {source}"));
         actual.entry(name).or_default().push(message.body.clone());
     }
-    for queue in [&placed, &payments, &checks] {
+    let sent_to = |queue: &str| match inbound_queues.iter().position(|q| q == queue) {
+        Some(index) => sent(index),
+        None => timers.len(),
+    };
+    for queue in inbound_queues.iter().chain([&checks]) {
         let mut want = expected.remove(queue.as_str()).unwrap_or_default();
         let mut got = actual.remove(queue.as_str()).unwrap_or_default();
-        let sent = match queue {
-            q if q == &checks => timers.len(),
-            q if q == &placed => count(0) as usize,
-            _ => count(1) as usize,
-        };
+        let sent = sent_to(queue);
         println!("{queue}: {sent} sent, {} parked", got.len());
         assert!(
             !want.is_empty() && want.len() < sent,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use paywait::domain::{Inbox, OrderStatus};
+use paywait::domain::{Inbox, OrderStatus, PaymentOutcome};
 
 use paywait_testkit::{ReceivedEvent, TestApp};
 
@@ -177,7 +177,11 @@ async fn a_payment_after_the_close_is_kept_and_announced() {
     assert_eq!(order.status, OrderStatus::Closed, "the order stays closed");
     let payments = app.db.payments_of(&order.order_id).await.unwrap();
     assert_eq!(payments.len(), 2);
-    assert!(payments.iter().all(|payment| payment.after_close));
+    assert!(
+        payments
+            .iter()
+            .all(|payment| payment.outcome == Some(PaymentOutcome::AfterClose))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,7 +125,7 @@ async fn json_logs_are_one_object_per_line_with_the_order_id() {
         about_j1.iter().any(|l| l["message"] == "order placed")
             && about_j1
                 .iter()
-                .any(|l| l["message"] == "order closed unpaid"),
+                .any(|l| l["message"] == "order closed" && l["reason"] == "expired"),
         "{text}"
     );
     assert!(

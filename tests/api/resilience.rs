@@ -189,9 +189,10 @@ async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
         .unwrap();
     for statement in [
         // Many settled orders, some pending ones not yet due, a few overdue.
-        "INSERT INTO orders (order_id, status, placed_at, expires_at, closed_at, event_published_at) \
+        "INSERT INTO orders (order_id, status, placed_at, expires_at, closed_at, close_reason, \
+                             event_published_at) \
          SELECT 'S-' || g, 'closed', now() - interval '2 days', now() - interval '1 day', \
-                now() - interval '1 day', now() - interval '1 day' \
+                now() - interval '1 day', 'expired', now() - interval '1 day' \
          FROM generate_series(1, 50000) g",
         "INSERT INTO orders (order_id, placed_at, expires_at, next_check_at) \
          SELECT 'P-' || g, now(), now() + interval '30 minutes', now() + interval '1 minute' \

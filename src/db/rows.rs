@@ -1,0 +1,160 @@
+//! Rows as diesel reads and writes them, and their domain values.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    pg::Pg,
+    prelude::{Insertable, Queryable, QueryableByName, Selectable},
+};
+
+use super::schema::{orders, payments};
+use crate::{
+    domain::{
+        CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment,
+        WaitingCancellation,
+    },
+    error::{Error, Result},
+};
+
+/// A row of `orders`.
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = orders, check_for_backend(Pg))]
+pub(super) struct OrderRow {
+    pub order_id: String,
+    status: String,
+    amount_cents: Option<i64>,
+    currency: Option<String>,
+    placed_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    close_reason: Option<String>,
+    attempts: i32,
+    gateway_asks: i32,
+    payment_id: Option<String>,
+    event_published_at: Option<DateTime<Utc>>,
+    next_check_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = Error;
+
+    fn try_from(row: OrderRow) -> Result<Self> {
+        let corrupt = |what: String| Error::CorruptRow(format!("order {}: {what}", row.order_id));
+        Ok(Order {
+            status: OrderStatus::parse(&row.status)
+                .ok_or_else(|| corrupt(format!("status {:?}", row.status)))?,
+            close_reason: row
+                .close_reason
+                .as_deref()
+                .map(|reason| {
+                    CloseReason::parse(reason).ok_or_else(|| corrupt(format!("reason {reason:?}")))
+                })
+                .transpose()?,
+            order_id: OrderId::parse(row.order_id.as_str())
+                .map_err(|error| Error::CorruptRow(error.to_string()))?,
+            amount_cents: row.amount_cents,
+            currency: row.currency,
+            placed_at: row.placed_at,
+            expires_at: row.expires_at,
+            paid_at: row.paid_at,
+            closed_at: row.closed_at,
+            attempts: row.attempts.max(0) as u32,
+            gateway_asks: row.gateway_asks.max(0) as u32,
+            payment_id: row.payment_id,
+            event_published_at: row.event_published_at,
+            next_check_at: row.next_check_at,
+        })
+    }
+}
+
+/// A row of `payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Insertable)]
+#[diesel(table_name = payments, check_for_backend(Pg))]
+pub(super) struct PaymentRow {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub outcome: Option<String>,
+    pub event_published_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<PaymentRow> for RecordedPayment {
+    type Error = Error;
+
+    fn try_from(row: PaymentRow) -> Result<Self> {
+        Ok(Self {
+            outcome: row
+                .outcome
+                .as_deref()
+                .map(|outcome| {
+                    PaymentOutcome::parse(outcome).ok_or_else(|| {
+                        Error::CorruptRow(format!(
+                            "payment {} has outcome {outcome:?}",
+                            row.payment_id
+                        ))
+                    })
+                })
+                .transpose()?,
+            payment_id: row.payment_id,
+            order_id: row.order_id,
+            amount_cents: row.amount_cents,
+            currency: row.currency,
+            paid_at: row.paid_at,
+            received_at: row.received_at,
+            event_published_at: row.event_published_at,
+        })
+    }
+}
+
+/// What waited for an order: a payment or a cancellation.
+#[derive(Debug, QueryableByName)]
+pub(super) struct WaitingRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub order_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub payment_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Int8>)]
+    pub amount_cents: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub currency: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub paid_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub received_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub reason: Option<String>,
+}
+
+/// What waited for one order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Payments whose outcome is not decided, in the order they came.
+    pub payments: Vec<RecordedPayment>,
+    pub cancellation: Option<WaitingCancellation>,
+}
+
+impl Waiting {
+    pub(super) fn add(&mut self, row: WaitingRow) {
+        match row.payment_id {
+            Some(payment_id) => self.payments.push(RecordedPayment {
+                payment_id,
+                order_id: row.order_id,
+                amount_cents: row.amount_cents,
+                currency: row.currency,
+                paid_at: row.paid_at,
+                received_at: row.received_at,
+                outcome: None,
+                event_published_at: None,
+            }),
+            None => {
+                self.cancellation = Some(WaitingCancellation {
+                    reason: row.reason,
+                    received_at: row.received_at,
+                })
+            }
+        }
+    }
+}

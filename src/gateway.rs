@@ -1,0 +1,115 @@
+//! The payment gateway's shell: one HTTP POST per question, bounded in time
+//! and in how many are in flight at once, so that a slow or dead gateway
+//! never holds up the rest of the daemon.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::{
+    configuration::{GatewaySettings, SecretUrl},
+    domain::{
+        Order,
+        gateway::{AskPolicy, GatewayAnswer, question},
+    },
+    error::{Error, Result},
+    metrics::Metrics,
+};
+
+/// The largest answer read, in bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Asks the payment gateway about orders at their deadline.
+pub struct Gateway {
+    client: reqwest::Client,
+    url: SecretUrl,
+    policy: AskPolicy,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// The gateway of `settings`, or `None` when no `gateway.url` is set.
+    pub fn from_settings(
+        settings: &GatewaySettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Self>> {
+        let Some(url) = &settings.url else {
+            return Ok(None);
+        };
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .build()
+            .map_err(|error| Error::Setup {
+                what: "the payment gateway's HTTP client",
+                message: error.without_url().to_string(),
+            })?;
+        Ok(Some(Self {
+            client,
+            url: url.clone(),
+            policy: AskPolicy {
+                retry: settings.retry,
+                max_retries: settings.max_retries,
+            },
+            permits: Arc::new(Semaphore::new(settings.concurrency.get())),
+            metrics,
+        }))
+    }
+
+    pub fn policy(&self) -> &AskPolicy {
+        &self.policy
+    }
+
+    /// Asks about `order`. Never fails and never waits longer than the
+    /// time-out: every trouble is an unusable answer, and so is a question
+    /// that finds the allowed number already in flight.
+    pub async fn ask(&self, order: &Order) -> GatewayAnswer {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            let answer =
+                GatewayAnswer::Unusable("too many questions to the gateway in flight".into());
+            self.metrics
+                .gateway_asked(answer.label(), std::time::Duration::ZERO);
+            return answer;
+        };
+        let started = Instant::now();
+        let answer = self.post(order).await;
+        self.metrics
+            .gateway_asked(answer.label(), started.elapsed());
+        answer
+    }
+
+    async fn post(&self, order: &Order) -> GatewayAnswer {
+        let response = match self
+            .client
+            .post(self.url.expose())
+            .json(&question(order))
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => return GatewayAnswer::Unusable(describe(&error)),
+        };
+        let status = response.status().as_u16();
+        match response.bytes().await {
+            Ok(body) if body.len() <= MAX_ANSWER_BYTES => GatewayAnswer::parse(status, &body),
+            Ok(body) => GatewayAnswer::Unusable(format!("an answer of {} bytes", body.len())),
+            Err(error) => GatewayAnswer::Unusable(describe(&error)),
+        }
+    }
+}
+
+/// What went wrong, without the URL (which may hold a password).
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        let mut text = error.to_string();
+        if let Some(url) = error.url() {
+            text = text.replace(url.as_str(), "the gateway");
+        }
+        text
+    }
+}

@@ -1,0 +1,64 @@
+//! `order.cancelled`: close a pending order at once, or keep the
+//! cancellation for an order not seen yet, as `domain::cancellation` says.
+
+use chrono::Utc;
+
+use super::Worker;
+use crate::{
+    domain::{
+        CloseReason, Inbound, OrderCancelled, Verdict,
+        cancellation::{CancelDecision, decide},
+    },
+    error::Result,
+};
+
+/// A close that lost its race, or a cancellation kept just as its order
+/// arrived, is decided again; the order is then known or terminal.
+const DECISIONS: usize = 3;
+
+pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
+    let cancelled = match OrderCancelled::parse(&inbound.body) {
+        Ok(cancelled) => cancelled,
+        Err(rejection) => return Ok(Verdict::Reject(rejection)),
+    };
+    let order_id = &cancelled.order_id;
+    let now = Utc::now();
+    let mut order = worker.db.find(order_id).await?;
+    for _ in 0..DECISIONS {
+        match decide(order.as_ref()) {
+            CancelDecision::Close => {
+                match worker
+                    .db
+                    .close(order_id, 0, now, CloseReason::Cancelled)
+                    .await?
+                {
+                    Some(closed) => {
+                        worker.metrics.order_cancelled();
+                        tracing::info!(%order_id, reason = cancelled.reason, "order cancelled");
+                        worker.announce(&closed).await?;
+                        return Ok(Verdict::Done);
+                    }
+                    None => order = worker.db.find(order_id).await?,
+                }
+            }
+            CancelDecision::LeaveAsItIs => {
+                if let Some(order) = &order {
+                    tracing::info!(%order_id, status = %order.status, "cancellation of a settled order ignored");
+                    worker.announce_if_owed(order).await?;
+                }
+                return Ok(Verdict::Done);
+            }
+            CancelDecision::KeepForArrival => {
+                // Kept first, then the order looked for again: an order
+                // stored meanwhile either finds the cancellation or is found.
+                worker.db.record_cancellation(&cancelled, now).await?;
+                order = worker.db.find(order_id).await?;
+                if order.is_none() {
+                    tracing::info!(%order_id, "cancellation before its order: kept until the order arrives");
+                    return Ok(Verdict::Done);
+                }
+            }
+        }
+    }
+    Ok(Verdict::Done)
+}

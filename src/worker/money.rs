@@ -1,0 +1,102 @@
+//! Carrying out what a payment does, for every way one arrives: a
+//! `payment.succeeded`, a payment that waited for its order, a gateway that
+//! says "paid".
+
+use super::Worker;
+use crate::{
+    domain::{
+        Order, OrderId, OrderStatus, PaymentDecision, PaymentOutcome, RecordedPayment,
+        payment::decide,
+    },
+    error::Result,
+};
+
+/// At most this many times a payment is decided again after losing a race:
+/// each lost race leaves the order terminal, so the next decision stands.
+const DECISIONS: usize = 3;
+
+impl Worker {
+    /// Does what `payment`, recorded for `order_id`, does to its order, and
+    /// publishes what that owes downstream; returns the order as it stands
+    /// after (`None` while it is not known).
+    pub(super) async fn apply_payment(
+        &self,
+        order_id: &OrderId,
+        mut payment: RecordedPayment,
+    ) -> Result<Option<Order>> {
+        let mut order = self.db.find(order_id).await?;
+        for _ in 0..DECISIONS {
+            match decide(order.as_ref(), &payment) {
+                PaymentDecision::Settle => {
+                    if let Some(paid) = self.db.settle(order_id, &payment.payment_id).await? {
+                        tracing::info!(%order_id, payment_id = payment.payment_id, "order paid");
+                        self.announce(&paid).await?;
+                        return Ok(Some(paid));
+                    }
+                    // The order left `pending`, or the payment was decided
+                    // otherwise, meanwhile: decide again on both as they are.
+                    order = self.db.find(order_id).await?;
+                    if let Some(now) = self.db.payment(&payment.payment_id).await? {
+                        payment = now;
+                    }
+                }
+                PaymentDecision::Keep(outcome) => {
+                    let kept = self.db.decide_payment(&payment.payment_id, outcome).await?;
+                    if kept.outcome == Some(PaymentOutcome::Settled) {
+                        payment = kept;
+                        continue;
+                    }
+                    if let Some(order) = &order {
+                        self.announce_payment(order, &kept).await?;
+                    }
+                    return Ok(order);
+                }
+                PaymentDecision::AlreadySettled => {
+                    if let Some(order) = &order {
+                        self.announce_if_owed(order).await?;
+                    }
+                    return Ok(order);
+                }
+                PaymentDecision::Early => {
+                    tracing::info!(
+                        %order_id,
+                        payment_id = payment.payment_id,
+                        "payment before its order: kept until the order arrives"
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    /// Publishes the event of a payment that did not settle its order, if
+    /// it is owed, then records that downstream was told.
+    pub(super) async fn announce_payment(
+        &self,
+        order: &Order,
+        payment: &RecordedPayment,
+    ) -> Result<()> {
+        let Some(event) = payment.owed_event(order) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            order_id = %order.order_id,
+            payment_id = payment.payment_id,
+            event = event.event.name(),
+            "a payment did not settle its order"
+        );
+        self.publisher.announce(&self.topology, &event).await?;
+        self.db.mark_payment_announced(&payment.payment_id).await?;
+        self.metrics.event_published(event.event);
+        Ok(())
+    }
+
+    /// Publishes the order's terminal event if downstream has not heard it.
+    pub(super) async fn announce_if_owed(&self, order: &Order) -> Result<()> {
+        if order.status != OrderStatus::Pending && order.event_published_at.is_none() {
+            self.announce(order).await?;
+        }
+        Ok(())
+    }
+}
