@@ -396,10 +396,13 @@ impl<'a> Sources<'a> {
 impl Settings {
     /// Loads and validates the settings.
     pub fn load(sources: &Sources<'_>) -> Result<Self, ConfigError> {
+        // The last of several values for one name wins, as when a later
+        // assignment shadows an earlier one.
         let env_value = |name: &str| {
             sources
                 .environment
                 .iter()
+                .rev()
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone())
         };
@@ -490,8 +493,9 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(
         List(Vec<String>),
         Text(String),
     }
+    // The environment's lists arrive split on commas but not trimmed.
     Ok(match ListOrText::deserialize(deserializer)? {
-        ListOrText::List(items) => items,
+        ListOrText::List(items) => items.iter().map(|s| s.trim().to_owned()).collect(),
         ListOrText::Text(text) if text.trim().is_empty() => Vec::new(),
         ListOrText::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
     })
@@ -657,6 +661,102 @@ mod tests {
                 "{name}={value} gave {error}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_them() {
+        for (name, value, named) in [
+            ("PAYWAIT_GATWAY__URL", "http://gateway/ask", "`gatway`"),
+            ("PAYWAIT_CHECKS__SCHEDUL", "1s", "`schedul`"),
+            ("PAYWAIT_PAYMENTS__TRUSTED", "ops", "`trusted`"),
+        ] {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(
+                error.contains(named) && error.contains("unknown field"),
+                "{name} gave {error}"
+            );
+        }
+        // Variables that name no setting are not settings.
+        load(&[("PAYWAIT_CONFIG", "/etc/paywait.toml"), ("PAYWAIT_X", "1")]).unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_section_in_a_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("paywait-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("paywait.toml");
+        std::fs::write(&file, "[gatway]\nurl = \"http://gateway/ask\"\n").unwrap();
+        let error = Settings::load(&Sources {
+            file: Some(&file),
+            environment: vec![],
+        })
+        .unwrap_err()
+        .to_string();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(error.contains("`gatway`"), "{error}");
+    }
+
+    #[test]
+    fn payments_and_the_gateway_are_configured_like_everything_else() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.payments.trusted_users.is_empty());
+        assert!(settings.gateway.url.is_none());
+        assert_eq!(settings.gateway.timeout, Duration::from_secs(2));
+        assert_eq!(settings.gateway.retry, Duration::from_secs(30));
+        assert_eq!(settings.gateway.max_retries, 3);
+
+        let settings = load(&[
+            (
+                "PAYWAIT_PAYMENTS__TRUSTED_USERS",
+                "payment-service, gateway",
+            ),
+            (
+                "PAYWAIT_GATEWAY__URL",
+                "https://pay:s3cret@gateway.example/ask",
+            ),
+            ("PAYWAIT_GATEWAY__TIMEOUT", "500ms"),
+            ("PAYWAIT_GATEWAY__RETRY", "10s"),
+            ("PAYWAIT_GATEWAY__MAX_RETRIES", "0"),
+            ("PAYWAIT_GATEWAY__CONCURRENCY", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.payments.trusted_users,
+            ["payment-service", "gateway"]
+        );
+        let url = settings.gateway.url.as_ref().unwrap();
+        assert_eq!(url.address(), "gateway.example:443");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        assert_eq!(settings.gateway.timeout, Duration::from_millis(500));
+        assert_eq!(settings.gateway.retry, Duration::from_secs(10));
+        assert_eq!(settings.gateway.max_retries, 0);
+        assert_eq!(settings.gateway.concurrency.get(), 4);
+
+        for (name, value, key) in [
+            ("PAYWAIT_GATEWAY__URL", "ftp://gateway/", "gateway.url"),
+            ("PAYWAIT_GATEWAY__TIMEOUT", "0s", "gateway.timeout"),
+            ("PAYWAIT_GATEWAY__RETRY", "soon", "gateway.retry"),
+            ("PAYWAIT_GATEWAY__CONCURRENCY", "0", "gateway.concurrency"),
+            (
+                "PAYWAIT_PAYMENTS__TRUSTED_USERS",
+                "a,,b",
+                "payments.trusted_users",
+            ),
+        ] {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("invalid configuration: {key}: ")),
+                "{name}={value} gave {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_broker_user_is_read_from_the_url() {
+        let settings = load(&[("AMQP_URL", "amqp://payment%2Dsvc:pw@broker/%2f")]).unwrap();
+        assert_eq!(settings.amqp.url.username(), "payment-svc");
+        let settings = load(&[("AMQP_URL", "amqp://broker/%2f")]).unwrap();
+        assert_eq!(settings.amqp.url.username(), "guest");
     }
 
     #[test]

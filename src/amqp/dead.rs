@@ -10,7 +10,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use super::{Broker, ERROR_HEADER, Outgoing, SOURCE_QUEUE_HEADER, failed};
+use super::{Broker, ERROR_HEADER, Outgoing, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed};
 use crate::{error::Result, topology::Topology};
 
 /// A parked message, as an operator reads it.
@@ -114,13 +114,14 @@ fn text_header(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     }
 }
 
-/// The properties a message had before it was parked.
+/// The properties a message had before it was parked, but for `user_id`,
+/// which only its first publisher may set.
 fn original_properties(parked: &BasicProperties) -> BasicProperties {
     let mut properties = parked.clone();
     if let Some(headers) = properties.headers().clone() {
         let mut kept = FieldTable::default();
         for (key, value) in headers.inner() {
-            if key.as_str() != ERROR_HEADER && key.as_str() != SOURCE_QUEUE_HEADER {
+            if ![ERROR_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER].contains(&key.as_str()) {
                 kept.insert(key.clone(), value.clone());
             }
         }
@@ -166,6 +167,7 @@ mod tests {
         for (key, value) in [
             (ERROR_HEADER, "body is not JSON"),
             (SOURCE_QUEUE_HEADER, "paywait.checks"),
+            (USER_ID_HEADER, "payment-service"),
             ("x-attempt", "2"),
         ] {
             headers.insert(

@@ -13,7 +13,9 @@ mod session;
 pub use consumer::{ConsumeSettings, Handler, attempt_header};
 pub use dead::{ParkedMessage, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
-pub use publisher::{ERROR_HEADER, Outgoing, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER};
+pub use publisher::{
+    ERROR_HEADER, Outgoing, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER, USER_ID_HEADER,
+};
 pub use session::Session;
 
 use std::time::Duration;

@@ -19,6 +19,8 @@ use crate::{
 
 /// The header that says why a message was parked in the dead queue.
 pub const ERROR_HEADER: &str = "x-paywait-error";
+/// The header keeping the `user_id` a parked message was published with.
+pub const USER_ID_HEADER: &str = "x-paywait-user-id";
 /// The header naming the queue a parked message came from.
 pub const SOURCE_QUEUE_HEADER: &str = "x-paywait-queue";
 
@@ -172,7 +174,9 @@ impl Publisher {
     }
 
     /// Moves a message that cannot be processed to the dead queue, body and
-    /// properties untouched, with the reason in `x-paywait-error`.
+    /// properties untouched, with the reason in `x-paywait-error` — but for
+    /// `user_id`, which the broker accepts only from its own publisher: it
+    /// travels in `x-paywait-user-id`.
     pub(super) async fn park(
         &self,
         topology: &Topology,
@@ -190,8 +194,13 @@ impl Publisher {
             SOURCE_QUEUE_HEADER.into(),
             AMQPValue::LongString(LongString::from(source_queue)),
         );
-        let properties = properties
-            .clone()
+        if let Some(user) = properties.user_id() {
+            headers.insert(
+                USER_ID_HEADER.into(),
+                AMQPValue::LongString(LongString::from(user.as_str())),
+            );
+        }
+        let properties = without_user_id(properties)
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT);
         self.publish(Outgoing {
@@ -203,6 +212,52 @@ impl Publisher {
         })
         .await
     }
+}
+
+/// The same properties without `user_id`, for a message published again by
+/// another user than its first publisher.
+pub(super) fn without_user_id(properties: &BasicProperties) -> BasicProperties {
+    let mut copy = BasicProperties::default();
+    if let Some(value) = properties.content_type() {
+        copy = copy.with_content_type(value.clone());
+    }
+    if let Some(value) = properties.content_encoding() {
+        copy = copy.with_content_encoding(value.clone());
+    }
+    if let Some(value) = properties.headers() {
+        copy = copy.with_headers(value.clone());
+    }
+    if let Some(value) = properties.delivery_mode() {
+        copy = copy.with_delivery_mode(*value);
+    }
+    if let Some(value) = properties.priority() {
+        copy = copy.with_priority(*value);
+    }
+    if let Some(value) = properties.correlation_id() {
+        copy = copy.with_correlation_id(value.clone());
+    }
+    if let Some(value) = properties.reply_to() {
+        copy = copy.with_reply_to(value.clone());
+    }
+    if let Some(value) = properties.expiration() {
+        copy = copy.with_expiration(value.clone());
+    }
+    if let Some(value) = properties.message_id() {
+        copy = copy.with_message_id(value.clone());
+    }
+    if let Some(value) = properties.timestamp() {
+        copy = copy.with_timestamp(*value);
+    }
+    if let Some(value) = properties.kind() {
+        copy = copy.with_type(value.clone());
+    }
+    if let Some(value) = properties.app_id() {
+        copy = copy.with_app_id(value.clone());
+    }
+    if let Some(value) = properties.cluster_id() {
+        copy = copy.with_cluster_id(value.clone());
+    }
+    copy
 }
 
 /// One message to publish: `what` names it in errors and logs.
@@ -254,4 +309,33 @@ fn json_properties() -> BasicProperties {
         .with_delivery_mode(PERSISTENT)
         .with_app_id("paywait".into())
         .with_timestamp(Utc::now().timestamp().max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_user_id_is_left_out_of_a_copy() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-attempt".into(), AMQPValue::LongInt(2));
+        let without = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("identity".into())
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_correlation_id("c".into())
+            .with_reply_to("r".into())
+            .with_expiration("60000".into())
+            .with_message_id("m".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("payment.succeeded".into())
+            .with_app_id("shop".into())
+            .with_cluster_id("k".into());
+        let full = without.clone().with_user_id("payment-service".into());
+        let copy = without_user_id(&full);
+        assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy, without);
+    }
 }

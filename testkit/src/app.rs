@@ -15,7 +15,7 @@ use lapin::{
 use paywait::{
     configuration::{Settings, Sources},
     db::Database,
-    domain::{Inbox, Order, OrderId, OrderStatus},
+    domain::{Inbox, Order, OrderId, OrderStatus, PaymentOutcome},
     startup::Application,
     topology::Topology,
 };
@@ -73,7 +73,17 @@ impl TestApp {
     /// Starts a daemon with `extra` settings in its environment; with
     /// `bind_events` false, no downstream queue exists.
     pub async fn spawn_with(schedule: &str, bind_events: bool, extra: &[(&str, &str)]) -> Self {
-        let sandbox = Sandbox::create().await;
+        Self::spawn_in(Sandbox::create().await, schedule, bind_events, extra).await
+    }
+
+    /// Starts a daemon on `sandbox`, prepared by the caller; `extra`
+    /// settings come last, so they override the sandbox's own.
+    pub async fn spawn_in(
+        sandbox: Sandbox,
+        schedule: &str,
+        bind_events: bool,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut environment = sandbox.environment(schedule);
         environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::load(&Sources {
@@ -313,6 +323,22 @@ impl TestApp {
             assert!(
                 Instant::now() < deadline,
                 "{order_id}'s event was never recorded: {order:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the payment is recorded with `outcome`.
+    pub async fn wait_until_recorded(&self, payment_id: &str, outcome: PaymentOutcome) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let payment = self.db.payment(payment_id).await.unwrap();
+            if payment.as_ref().and_then(|p| p.outcome) == Some(outcome) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payment {payment_id} was never recorded as {outcome:?}: {payment:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

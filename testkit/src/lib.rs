@@ -17,6 +17,6 @@ pub use daemon::{Daemon, Log};
 pub use postgres::{Stop, ThrowawayPostgres};
 pub use sandbox::{DropDatabase, Sandbox};
 pub use services::{
-    BROKER, MANAGEMENT, POSTGRES, close_connections_named, free_port, http_get, management_json,
-    metric_value, set_guest_permissions, urlencode,
+    BROKER, MANAGEMENT, POSTGRES, change_password, close_connections_named, delete_user, free_port,
+    http_get, import_definitions, management_json, metric_value, set_guest_permissions, urlencode,
 };

@@ -65,6 +65,27 @@ pub fn set_guest_permissions(vhost: &str, allowed: bool) {
     }
 }
 
+/// Imports definitions (users, permissions, topology) as `rabbitmqctl
+/// import_definitions` would.
+pub fn import_definitions(definitions: &Value) {
+    ureq::post(format!("{MANAGEMENT}/api/definitions"))
+        .header(GUEST.0, GUEST.1)
+        .send_json(definitions)
+        .expect("importing definitions");
+}
+
+/// Sets a user's password, as `rabbitmqctl change_password` would.
+pub fn change_password(user: &str, password: &str) {
+    ureq::put(format!("{MANAGEMENT}/api/users/{}", urlencode(user)))
+        .header(GUEST.0, GUEST.1)
+        .send_json(serde_json::json!({"password": password, "tags": ""}))
+        .expect("setting a password");
+}
+
+pub fn delete_user(user: &str) {
+    let _ = management_delete(&format!("users/{}", urlencode(user)));
+}
+
 /// Closes every connection to `vhost` whose client named itself `name`;
 /// returns how many it closed.
 pub fn close_connections_named(vhost: &str, name: &str) -> usize {

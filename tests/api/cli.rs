@@ -171,8 +171,10 @@ fn command_arguments_are_validated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn place_pay_and_show_through_the_cli() {
-    let mut app = TestApp::spawn("20s").await;
+async fn place_pay_cancel_and_show_through_the_cli() {
+    // `pay` publishes as the broker user of its URL: guest, trusted here.
+    let mut app =
+        TestApp::spawn_with("20s", true, &[("PAYWAIT_PAYMENTS__TRUSTED_USERS", "guest")]).await;
     let environment = app.sandbox.environment("20s");
 
     let placed = paywait(
@@ -198,7 +200,27 @@ async fn place_pay_and_show_through_the_cli() {
     assert_eq!(row["amount_cents"], 4200);
     assert_eq!(row["currency"], "EUR");
 
-    let paid = paywait(&environment, &["pay", "C-1", "--payment-id", "P-1"]);
+    // The wrong currency is kept, announced, and settles nothing.
+    let wrong = paywait(
+        &environment,
+        &["pay", "C-1", "--payment-id", "P-0", "--currency", "USD"],
+    );
+    assert!(wrong.status.success(), "{}", stderr(&wrong));
+    assert_eq!(
+        app.expect_event(Duration::from_secs(10)).await.name(),
+        "order.payment_mismatch"
+    );
+    let paid = paywait(
+        &environment,
+        &[
+            "pay",
+            "C-1",
+            "--payment-id",
+            "P-1",
+            "--amount-cents",
+            "4200",
+        ],
+    );
     assert!(paid.status.success(), "{}", stderr(&paid));
     assert_eq!(
         app.expect_event(Duration::from_secs(10)).await.name(),
@@ -208,7 +230,24 @@ async fn place_pay_and_show_through_the_cli() {
     let shown = paywait(&environment, &["show", "C-1"]);
     let text = stdout(&shown);
     assert!(text.contains("status") && text.contains("paid"), "{text}");
-    assert!(text.contains("P-1"), "{text}");
+    assert!(
+        text.contains("P-0") && text.contains("(mismatch)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("P-1 4200") && text.contains("(settled)"),
+        "{text}"
+    );
+
+    let placed = paywait(&environment, &["place", "C-2"]);
+    assert!(placed.status.success(), "{}", stderr(&placed));
+    app.wait_for_status("C-2", OrderStatus::Pending, Duration::from_secs(10))
+        .await;
+    let cancelled = paywait(&environment, &["cancel", "C-2", "--reason", "customer"]);
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    let closed = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(closed.name(), "order.closed");
+    assert_eq!(closed.body["reason"], "cancelled");
 
     let missing = paywait(&environment, &["show", "C-404"]);
     assert_eq!(missing.status.code(), Some(1));

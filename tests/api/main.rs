@@ -1,9 +1,12 @@
 //! Integration tests against the machine's real RabbitMQ and PostgreSQL.
 
+mod access;
 mod bad_input;
 mod cli;
 mod fuzz;
+mod gateway;
 mod lifecycle;
+mod money;
 mod operations;
 mod packaging;
 mod race;

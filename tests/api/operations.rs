@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use paywait::domain::OrderStatus;
+use paywait::domain::{CloseReason, OrderStatus};
 use paywait_testkit::{Daemon, Log, Sandbox, TestApp, metric_value};
 
 fn paywait_binary() -> &'static Path {
@@ -242,6 +242,14 @@ async fn the_rabbitmqadmin_scripts_inject_and_read_back() {
     script("pay-order.sh", &["OP-1", "PAY-OP-1"]);
     app.wait_for_status("OP-1", OrderStatus::Paid, Duration::from_secs(10))
         .await;
+    script("place-order.sh", &["OP-2"]);
+    app.wait_for_status("OP-2", OrderStatus::Pending, Duration::from_secs(10))
+        .await;
+    script("cancel-order.sh", &["OP-2", "customer"]);
+    let cancelled = app
+        .wait_for_status("OP-2", OrderStatus::Closed, Duration::from_secs(10))
+        .await;
+    assert_eq!(cancelled.close_reason, Some(CloseReason::Cancelled));
     script("publish-bad-message.sh", &[]);
     app.expect_metric(r#"paywait_messages_dead_total{reason="not_json"}"#, 1.0)
         .await;

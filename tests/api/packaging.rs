@@ -218,6 +218,41 @@ fn the_image_build_sees_every_workspace_member() {
 }
 
 #[test]
+fn the_example_configuration_sets_every_documented_key_to_its_default() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/paywait.toml.example");
+    let example = paywait::configuration::Settings::load(&paywait::configuration::Sources {
+        file: Some(&file),
+        environment: vec![],
+    })
+    .expect("the example loads");
+    let defaults = paywait::configuration::Settings::load(&Default::default()).unwrap();
+    assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+
+    let table: toml::Table = read("deploy/paywait.toml.example").parse().unwrap();
+    let in_example: std::collections::BTreeSet<String> = table
+        .iter()
+        .flat_map(|(section, keys)| {
+            keys.as_table()
+                .unwrap()
+                .keys()
+                .map(move |key| format!("{section}.{key}"))
+        })
+        .collect();
+    let readme = read("README.md");
+    let in_readme: std::collections::BTreeSet<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(key, _)| key.to_owned())
+        .filter(|key| key.contains('.') && !key.contains(' ') && !key.starts_with("paywait"))
+        .collect();
+    assert_eq!(
+        in_readme, in_example,
+        "the README's configuration table and deploy/paywait.toml.example differ"
+    );
+}
+
+#[test]
 fn the_systemd_unit_runs_the_daemon_hardened() {
     let unit = read("deploy/paywait.service");
     for line in [

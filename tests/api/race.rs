@@ -1,153 +1,257 @@
-//! Payments that race the deadline: every order ends in exactly one state,
-//! and the events agree with the rows.
+//! Messages that race the deadline — a payment, a payment for the wrong
+//! amount, a second payment, a cancellation — leave every order in exactly
+//! one state, with exactly the events that state owes, and the events agree
+//! with the rows.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use paywait::domain::OrderStatus;
-
+use paywait::domain::{CloseReason, OrderStatus};
 use paywait_testkit::TestApp;
+use serde_json::json;
 
-const ORDERS: usize = 200;
+const ORDERS: usize = 240;
 
-/// When order `i`'s payment leaves, relative to its deadline: most within
-/// 20 ms either side of it, every tenth well before or well after, so that
-/// both outcomes happen however loaded the machine is.
-fn payment_offset(i: usize) -> TimeDelta {
-    let millis = match i % 20 {
+/// What races the deadline of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Racer {
+    /// The right payment.
+    Payment,
+    /// A payment for the wrong amount.
+    Mismatch,
+    /// A second payment, the order having been paid by a first.
+    SecondPayment,
+    /// The customer's cancellation.
+    Cancellation,
+}
+
+const RACERS: [Racer; 4] = [
+    Racer::Payment,
+    Racer::Mismatch,
+    Racer::SecondPayment,
+    Racer::Cancellation,
+];
+
+fn racer(i: usize) -> Racer {
+    RACERS[i % RACERS.len()]
+}
+
+/// When order `i`'s racer leaves, relative to its deadline: most within
+/// 20 ms either side of it, every tenth of a kind well before or well
+/// after, so that both outcomes of a race happen however loaded the
+/// machine is.
+fn offset(i: usize) -> TimeDelta {
+    let k = i / RACERS.len();
+    let millis = match k % 10 {
         0 => -500,
-        10 => 1_000,
-        _ => (i as i64 * 7) % 41 - 20,
+        5 => 1_000,
+        _ => (k as i64 * 7) % 41 - 20,
     };
     TimeDelta::milliseconds(millis)
 }
 
+fn id(i: usize) -> String {
+    format!("R-{i:04}")
+}
+
+fn racing_message(i: usize) -> (&'static str, serde_json::Value) {
+    let order_id = id(i);
+    match racer(i) {
+        Racer::Payment => (
+            "payment.succeeded",
+            json!({"order_id": order_id, "payment_id": format!("PAY-{order_id}"), "amount_cents": 12900}),
+        ),
+        Racer::Mismatch => (
+            "payment.succeeded",
+            json!({"order_id": order_id, "payment_id": format!("PAY-{order_id}"), "amount_cents": 1}),
+        ),
+        Racer::SecondPayment => (
+            "payment.succeeded",
+            json!({"order_id": order_id, "payment_id": format!("PAY2-{order_id}"), "amount_cents": 12900}),
+        ),
+        Racer::Cancellation => ("order.cancelled", json!({"order_id": order_id})),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_at_the_deadline_leave_every_order_in_exactly_one_state() {
-    let mut app = TestApp::spawn("2s").await;
-    let ids: Vec<String> = (0..ORDERS).map(|i| format!("R-{i:04}")).collect();
-    for id in &ids {
-        app.place(id).await;
+async fn messages_at_the_deadline_leave_every_order_in_exactly_one_state() {
+    // Time enough to place every order on a loaded machine before the first
+    // deadline comes.
+    let mut app = TestApp::spawn("6s").await;
+    let ids: Vec<String> = (0..ORDERS).map(id).collect();
+    for (i, order_id) in ids.iter().enumerate() {
+        let body = json!({"order_id": order_id, "amount_cents": 12900, "currency": "CNY"});
+        app.publish("order.placed", body.to_string().as_bytes())
+            .await;
+        if racer(i) == Racer::SecondPayment {
+            app.pay(order_id, &format!("PAY-{order_id}")).await;
+        }
     }
     let mut plan: Vec<(DateTime<Utc>, usize)> = Vec::with_capacity(ORDERS);
-    for (i, id) in ids.iter().enumerate() {
+    for (i, order_id) in ids.iter().enumerate() {
         let order = app
-            .wait_for_status(id, OrderStatus::Pending, Duration::from_secs(30))
+            .wait_for_status(
+                order_id,
+                match racer(i) {
+                    Racer::SecondPayment => OrderStatus::Paid,
+                    _ => OrderStatus::Pending,
+                },
+                Duration::from_secs(30),
+            )
             .await;
-        plan.push((order.expires_at + payment_offset(i), i));
+        plan.push((order.expires_at + offset(i), i));
     }
     plan.sort();
-    let first_payment_in = plan[0].0 - Utc::now();
     assert!(
-        first_payment_in > TimeDelta::zero(),
+        plan[0].0 > Utc::now(),
         "placing the orders took longer than their deadline: the race cannot be run"
     );
 
-    // Each payment leaves at its moment, on its own task, so that a slow
+    // Each racer leaves at its moment, on its own task, so that a slow
     // confirm does not hold the next one back; note how late it left.
-    let payer = std::sync::Arc::new(TestApp::client_for(&app.sandbox).await);
-    let mut payments = tokio::task::JoinSet::new();
+    let client = std::sync::Arc::new(TestApp::client_for(&app.sandbox).await);
+    let mut racers = tokio::task::JoinSet::new();
     for (at, i) in plan {
-        let payer = payer.clone();
-        let id = ids[i].clone();
-        payments.spawn(async move {
+        let client = client.clone();
+        racers.spawn(async move {
             let until = (at - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(until).await;
             let departure = Utc::now() - at;
-            let body = serde_json::json!({"order_id": id, "payment_id": format!("PAY-{id}")});
-            payer
-                .publish_inbound("payment.succeeded", body.to_string().as_bytes())
+            let (routing_key, body) = racing_message(i);
+            client
+                .publish_inbound(routing_key, body.to_string().as_bytes())
                 .await;
             departure
         });
     }
-    let mut departures: Vec<TimeDelta> = payments.join_all().await;
+    let mut departures: Vec<TimeDelta> = racers.join_all().await;
     departures.sort();
     let median = departures[ORDERS / 2];
     let ninetieth = departures[ORDERS * 9 / 10];
-    println!("payments left {median} (median), {ninetieth} (90th percentile) after their moment");
+    println!("racers left {median} (median), {ninetieth} (90th percentile) after their moment");
     assert!(
         median <= TimeDelta::milliseconds(20) && ninetieth <= TimeDelta::milliseconds(100),
-        "payments left too late to race their deadline: median {median}, 90th percentile {ninetieth}"
+        "racers left too late to race their deadline: median {median}, 90th percentile {ninetieth}"
     );
 
-    // Each order gets one terminal event; a payment that lost to the close
-    // also gets order.paid_after_close.
-    let mut events: HashMap<String, Vec<String>> = HashMap::new();
+    // Every event, by order, with its message_id; copies are dropped.
+    let mut events: HashMap<String, HashMap<String, serde_json::Value>> = HashMap::new();
+    // Settled: the order's terminal event, and the racing payment's if it
+    // did not settle the order.
+    let settled = |events: &HashMap<String, HashMap<String, serde_json::Value>>| {
+        ids.iter().enumerate().all(|(i, id)| {
+            let Some(received) = events.get(id) else {
+                return false;
+            };
+            let has = |name: &str| received.contains_key(&format!("{id}/{name}"));
+            match racer(i) {
+                Racer::Cancellation => has("order.closed"),
+                Racer::Payment if has("order.paid") => true,
+                _ => received.len() >= 2,
+            }
+        })
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let settled = ids.iter().all(|id| {
-            let names = events.get(id).cloned().unwrap_or_default();
-            names.contains(&"order.paid".to_owned())
-                || (names.contains(&"order.closed".to_owned())
-                    && names.contains(&"order.paid_after_close".to_owned()))
-        });
-        if settled || std::time::Instant::now() > deadline {
-            break;
-        }
+    while !settled(&events) && std::time::Instant::now() < deadline {
         if let Some(event) = app.next_event(Duration::from_secs(5)).await {
+            let message_id = event.properties.message_id().as_ref().unwrap().to_string();
             events
                 .entry(event.order_id().to_owned())
                 .or_default()
-                .push(event.name().to_owned());
+                .insert(message_id, event.body);
         }
     }
-    // Let any duplicate or stray event arrive before judging.
+    // Let any stray event arrive before judging.
     while let Some(event) = app.next_event(Duration::from_millis(1500)).await {
+        let message_id = event.properties.message_id().as_ref().unwrap().to_string();
         events
             .entry(event.order_id().to_owned())
             .or_default()
-            .push(event.name().to_owned());
+            .insert(message_id, event.body);
     }
 
-    let (mut paid, mut closed) = (0, 0);
-    let mut outcomes: HashMap<(&str, OrderStatus), usize> = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        let order = app.order(id).await.unwrap();
-        let names = events.get(id).cloned().unwrap_or_default();
-        let has = |name: &str| names.iter().any(|n| n == name);
-        assert!(
-            !(has("order.paid") && has("order.closed")),
-            "{id} was announced both paid and closed: {names:?}"
-        );
-        match order.status {
-            OrderStatus::Paid => {
-                paid += 1;
-                assert!(has("order.paid"), "{id} is paid but got {names:?}");
-                assert!(!has("order.paid_after_close"), "{id}: {names:?}");
-                assert_eq!(order.payment_id, Some(format!("PAY-{id}")));
-            }
-            OrderStatus::Closed => {
-                closed += 1;
-                assert!(has("order.closed"), "{id} is closed but got {names:?}");
-                assert!(
-                    has("order.paid_after_close"),
-                    "{id}'s late payment was dropped: {names:?}"
-                );
-                assert!(
-                    order.closed_at.unwrap() >= order.expires_at,
-                    "{id} closed early"
-                );
-            }
-            OrderStatus::Pending => panic!("{id} is still pending"),
-        }
-        let offset = payment_offset(i);
-        let band = if offset.abs() <= TimeDelta::milliseconds(20) {
-            "within 20 ms of the deadline"
-        } else if offset < TimeDelta::zero() {
-            "well before"
-        } else {
-            "well after"
+    let mut outcomes: HashMap<Racer, HashSet<String>> = HashMap::new();
+    for (i, order_id) in ids.iter().enumerate() {
+        let order = app.order(order_id).await.unwrap();
+        let received = events.remove(order_id).unwrap_or_default();
+        let names: HashSet<String> = received.keys().cloned().collect();
+        let expect = |list: &[&String]| {
+            list.iter()
+                .map(|name| name.to_string())
+                .collect::<HashSet<_>>()
         };
-        *outcomes.entry((band, order.status)).or_default() += 1;
+        let paid = format!("{order_id}/order.paid");
+        let closed = format!("{order_id}/order.closed");
+        let after_close = |payment: &str| format!("{order_id}/order.paid_after_close/{payment}");
+        let payment = format!("PAY-{order_id}");
+        let outcome = match (racer(i), order.status) {
+            (Racer::Payment, OrderStatus::Paid) if names == expect(&[&paid]) => "paid",
+            (Racer::Payment, OrderStatus::Closed)
+                if names == expect(&[&closed, &after_close(&payment)]) =>
+            {
+                "closed, then paid after the close"
+            }
+            (Racer::Mismatch, OrderStatus::Closed)
+                if names
+                    == expect(&[
+                        &closed,
+                        &format!("{order_id}/order.payment_mismatch/{payment}"),
+                    ]) =>
+            {
+                "mismatch, then closed"
+            }
+            (Racer::Mismatch, OrderStatus::Closed)
+                if names == expect(&[&closed, &after_close(&payment)]) =>
+            {
+                "closed, then paid after the close"
+            }
+            (Racer::SecondPayment, OrderStatus::Paid)
+                if names
+                    == expect(&[
+                        &paid,
+                        &format!("{order_id}/order.paid_twice/PAY2-{order_id}"),
+                    ]) =>
+            {
+                "paid, then paid twice"
+            }
+            (Racer::Cancellation, OrderStatus::Closed) if names == expect(&[&closed]) => {
+                let reason = received[&closed]["reason"].as_str().unwrap().to_owned();
+                assert_eq!(
+                    order.close_reason.map(CloseReason::as_str),
+                    Some(reason.as_str()),
+                    "{order_id}: the event and the row disagree on why it closed"
+                );
+                match order.close_reason {
+                    Some(CloseReason::Cancelled) => "cancelled",
+                    Some(CloseReason::Expired) => "expired, then cancelled too late",
+                    other => panic!("{order_id} closed as {other:?}"),
+                }
+            }
+            (racer, status) => panic!("{order_id} ({racer:?}) ended {status} with {names:?}"),
+        };
+        if order.status == OrderStatus::Closed && order.close_reason == Some(CloseReason::Expired) {
+            assert!(
+                order.closed_at.unwrap() >= order.expires_at,
+                "{order_id} closed early"
+            );
+        }
+        outcomes
+            .entry(racer(i))
+            .or_default()
+            .insert(outcome.to_owned());
     }
-    println!(
-        "{ORDERS} orders raced their deadline: {paid} paid, {closed} closed then paid; \
-         by when they were paid: {outcomes:?}"
-    );
-    assert_eq!(paid + closed, ORDERS);
-    assert!(
-        paid > 0 && closed > 0,
-        "no race happened: {paid} paid, {closed} closed"
-    );
+    assert!(events.is_empty(), "events of unknown orders: {events:?}");
+    println!("{ORDERS} orders raced their deadline: {outcomes:?}");
+    // Both sides of each real race were seen.
+    for racer in [Racer::Payment, Racer::Mismatch, Racer::Cancellation] {
+        assert_eq!(
+            outcomes[&racer].len(),
+            2,
+            "{racer:?} did not race: {:?}",
+            outcomes[&racer]
+        );
+    }
 }

@@ -1,0 +1,256 @@
+//! Asking the payment gateway before a close, against a real HTTP server in
+//! the test process that answers paid, unpaid, pending, slowly, with 500,
+//! or with garbage.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use paywait::domain::OrderStatus;
+use paywait_testkit::TestApp;
+use serde_json::{Value, json};
+
+/// A gateway whose answer depends on the order id, noting every question.
+#[derive(Clone, Default)]
+struct FakeGateway {
+    questions: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// How long a slow answer takes.
+    slowness: Duration,
+}
+
+impl FakeGateway {
+    async fn start(slowness: Duration) -> (Self, SocketAddr) {
+        let gateway = Self {
+            slowness,
+            ..Self::default()
+        };
+        let app = Router::new()
+            .route("/ask", post(answer))
+            .with_state(gateway.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, app).into_future());
+        (gateway, address)
+    }
+
+    fn asked(&self, order_id: &str) -> Vec<Value> {
+        self.questions
+            .lock()
+            .unwrap()
+            .get(order_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn answer(State(gateway): State<FakeGateway>, Json(question): Json<Value>) -> Response {
+    let order_id = question["order_id"].as_str().unwrap_or_default().to_owned();
+    let asked = {
+        let mut questions = gateway.questions.lock().unwrap();
+        let list = questions.entry(order_id.clone()).or_default();
+        list.push(question.clone());
+        list.len()
+    };
+    let status = |status: &str| Json(json!({"status": status})).into_response();
+    if order_id.contains("WRONG") {
+        Json(json!({"status": "paid", "payment_id": format!("GW-{order_id}"), "amount_cents": 1}))
+            .into_response()
+    } else if order_id.contains("UNPAID") {
+        status("unpaid")
+    } else if order_id.contains("PAID") {
+        Json(json!({
+            "status": "paid", "payment_id": format!("GW-{order_id}"),
+            "amount_cents": question["amount_cents"], "currency": question["currency"],
+        }))
+        .into_response()
+    } else if order_id.contains("THEN") {
+        status(if asked == 1 { "pending" } else { "unpaid" })
+    } else if order_id.contains("PENDING") {
+        status("pending")
+    } else if order_id.contains("SLOW") {
+        tokio::time::sleep(gateway.slowness).await;
+        status("unpaid")
+    } else if order_id.contains("ERROR") {
+        (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+    } else {
+        (StatusCode::OK, "<html>not json</html>").into_response()
+    }
+}
+
+async fn spawn_with_gateway(address: SocketAddr, extra: &[(&str, &str)]) -> TestApp {
+    let url = format!("http://{address}/ask");
+    let mut settings = vec![
+        ("PAYWAIT_GATEWAY__URL", url.as_str()),
+        ("PAYWAIT_GATEWAY__TIMEOUT", "500ms"),
+        ("PAYWAIT_GATEWAY__RETRY", "400ms"),
+        ("PAYWAIT_GATEWAY__MAX_RETRIES", "2"),
+    ];
+    settings.extend_from_slice(extra);
+    TestApp::spawn_with("300ms", true, &settings).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_of_the_gateway_decides_how_the_order_ends() {
+    let (gateway, address) = FakeGateway::start(Duration::from_secs(3)).await;
+    let mut app = spawn_with_gateway(address, &[]).await;
+    // order id → (terminal event, close reason, questions asked)
+    let cases: [(&str, &str, Option<&str>, usize); 8] = [
+        ("G-PAID", "order.paid", None, 1),
+        ("G-WRONG", "order.closed", Some("expired"), 1),
+        ("G-UNPAID", "order.closed", Some("expired"), 1),
+        ("G-THEN", "order.closed", Some("expired"), 2),
+        ("G-PENDING", "order.closed", Some("unverified"), 3),
+        ("G-SLOW", "order.closed", Some("unverified"), 3),
+        ("G-ERROR", "order.closed", Some("unverified"), 3),
+        ("G-GARBAGE", "order.closed", Some("unverified"), 3),
+    ];
+    for (id, _, _, _) in &cases {
+        app.publish(
+            "order.placed",
+            json!({"order_id": id, "amount_cents": 12900, "currency": "CNY"})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    }
+    // Paid before its deadline: the gateway is never asked about it.
+    app.place("G-SETTLED").await;
+    app.pay("G-SETTLED", "PAY-SETTLED").await;
+
+    let mut events: HashMap<String, Vec<Value>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events.values().map(Vec::len).sum::<usize>() < cases.len() + 2 {
+        assert!(Instant::now() < deadline, "events so far: {events:?}");
+        if let Some(event) = app.next_event(Duration::from_secs(5)).await {
+            events
+                .entry(event.order_id().to_owned())
+                .or_default()
+                .push(event.body);
+        }
+    }
+    for (id, event, reason, questions) in cases {
+        let terminal = events[id]
+            .iter()
+            .find(|e| e["event"] == "order.paid" || e["event"] == "order.closed")
+            .unwrap_or_else(|| panic!("{id}: {:?}", events[id]));
+        assert_eq!(terminal["event"], event, "{id}");
+        assert_eq!(terminal["reason"].as_str(), reason, "{id}");
+        let order = app.order(id).await.unwrap();
+        assert_eq!(
+            order.close_reason.map(|reason| reason.as_str()),
+            reason,
+            "{id}"
+        );
+        assert!(
+            order
+                .closed_at
+                .is_none_or(|closed| closed >= order.expires_at),
+            "{id} closed before its deadline"
+        );
+        assert_eq!(gateway.asked(id).len(), questions, "{id}");
+    }
+    // The gateway's payment is a payment like any other.
+    let paid = &events["G-PAID"][0];
+    assert_eq!(paid["payment_id"], "GW-G-PAID");
+    let wrong = events["G-WRONG"]
+        .iter()
+        .find(|e| e["event"] == "order.payment_mismatch")
+        .expect("the gateway's wrong amount is announced");
+    assert_eq!(wrong["payment_amount_cents"], 1);
+    assert_eq!(events["G-SETTLED"].len(), 1);
+    assert!(
+        gateway.asked("G-SETTLED").is_empty(),
+        "a paid order was asked about"
+    );
+
+    let question = &gateway.asked("G-UNPAID")[0];
+    let order = app.order("G-UNPAID").await.unwrap();
+    assert_eq!(question["amount_cents"], 12900);
+    assert_eq!(question["currency"], "CNY");
+    assert_eq!(
+        question["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        order.expires_at
+    );
+    assert_eq!(
+        question["placed_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        order.placed_at
+    );
+    for (answer, count) in [("paid", 2.0), ("unpaid", 2.0), ("pending", 4.0)] {
+        app.expect_metric(
+            &format!(r#"paywait_gateway_requests_total{{answer="{answer}"}}"#),
+            count,
+        )
+        .await;
+    }
+    // Slow, 500 and garbage: three questions each.
+    app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 9.0)
+        .await;
+    app.expect_metric("paywait_gateway_request_duration_seconds_count", 17.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_gateway_holds_up_neither_payments_nor_other_checks() {
+    let (gateway, address) = FakeGateway::start(Duration::from_secs(60)).await;
+    let mut app = spawn_with_gateway(
+        address,
+        &[
+            ("PAYWAIT_GATEWAY__TIMEOUT", "20s"),
+            ("PAYWAIT_GATEWAY__CONCURRENCY", "1"),
+        ],
+    )
+    .await;
+    app.place("SLOW-1").await;
+    let asked = Instant::now();
+    while gateway.asked("SLOW-1").is_empty() {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While that question hangs: a payment settles another order at once…
+    app.place("FAST-1").await;
+    app.pay("FAST-1", "PAY-FAST").await;
+    let paid = app.expect_event(Duration::from_secs(2)).await;
+    assert_eq!(paid.order_id(), "FAST-1");
+    assert_eq!(paid.name(), "order.paid");
+    // …and another order at its deadline finds no free place to ask: that is
+    // no usable answer, asked again later, not a wait. After the retries it
+    // closes unverified, long before the hanging question times out.
+    app.place("SLOW-2").await;
+    let closed = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(closed.order_id(), "SLOW-2");
+    assert_eq!(closed.body["reason"], "unverified");
+    let order = app.order("SLOW-2").await.unwrap();
+    assert!(
+        order.closed_at.unwrap() - order.expires_at < chrono::TimeDelta::seconds(5),
+        "SLOW-2 waited for the slow question: {order:?}"
+    );
+    assert!(
+        gateway.asked("SLOW-2").is_empty(),
+        "a second question was let through"
+    );
+    app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 3.0)
+        .await;
+    assert_eq!(
+        app.order("SLOW-1").await.unwrap().status,
+        OrderStatus::Pending,
+        "the first question is still open"
+    );
+}
