@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::domain::{Schedule, parse_duration};
+use crate::domain::{Limits, Schedule, Timers, parse_duration};
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/paywait";
@@ -99,12 +99,50 @@ impl Default for TopologySettings {
 pub struct CheckSettings {
     #[serde(deserialize_with = "schedule")]
     pub schedule: Schedule,
+    /// The longest deadline an `order.placed` may state, after its `placed_at`.
+    #[serde(deserialize_with = "positive_duration")]
+    pub max_deadline: Duration,
+    /// How far ahead of paywait's clock a `placed_at` may be before it is
+    /// taken as now.
+    #[serde(deserialize_with = "duration")]
+    pub max_clock_skew: Duration,
+    /// How early a timer is planned to arrive; it waits out the rest in
+    /// process, so that the broker's delays do not make checks late.
+    #[serde(deserialize_with = "positive_duration")]
+    pub early_margin: Duration,
 }
 
 impl Default for CheckSettings {
     fn default() -> Self {
         Self {
             schedule: Schedule::parse(&["1m", "4m", "10m", "15m"]).expect("the default is valid"),
+            max_deadline: Duration::from_secs(30 * 24 * 3600),
+            max_clock_skew: Duration::from_secs(60),
+            early_margin: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Settings {
+    /// The timers of these settings: a queue for each wait of the schedule
+    /// and of the gateway's retry, and the ladder.
+    pub fn timers(&self) -> Timers {
+        let mut other_waits = Vec::new();
+        if self.gateway.url.is_some() {
+            other_waits.push(self.gateway.retry);
+        }
+        Timers::new(
+            &self.checks.schedule,
+            &other_waits,
+            self.checks.early_margin,
+        )
+    }
+
+    /// What paywait accepts of the times an order service states.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_deadline: self.checks.max_deadline,
+            max_clock_skew: self.checks.max_clock_skew,
         }
     }
 }

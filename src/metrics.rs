@@ -49,6 +49,9 @@ pub struct Metrics {
     messages_handled: Family<QueueLabels, Counter>,
     message_retries: Family<QueueLabels, Counter>,
     orders_cancelled: Counter,
+    clock_skew: Counter,
+    timer_hops: Counter,
+    timer_arrival: Histogram,
     gateway_requests: Family<AnswerLabels, Counter>,
     gateway_duration: Histogram,
 }
@@ -144,6 +147,27 @@ impl Metrics {
             message_retries.clone(),
         );
 
+        let clock_skew = Counter::default();
+        registry.register(
+            "clock_skew",
+            "Orders whose placed_at was further ahead of paywait's clock than checks.max_clock_skew, taken as now",
+            clock_skew.clone(),
+        );
+        let timer_hops = Counter::default();
+        registry.register(
+            "timer_hops",
+            "Timers sent on through another TTL queue because they were not due yet",
+            timer_hops.clone(),
+        );
+        let timer_arrival = Histogram::new([
+            -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 1.0, 10.0,
+        ]);
+        registry.register(
+            "timer_arrival_seconds",
+            "When timers arrived for their last time, relative to their due time (negative: early, then held in process)",
+            timer_arrival.clone(),
+        );
         let orders_cancelled = Counter::default();
         registry.register(
             "orders_cancelled",
@@ -196,9 +220,27 @@ impl Metrics {
             messages_handled,
             message_retries,
             orders_cancelled,
+            clock_skew,
+            timer_hops,
+            timer_arrival,
             gateway_requests,
             gateway_duration,
         }
+    }
+
+    pub fn clock_skewed(&self) {
+        self.clock_skew.inc();
+    }
+
+    pub fn timer_hopped(&self) {
+        self.timer_hops.inc();
+    }
+
+    /// A timer arrived for its last hop `offset` after its due time
+    /// (negative: early).
+    pub fn timer_arrived(&self, offset: chrono::TimeDelta) {
+        self.timer_arrival
+            .observe(offset.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
     }
 
     pub fn order_cancelled(&self) {

@@ -173,6 +173,8 @@ async fn session(
         publisher: session.publisher().clone(),
         topology,
         schedule: settings.checks.schedule.clone(),
+        timers: settings.timers(),
+        limits: settings.limits(),
         metrics: metrics.clone(),
         trusted_users: settings.payments.trusted_users.clone(),
         gateway: gateway.clone(),

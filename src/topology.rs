@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     configuration::{QueueType, Settings},
-    domain::{Inbox, Schedule, Source, format_duration},
+    domain::{Inbox, Source},
 };
 
 /// A queue argument's value.
@@ -83,13 +83,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The topology of `prefix`, with a TTL queue for each of `waits`
+    /// The topology of `prefix`, with a TTL queue for each of `ttls`
     /// (duplicates are one queue).
-    pub fn new(prefix: &str, queue_type: QueueType, waits: &[Duration]) -> Self {
+    pub fn new(prefix: &str, queue_type: QueueType, ttls: &[Duration]) -> Self {
         let name = |suffix: &str| format!("{prefix}.{suffix}");
-        let mut waits = waits.to_vec();
-        waits.sort_unstable();
-        waits.dedup();
+        let mut ttls = ttls.to_vec();
+        ttls.sort_unstable();
+        ttls.dedup();
         Self {
             queue_type,
             orders_exchange: name("orders"),
@@ -108,32 +108,23 @@ impl Topology {
                     (inbox, queue)
                 })
                 .collect(),
-            wait_queues: waits
+            wait_queues: ttls
                 .into_iter()
                 .map(|ttl| WaitQueue {
-                    name: name(&format!("wait.{}", format_duration(ttl))),
+                    name: name(&format!("timer.{}ms", ttl.as_millis())),
                     ttl,
                 })
                 .collect(),
         }
     }
 
-    /// The topology of the settings: a TTL queue for each wait of the
-    /// schedule, and one for the wait between questions to the gateway.
+    /// The topology of the settings: a TTL queue for each of their timers.
     pub fn from_settings(settings: &Settings) -> Self {
         Self::new(
             &settings.topology.prefix,
             settings.topology.queue_type,
-            &Self::waits(&settings.checks.schedule, settings),
+            settings.timers().ttls(),
         )
-    }
-
-    fn waits(schedule: &Schedule, settings: &Settings) -> Vec<Duration> {
-        let mut waits = schedule.distinct_waits();
-        if settings.gateway.url.is_some() {
-            waits.push(settings.gateway.retry);
-        }
-        waits
     }
 
     /// The queue `inbox` is consumed from.
@@ -179,14 +170,14 @@ impl Topology {
         &self.wait_queues
     }
 
-    /// The TTL queue that holds timers waiting `wait`.
+    /// The TTL queue that holds timers for `ttl`.
     ///
-    /// `wait` always comes from the schedule the topology was built from.
-    pub fn wait_queue(&self, wait: Duration) -> &WaitQueue {
+    /// `ttl` always comes from the timers the topology was built from.
+    pub fn wait_queue(&self, ttl: Duration) -> &WaitQueue {
         self.wait_queues
             .iter()
-            .find(|queue| queue.ttl == wait)
-            .expect("every wait of the schedule has its queue")
+            .find(|queue| queue.ttl == ttl)
+            .expect("every TTL of the timers has its queue")
     }
 
     pub fn exchanges(&self) -> Vec<ExchangeSpec> {
@@ -325,26 +316,31 @@ mod tests {
     use super::*;
 
     fn topology(queue_type: QueueType) -> Topology {
-        let schedule = Schedule::parse(&["1m", "4m", "10m", "15m", "4m"]).unwrap();
-        Topology::new("paywait", queue_type, &schedule.distinct_waits())
+        let mut settings = Settings::default();
+        settings.topology.queue_type = queue_type;
+        Topology::from_settings(&settings)
     }
 
     #[test]
-    fn one_ttl_queue_per_distinct_wait() {
+    fn one_ttl_queue_per_timer() {
         let t = topology(QueueType::Quorum);
         let names: Vec<_> = t.wait_queues().iter().map(|q| q.name.as_str()).collect();
+        // The ladder from 64 ms, and each wait of the default schedule less
+        // the early margin of 100 ms.
+        assert_eq!(names[0], "paywait.timer.64ms");
+        for name in [
+            "paywait.timer.59900ms",
+            "paywait.timer.239900ms",
+            "paywait.timer.599900ms",
+            "paywait.timer.899900ms",
+            "paywait.timer.1073741824ms",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        assert_eq!(names.len(), 13 + 4);
         assert_eq!(
-            names,
-            [
-                "paywait.wait.1m",
-                "paywait.wait.4m",
-                "paywait.wait.10m",
-                "paywait.wait.15m"
-            ]
-        );
-        assert_eq!(
-            t.wait_queue(Duration::from_secs(240)).name,
-            "paywait.wait.4m"
+            t.wait_queue(Duration::from_millis(59_900)).name,
+            "paywait.timer.59900ms"
         );
     }
 
@@ -404,15 +400,7 @@ mod tests {
                 .map(|queue| queue.name.clone())
                 .collect()
         };
-        assert_eq!(
-            names(&settings),
-            [
-                "paywait.wait.1m",
-                "paywait.wait.4m",
-                "paywait.wait.10m",
-                "paywait.wait.15m"
-            ]
-        );
+        assert!(!names(&settings).contains(&"paywait.timer.29900ms".to_owned()));
         settings.gateway.url = Some(
             serde_json::from_value::<crate::configuration::GatewaySettings>(
                 serde_json::json!({"url": "http://gateway.test/ask"}),
@@ -421,19 +409,11 @@ mod tests {
             .url
             .unwrap(),
         );
-        assert_eq!(
-            names(&settings),
-            [
-                "paywait.wait.30s",
-                "paywait.wait.1m",
-                "paywait.wait.4m",
-                "paywait.wait.10m",
-                "paywait.wait.15m"
-            ]
-        );
+        assert!(names(&settings).contains(&"paywait.timer.29900ms".to_owned()));
         // A retry equal to a wait of the schedule shares its queue.
+        let without = names(&Settings::default()).len();
         settings.gateway.retry = Duration::from_secs(60);
-        assert_eq!(names(&settings).len(), 4);
+        assert_eq!(names(&settings).len(), without);
     }
 
     #[test]
@@ -442,11 +422,11 @@ mod tests {
         let ttl_queue = t
             .queues()
             .into_iter()
-            .find(|q| q.name == "paywait.wait.1m")
+            .find(|q| q.name == "paywait.timer.59900ms")
             .unwrap();
         let args = &ttl_queue.arguments;
         assert!(args.contains(&("x-queue-type", Argument::Text("quorum".into()))));
-        assert!(args.contains(&("x-message-ttl", Argument::Number(60_000))));
+        assert!(args.contains(&("x-message-ttl", Argument::Number(59_900))));
         assert!(args.contains(&(
             "x-dead-letter-exchange",
             Argument::Text("paywait.expired".into())
@@ -486,7 +466,7 @@ mod tests {
         let checks = queues.iter().position(|q| q == "paywait.checks").unwrap();
         let first_ttl = queues
             .iter()
-            .position(|q| q.starts_with("paywait.wait."))
+            .position(|q| q.starts_with("paywait.timer."))
             .unwrap();
         assert!(checks < first_ttl);
     }

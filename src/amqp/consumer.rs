@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Publisher, failed};
 use crate::{
     backoff,
-    domain::{ATTEMPT_HEADER, AttemptHeader, Inbound, Inbox, Verdict},
+    domain::{ATTEMPT_HEADER, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Verdict},
     error::{Error, Result},
     metrics::Metrics,
     topology::Topology,
@@ -51,10 +51,19 @@ pub(super) struct Consumer<H> {
     pub inbox: Inbox,
 }
 
-/// Reads the `x-attempt` header, of whatever AMQP type it came as.
-pub fn attempt_header(headers: Option<&FieldTable>) -> AttemptHeader {
-    let Some(value) = headers.and_then(|table| table.inner().get(ATTEMPT_HEADER)) else {
-        return AttemptHeader::Missing;
+/// Reads the `x-attempt` header, of whatever AMQP integer type it came as.
+pub fn attempt_header(headers: Option<&FieldTable>) -> IntegerHeader {
+    integer_header(headers, ATTEMPT_HEADER)
+}
+
+/// Reads the `x-due-at` header, of whatever AMQP integer type it came as.
+pub fn due_at_header(headers: Option<&FieldTable>) -> IntegerHeader {
+    integer_header(headers, DUE_AT_HEADER)
+}
+
+fn integer_header(headers: Option<&FieldTable>, name: &str) -> IntegerHeader {
+    let Some(value) = headers.and_then(|table| table.inner().get(name)) else {
+        return IntegerHeader::Missing;
     };
     let number: i128 = match value {
         AMQPValue::ShortShortInt(n) => (*n).into(),
@@ -64,9 +73,9 @@ pub fn attempt_header(headers: Option<&FieldTable>) -> AttemptHeader {
         AMQPValue::LongInt(n) => (*n).into(),
         AMQPValue::LongUInt(n) => (*n).into(),
         AMQPValue::LongLongInt(n) => (*n).into(),
-        other => return AttemptHeader::NotAnInteger(format!("{:?}", other.get_type())),
+        other => return IntegerHeader::NotAnInteger(format!("{:?}", other.get_type())),
     };
-    AttemptHeader::Integer(number)
+    IntegerHeader::Integer(number)
 }
 
 impl<H: Handler> Consumer<H> {
@@ -154,6 +163,7 @@ impl<H: Handler> Consumer<H> {
         let mut inbound = Inbound {
             inbox: self.inbox,
             attempt: attempt_header(delivery.properties.headers().as_ref()),
+            due_at: due_at_header(delivery.properties.headers().as_ref()),
             user_id: delivery
                 .properties
                 .user_id()
@@ -242,30 +252,48 @@ mod tests {
         ] {
             assert_eq!(
                 attempt_header(Some(&headers(value.clone()))),
-                AttemptHeader::Integer(3),
+                IntegerHeader::Integer(3),
                 "{value:?}"
             );
         }
         assert_eq!(
             attempt_header(Some(&headers(AMQPValue::LongLongInt(i64::MIN)))),
-            AttemptHeader::Integer(i64::MIN.into())
+            IntegerHeader::Integer(i64::MIN.into())
+        );
+    }
+
+    #[test]
+    fn the_due_time_is_read_from_its_own_header() {
+        let mut table = FieldTable::default();
+        table.insert(
+            ShortString::from(DUE_AT_HEADER),
+            AMQPValue::LongLongInt(1_795_766_400_123),
+        );
+        assert_eq!(
+            due_at_header(Some(&table)),
+            IntegerHeader::Integer(1_795_766_400_123)
+        );
+        assert_eq!(attempt_header(Some(&table)), IntegerHeader::Missing);
+        assert_eq!(
+            due_at_header(Some(&headers(AMQPValue::LongInt(3)))),
+            IntegerHeader::Missing
         );
     }
 
     #[test]
     fn a_missing_or_foreign_attempt_header_is_said_so() {
-        assert_eq!(attempt_header(None), AttemptHeader::Missing);
+        assert_eq!(attempt_header(None), IntegerHeader::Missing);
         assert_eq!(
             attempt_header(Some(&FieldTable::default())),
-            AttemptHeader::Missing
+            IntegerHeader::Missing
         );
         assert_eq!(
             attempt_header(Some(&headers(AMQPValue::LongString(LongString::from("2"))))),
-            AttemptHeader::NotAnInteger("LongString".into())
+            IntegerHeader::NotAnInteger("LongString".into())
         );
         assert_eq!(
             attempt_header(Some(&headers(AMQPValue::Boolean(true)))),
-            AttemptHeader::NotAnInteger("Boolean".into())
+            IntegerHeader::NotAnInteger("Boolean".into())
         );
     }
 }

@@ -10,7 +10,7 @@ mod declare;
 mod publisher;
 mod session;
 
-pub use consumer::{ConsumeSettings, Handler, attempt_header};
+pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header};
 pub use dead::{ParkedMessage, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
 pub use publisher::{

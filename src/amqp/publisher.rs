@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lapin::{
     BasicProperties, Channel, Confirmation, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -12,7 +12,10 @@ use lapin::{
 
 use super::failed;
 use crate::{
-    domain::{ATTEMPT_HEADER, Attempt, Inbox, OrderEvent, OrderId, Rejection, TimerBody},
+    domain::{
+        ATTEMPT_HEADER, Attempt, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection, Route,
+        TimerBody,
+    },
     error::{Error, Result},
     topology::Topology,
 };
@@ -145,28 +148,39 @@ impl Publisher {
         .await
     }
 
-    /// Arms the timer for check number `attempt` of an order, due in `wait`.
+    /// Arms the timer for check number `attempt` of an order, due at
+    /// `due_at`, as `route` says: through a TTL queue, or straight to the
+    /// check queue when it is (nearly) due.
     pub async fn arm_timer(
         &self,
         topology: &Topology,
         order_id: &OrderId,
         attempt: Attempt,
-        wait: Duration,
+        due_at: DateTime<Utc>,
+        route: Route,
     ) -> Result<()> {
         let mut headers = FieldTable::default();
         headers.insert(
             ATTEMPT_HEADER.into(),
             AMQPValue::LongLongInt(attempt.get().into()),
         );
+        headers.insert(
+            DUE_AT_HEADER.into(),
+            AMQPValue::LongLongInt(due_at.timestamp_millis()),
+        );
         let properties = json_properties()
             .with_headers(headers)
             .with_type("paywait.check".into())
             .with_message_id(format!("{order_id}/check/{}", attempt.get()).into());
         let body = serde_json::to_vec(&TimerBody { order_id }).expect("a timer serialises");
+        let (exchange, routing_key) = match route {
+            Route::Hop(ttl) => ("", topology.wait_queue(ttl).name.as_str()),
+            Route::Hold(_) | Route::Due => (topology.expired_exchange(), ""),
+        };
         self.publish(Outgoing {
             what: &format!("check #{} of {order_id}", attempt.get()),
-            exchange: "",
-            routing_key: &topology.wait_queue(wait).name,
+            exchange,
+            routing_key,
             body: &body,
             properties,
         })

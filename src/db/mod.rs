@@ -64,7 +64,8 @@ struct Batches {
     place: Batcher<NewOrder, Placement>,
     waiting: Batcher<OrderId, Waiting>,
     record_payment: Batcher<PaymentRow, (bool, RecordedPayment)>,
-    decide_payment: Batcher<(String, PaymentOutcome), RecordedPayment>,
+    decide_payment: Batcher<(String, PaymentOutcome), (bool, RecordedPayment)>,
+    claim_announcement: Batcher<OrderId, Option<Order>>,
     find: Batcher<OrderId, Option<Order>>,
     settle: Batcher<Settling, Option<Order>>,
     close: Batcher<Closing, Option<Order>>,
@@ -167,6 +168,7 @@ impl Database {
             waiting: batcher(&pool, &address, statements::waiting),
             record_payment: batcher(&pool, &address, statements::record_payments),
             decide_payment: batcher(&pool, &address, statements::decide_payments),
+            claim_announcement: batcher(&pool, &address, statements::claim_announcements),
             find: batcher(&pool, &address, statements::find),
             settle: batcher(&pool, &address, statements::settle),
             close: batcher(&pool, &address, statements::close),
@@ -232,16 +234,24 @@ impl Database {
     }
 
     /// Keeps `outcome` as what a payment did, unless something was decided
-    /// about it before; returns the payment as it stands.
+    /// about it before; returns the payment as it stands, and whether this
+    /// call decided it (and so owes its event).
     pub async fn decide_payment(
         &self,
         payment_id: &str,
         outcome: PaymentOutcome,
-    ) -> Result<RecordedPayment> {
+    ) -> Result<(bool, RecordedPayment)> {
         self.batches
             .decide_payment
             .run((payment_id.to_owned(), outcome))
             .await
+    }
+
+    /// Claims the announcement of a terminal order whose event is owed, when
+    /// nobody else is announcing it (no claim, or one older than the lease);
+    /// returns the order when this call claimed it.
+    pub async fn claim_announcement(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        self.batches.claim_announcement.run(order_id.clone()).await
     }
 
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
@@ -366,7 +376,7 @@ impl Database {
 
     /// Claims up to `batch` orders whose check was due before the sweep's
     /// cutoff and whose event is still owed, moving their next check to the
-    /// sweep's `next_check_at`. Returns each claimed order with the number
+    /// sweep's `due_at`. Returns each claimed order with the number
     /// of checks made so far.
     ///
     /// Claiming and moving is one statement, and rows another sweeper holds
@@ -379,7 +389,7 @@ impl Database {
     ) -> Result<Vec<(OrderId, u32)>> {
         let mut conn = self.conn().await?;
         let claimed: Vec<Claimed> = diesel::sql_query(CLAIM_OVERDUE)
-            .bind::<Timestamptz, _>(sweep.next_check_at)
+            .bind::<Timestamptz, _>(sweep.due_at)
             .bind::<Timestamptz, _>(sweep.cutoff)
             .bind::<BigInt, _>(i64::from(batch.get()))
             .get_results(&mut conn)

@@ -17,6 +17,7 @@ diesel::table! {
         event_published_at -> Nullable<Timestamptz>,
         next_check_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        announce_claimed_at -> Nullable<Timestamptz>,
     }
 }
 

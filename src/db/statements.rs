@@ -109,7 +109,8 @@ static SETTLE: LazyLock<String> = LazyLock::new(|| {
                  ORDER BY v.order_id, p.received_at, p.payment_id",
         pending_only: true,
         set: "status = 'paid', paid_at = COALESCE(src.paid_at, src.received_at), \
-              payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL",
+              payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL, \
+              announce_claimed_at = now()",
         condition: None,
         returning: true,
         then: Some(
@@ -131,7 +132,7 @@ static CLOSE: LazyLock<String> = LazyLock::new(|| {
         pending_only: true,
         set: "status = 'closed', closed_at = src.closed_at, close_reason = src.reason, \
               attempts = GREATEST(orders.attempts, src.attempt), \
-              next_check_at = NULL, event_published_at = NULL",
+              next_check_at = NULL, event_published_at = NULL, announce_claimed_at = now()",
         condition: None,
         returning: true,
         then: None,
@@ -174,6 +175,25 @@ static MARK_ANNOUNCED: LazyLock<String> = LazyLock::new(|| {
     .sql()
 });
 
+/// Claims the announcement of terminal orders whose event is owed and
+/// that nobody announces now. `$1`: order ids, `$2`: how old a claim must
+/// be to count as abandoned.
+static CLAIM_ANNOUNCEMENTS: LazyLock<String> = LazyLock::new(|| {
+    LockedUpdate {
+        source: "SELECT DISTINCT order_id FROM unnest($1::text[]) AS v(order_id)",
+        pending_only: false,
+        set: "announce_claimed_at = now()",
+        condition: Some(
+            "orders.status <> 'pending' AND orders.event_published_at IS NULL \
+             AND (orders.announce_claimed_at IS NULL \
+                  OR orders.announce_claimed_at < now() - $2::interval)",
+        ),
+        returning: true,
+        then: None,
+    }
+    .sql()
+});
+
 /// Keeps the first decision about each payment. `$1`: payment ids, `$2`:
 /// the outcome decided now. Returns every payment as it stands after.
 const DECIDE_PAYMENTS: &str = "\
@@ -188,7 +208,8 @@ const DECIDE_PAYMENTS: &str = "\
                        AND payments.outcome IS NULL \
                      RETURNING payments.payment_id, payments.outcome) \
     SELECT p.payment_id, p.order_id, p.amount_cents, p.currency, p.paid_at, p.received_at, \
-           COALESCE(d.outcome, p.outcome) AS outcome, p.event_published_at \
+           COALESCE(d.outcome, p.outcome) AS outcome, p.event_published_at, \
+           d.payment_id IS NOT NULL AS decided_now \
     FROM payments p LEFT JOIN decided d ON d.payment_id = p.payment_id \
     WHERE p.payment_id IN (SELECT payment_id FROM v)";
 
@@ -347,14 +368,24 @@ pub(super) async fn record_payments(
         .collect()
 }
 
+/// A payment as it stands after a decision, and whether that decision was
+/// this statement's.
+#[derive(QueryableByName)]
+struct Decided {
+    #[diesel(embed)]
+    payment: PaymentRow,
+    #[diesel(sql_type = Bool)]
+    decided_now: bool,
+}
+
 /// Keeps the first decision about each payment; returns each payment as it
-/// stands after.
+/// stands after, and whether this batch decided it.
 pub(super) async fn decide_payments(
     mut conn: Conn,
     batch: Vec<(String, PaymentOutcome)>,
-) -> Result<Vec<RecordedPayment>> {
+) -> Result<Vec<(bool, RecordedPayment)>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let rows: Vec<PaymentRow> = diesel::sql_query(DECIDE_PAYMENTS)
+    let rows: Vec<Decided> = diesel::sql_query(DECIDE_PAYMENTS)
         .bind::<Array<Text>, _>(ids(batch.iter().map(|(id, _)| id)))
         .bind::<Array<Text>, _>(
             batch
@@ -364,21 +395,44 @@ pub(super) async fn decide_payments(
         )
         .load(conn)
         .await?;
-    let by_id: HashMap<String, PaymentRow> = rows
+    let by_id: HashMap<String, Decided> = rows
         .into_iter()
-        .map(|row| (row.payment_id.clone(), row))
+        .map(|row| (row.payment.payment_id.clone(), row))
         .collect();
+    let mut answered = HashSet::new();
     batch
         .iter()
         .map(|(id, _)| {
             let row = by_id
                 .get(id)
-                .cloned()
                 .ok_or_else(|| Error::CorruptRow(format!("payment {id} vanished")))?;
-            RecordedPayment::try_from(row)
+            // A payment twice in the batch was decided by its first item.
+            let decided_now = row.decided_now && answered.insert(id.clone());
+            Ok((decided_now, RecordedPayment::try_from(row.payment.clone())?))
         })
         .collect()
 }
+
+/// Claims the announcement of each order, when it is owed and unclaimed
+/// (or its claim is older than `lease`); returns the orders claimed.
+pub(super) async fn claim_announcements(
+    mut conn: Conn,
+    batch: Vec<OrderId>,
+) -> Result<Vec<Option<Order>>> {
+    let conn: &mut AsyncPgConnection = &mut conn;
+    let claimed: Vec<OrderRow> = diesel::sql_query(CLAIM_ANNOUNCEMENTS.as_str())
+        .bind::<Array<Text>, _>(ids(batch.iter()))
+        .bind::<diesel::sql_types::Interval, _>(diesel::data_types::PgInterval::from_microseconds(
+            ANNOUNCE_LEASE.as_micros() as i64,
+        ))
+        .get_results(conn)
+        .await?;
+    first_claim(claimed, batch.iter().map(|id| id.as_str().to_owned()))
+}
+
+/// How long a claim to announce an order is honoured: a claimer that has
+/// not announced by then is taken to be gone.
+pub const ANNOUNCE_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) async fn find(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Option<Order>>> {
     let conn: &mut AsyncPgConnection = &mut conn;

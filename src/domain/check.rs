@@ -7,8 +7,10 @@
 //!
 //! - [`CheckDecision::UnknownOrder`]: park the timer; nothing is known to check.
 //!
-//! - [`CheckDecision::Reschedule`]: publish the next timer, wait for the
-//!   broker's confirm, then record the check (`attempts`, `next_check_at`),
+//! - [`CheckDecision::Reschedule`]: publish the next timer, due at the next
+//!   time the schedule plans (see `domain::timer` for how it gets there on
+//!   time), wait for the broker's confirm, then record the check
+//!   (`attempts`, `next_check_at`),
 //!   then acknowledge. Because the record comes after the confirm, a check
 //!   whose number the order has already reached is a duplicate timer whose
 //!   successor is certainly armed, and is dropped.
@@ -20,11 +22,9 @@
 //!   event is not confirmed yet (a payment made in SQL, or a crash after the
 //!   write): publish it, mark it published, acknowledge.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, Order, OrderStatus, Schedule};
+use super::{Attempt, Order, OrderStatus, Schedule, time_delta};
 
 /// What a check does with an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +33,11 @@ pub enum CheckDecision {
     Announce(OrderStatus),
     /// Unpaid, and the deadline has come.
     Close,
-    /// Unpaid with time left: arm the timer for check `next` after `wait`.
-    Reschedule { next: Attempt, wait: Duration },
+    /// Unpaid with time left: arm the timer of check `next`, due at `due_at`.
+    Reschedule {
+        next: Attempt,
+        due_at: DateTime<Utc>,
+    },
     /// The order is settled and announced: nothing left to do.
     Settled(OrderStatus),
     /// A duplicate timer: this check was already made and its successor armed.
@@ -97,14 +100,21 @@ pub fn decide(
         OrderStatus::Paid | OrderStatus::Closed => CheckDecision::Settled(order.status),
         OrderStatus::Pending if order.attempts >= attempt.get() => CheckDecision::Stale,
         OrderStatus::Pending if now >= order.expires_at => CheckDecision::Close,
-        OrderStatus::Pending => {
-            let remaining = (order.expires_at - now).to_std().unwrap_or_default();
-            CheckDecision::Reschedule {
-                next: attempt.next(),
-                wait: schedule.wait_after(attempt, remaining),
-            }
-        }
+        OrderStatus::Pending => CheckDecision::Reschedule {
+            next: attempt.next(),
+            due_at: next_check_at(order, now, schedule),
+        },
     }
+}
+
+/// When the next check of a pending order is due, seen at `now`: the next
+/// planned by the schedule, never past the order's deadline.
+pub fn next_check_at(order: &Order, now: DateTime<Utc>, schedule: &Schedule) -> DateTime<Utc> {
+    let deadline = (order.expires_at - order.placed_at)
+        .to_std()
+        .unwrap_or_default();
+    let offset = schedule.next_offset(now - order.placed_at, deadline);
+    order.placed_at + time_delta(offset)
 }
 
 /// Decides again after a close lost its race: the conditional write found
@@ -164,18 +174,19 @@ mod tests {
     #[test]
     fn unpaid_orders_follow_the_schedule_then_close_at_the_deadline() {
         let s = schedule();
+        // Due when planned, however late the check before ran.
         assert_eq!(
             decide(Some(&pending(0)), attempt(1), at(1, 3), &s),
             CheckDecision::Reschedule {
                 next: attempt(2),
-                wait: Duration::from_secs(240)
+                due_at: at(5, 0)
             }
         );
         assert_eq!(
             decide(Some(&pending(2)), attempt(3), at(15, 3), &s),
             CheckDecision::Reschedule {
                 next: attempt(4),
-                wait: Duration::from_secs(900)
+                due_at: at(30, 0)
             }
         );
         assert_eq!(
@@ -196,7 +207,7 @@ mod tests {
             decision,
             CheckDecision::Reschedule {
                 next: attempt(5),
-                wait: Duration::from_secs(60)
+                due_at: at(30, 0)
             }
         );
         let decision = decide(Some(&pending(3)), attempt(4), at(30, -1), &schedule());
@@ -258,6 +269,38 @@ mod tests {
     }
 
     #[test]
+    fn an_order_with_its_own_deadline_is_checked_on_schedule_up_to_it() {
+        // Due 12 minutes after it was placed: checks at 1 and 5, then 12.
+        let own = Order {
+            expires_at: placed_at() + TimeDelta::minutes(12),
+            ..pending(1)
+        };
+        assert_eq!(
+            decide(Some(&own), attempt(2), at(5, 0), &schedule()),
+            CheckDecision::Reschedule {
+                next: attempt(3),
+                due_at: at(12, 0)
+            }
+        );
+        assert_eq!(
+            decide(Some(&own), attempt(3), at(12, 0), &schedule()),
+            CheckDecision::Close
+        );
+        // Three days: the last wait of 15 minutes repeats.
+        let long = Order {
+            expires_at: placed_at() + TimeDelta::days(3),
+            ..pending(4)
+        };
+        assert_eq!(
+            decide(Some(&long), attempt(5), at(30, 1), &schedule()),
+            CheckDecision::Reschedule {
+                next: attempt(6),
+                due_at: at(45, 0)
+            }
+        );
+    }
+
+    #[test]
     fn a_timer_for_an_unknown_order_is_refused() {
         let decision = decide(None, attempt(1), at(1, 0), &schedule());
         assert_eq!(decision, CheckDecision::UnknownOrder);
@@ -315,7 +358,7 @@ mod tests {
         assert_eq!(
             CheckDecision::Reschedule {
                 next: attempt(2),
-                wait: Duration::from_secs(1)
+                due_at: at(1, 0)
             }
             .outcome()
             .map(CheckOutcome::as_str),

@@ -1,7 +1,7 @@
 //! What paywait consumes, as the worker sees it: a kind of message, its
 //! body and what the transport says about it — and the verdict it answers.
 
-use super::{AttemptHeader, Rejection};
+use super::{IntegerHeader, Rejection};
 
 /// The kinds of message paywait consumes, each from a queue of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,7 +74,9 @@ pub struct Inbound {
     pub inbox: Inbox,
     pub body: Vec<u8>,
     /// The `x-attempt` header; only timers carry one.
-    pub attempt: AttemptHeader,
+    pub attempt: IntegerHeader,
+    /// The `x-due-at` header; only timers carry one.
+    pub due_at: IntegerHeader,
     /// The RabbitMQ user that published it, when the publisher set the
     /// `user_id` property (which the broker checks against the connection).
     pub user_id: Option<String>,

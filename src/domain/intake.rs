@@ -8,11 +8,13 @@
 //! timer a crash may have lost, announce an event still owed — is decided
 //! here too.
 
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome, RecordedPayment,
-    Schedule, payment::PaymentDecision, payment::decide, time_delta,
+    Rejection, Schedule, payment::PaymentDecision, payment::decide, time_delta,
 };
 
 /// An order ready to be stored.
@@ -27,19 +29,65 @@ pub struct NewOrder {
     pub next_check_at: DateTime<Utc>,
 }
 
-/// The order an `order.placed` received at `now` stores: placed when the
-/// message says (or now), due after the whole schedule, first checked after
-/// the schedule's first wait from now.
-pub fn new_order(placed: OrderPlaced, now: DateTime<Utc>, schedule: &Schedule) -> NewOrder {
-    let placed_at = placed.placed_at.unwrap_or(now);
-    NewOrder {
+/// What paywait accepts of the times an order service states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest time from `placed_at` to an order's own deadline.
+    pub max_deadline: Duration,
+    /// How far ahead of paywait's clock a `placed_at` may be.
+    pub max_clock_skew: Duration,
+}
+
+/// The order an `order.placed` received at `now` stores, and how far ahead
+/// of paywait's clock its `placed_at` was when that was more than allowed.
+///
+/// It was placed when the message says (or now), is due when the message
+/// says (at most `max_deadline` later) or after the whole schedule, and is
+/// first checked when the schedule plans. A `placed_at` further ahead than
+/// `max_clock_skew` is taken as now, and its deadline moved with it: the
+/// order never waits for a date that is not coming.
+pub fn new_order(
+    placed: OrderPlaced,
+    now: DateTime<Utc>,
+    schedule: &Schedule,
+    limits: &Limits,
+) -> Result<(NewOrder, Option<TimeDelta>), Rejection> {
+    let stated = placed.placed_at.unwrap_or(now);
+    let window = match placed.expires_at {
+        None => schedule.total(),
+        Some(expires_at) => {
+            let window = (expires_at - stated).to_std().ok().filter(|w| !w.is_zero());
+            let Some(window) = window else {
+                return Err(Rejection::InvalidField {
+                    field: "expires_at",
+                    why: format!("{expires_at} is not after placed_at ({stated})"),
+                });
+            };
+            if window > limits.max_deadline {
+                return Err(Rejection::InvalidField {
+                    field: "expires_at",
+                    why: format!(
+                        "it is more than checks.max_deadline ({}) after placed_at",
+                        super::format_duration(limits.max_deadline)
+                    ),
+                });
+            }
+            window
+        }
+    };
+    let ahead = stated - now;
+    let skewed = ahead > time_delta(limits.max_clock_skew);
+    let placed_at = if skewed { now } else { stated };
+    let mut order = NewOrder {
         order_id: placed.order_id,
         amount_cents: placed.amount_cents,
         currency: placed.currency.map(|currency| currency.as_str().to_owned()),
         placed_at,
-        expires_at: placed_at + time_delta(schedule.total()),
-        next_check_at: now + time_delta(schedule.first_wait()),
-    }
+        expires_at: placed_at + time_delta(window),
+        next_check_at: now,
+    };
+    order.next_check_at = placed_at + time_delta(schedule.next_offset(now - placed_at, window));
+    Ok((order, skewed.then_some(ahead)))
 }
 
 /// What storing an order found.
@@ -186,34 +234,144 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn limits() -> Limits {
+        Limits {
+            max_deadline: Duration::from_secs(30 * 24 * 3600),
+            max_clock_skew: Duration::from_secs(60),
+        }
+    }
+
+    fn placed(placed_at: Option<&str>, expires_at: Option<&str>) -> OrderPlaced {
+        OrderPlaced {
+            order_id: OrderId::parse("A-1").unwrap(),
+            amount_cents: Some(100),
+            currency: Some(Currency::parse("CNY").unwrap()),
+            placed_at: placed_at.map(at),
+            expires_at: expires_at.map(at),
+        }
+    }
+
     #[test]
     fn a_new_order_is_due_after_the_whole_schedule_from_when_it_was_placed() {
         let schedule = Schedule::parse(&["1m", "4m"]).unwrap();
         let now = at("2026-11-27T08:00:05Z");
-        let placed = OrderPlaced {
-            order_id: OrderId::parse("A-1").unwrap(),
-            amount_cents: Some(100),
-            currency: Some(Currency::parse("CNY").unwrap()),
-            placed_at: Some(at("2026-11-27T08:00:00Z")),
-        };
+        let (order, skew) = new_order(
+            placed(Some("2026-11-27T08:00:00Z"), None),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
         assert_eq!(
-            new_order(placed.clone(), now, &schedule),
+            order,
             NewOrder {
                 order_id: OrderId::parse("A-1").unwrap(),
                 amount_cents: Some(100),
                 currency: Some("CNY".into()),
                 placed_at: at("2026-11-27T08:00:00Z"),
                 expires_at: at("2026-11-27T08:05:00Z"),
-                next_check_at: at("2026-11-27T08:01:05Z"),
+                next_check_at: at("2026-11-27T08:01:00Z"),
             }
         );
-        let unstamped = OrderPlaced {
-            placed_at: None,
-            ..placed
-        };
-        let order = new_order(unstamped, now, &schedule);
+        assert_eq!(skew, None);
+        let (order, _) = new_order(placed(None, None), now, &schedule, &limits()).unwrap();
         assert_eq!(order.placed_at, now);
         assert_eq!(order.expires_at, at("2026-11-27T08:05:05Z"));
+        assert_eq!(order.next_check_at, at("2026-11-27T08:01:05Z"));
+    }
+
+    #[test]
+    fn an_order_may_bring_its_own_deadline_within_the_limit() {
+        let schedule = Schedule::parse(&["1m", "4m"]).unwrap();
+        let now = at("2026-11-27T08:00:00Z");
+        let (order, _) = new_order(
+            placed(Some("2026-11-27T08:00:00Z"), Some("2026-11-27T08:00:05Z")),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.expires_at, at("2026-11-27T08:00:05Z"));
+        // Shorter than the first wait: the first check is the deadline.
+        assert_eq!(order.next_check_at, order.expires_at);
+        let (order, _) = new_order(
+            placed(Some("2026-11-27T08:00:00Z"), Some("2026-12-27T08:00:00Z")),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.expires_at, at("2026-12-27T08:00:00Z"));
+        // A deadline already past: the first check is due at once.
+        let (order, _) = new_order(
+            placed(Some("2026-11-26T08:00:00Z"), Some("2026-11-26T09:00:00Z")),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.next_check_at, order.expires_at);
+        assert!(order.next_check_at < now);
+        for (placed_at, expires_at, says) in [
+            (
+                "2026-11-27T08:00:00Z",
+                "2026-12-27T08:00:01Z",
+                "max_deadline",
+            ),
+            ("2026-11-27T08:00:00Z", "2026-11-27T08:00:00Z", "not after"),
+            ("2026-11-27T08:00:00Z", "2026-11-27T07:00:00Z", "not after"),
+        ] {
+            let refused = new_order(
+                placed(Some(placed_at), Some(expires_at)),
+                now,
+                &schedule,
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(refused.reason(), "invalid_field");
+            assert!(refused.to_string().contains(says), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_placed_at_far_ahead_of_this_clock_is_taken_as_now() {
+        let schedule = Schedule::parse(&["1m", "4m"]).unwrap();
+        let now = at("2026-11-27T08:00:00Z");
+        // Within the allowed skew: kept.
+        let (order, skew) = new_order(
+            placed(Some("2026-11-27T08:00:59Z"), None),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.placed_at, at("2026-11-27T08:00:59Z"));
+        assert_eq!(skew, None);
+        // Fourteen hours ahead through an offset, with its own deadline: the
+        // order is placed now, and its deadline moves with it.
+        let (order, skew) = new_order(
+            placed(
+                Some("2026-11-28T06:00:00+08:00"),
+                Some("2026-11-28T06:10:00+08:00"),
+            ),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.placed_at, now);
+        assert_eq!(order.expires_at, at("2026-11-27T08:10:00Z"));
+        assert_eq!(skew, Some(TimeDelta::hours(14)));
+        let (order, skew) = new_order(
+            placed(Some("9999-12-31T23:59:59Z"), None),
+            now,
+            &schedule,
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(order.placed_at, now);
+        assert_eq!(order.expires_at, at("2026-11-27T08:05:00Z"));
+        assert!(skew.is_some());
     }
 
     #[test]

@@ -16,10 +16,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The AMQP header that carries the number of the check a timer is for.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// The AMQP header that carries when a timer is due, in milliseconds since
+/// the Unix epoch.
+pub const DUE_AT_HEADER: &str = "x-due-at";
 
-/// The `x-attempt` header of a message, as the transport found it.
+/// An integer header of a message, as the transport found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptHeader {
+pub enum IntegerHeader {
     Missing,
     /// An integer of any width and sign.
     Integer(i128),
@@ -51,6 +54,8 @@ pub enum Rejection {
     InvalidField { field: &'static str, why: String },
     #[error("header `x-attempt` is unusable: {0}")]
     BadAttempt(String),
+    #[error("header `x-due-at` is unusable: {0}")]
+    BadDueAt(String),
     #[error("order {0} is not known to the database")]
     UnknownOrder(OrderId),
     #[error("{0}")]
@@ -69,6 +74,7 @@ impl Rejection {
             Self::InvalidOrderId(_) => "invalid_order_id",
             Self::InvalidField { .. } => "invalid_field",
             Self::BadAttempt(_) => "bad_attempt",
+            Self::BadDueAt(_) => "bad_due_at",
             Self::UnknownOrder(_) => "unknown_order",
             Self::UntrustedPublisher(_) => "untrusted_publisher",
         }
@@ -83,6 +89,8 @@ pub struct OrderPlaced {
     pub currency: Option<Currency>,
     /// When the order was placed; `None` means "when paywait received it".
     pub placed_at: Option<DateTime<Utc>>,
+    /// The order's own deadline; `None` means "after the whole schedule".
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// `payment.succeeded`: a payment service took the customer's money.
@@ -109,6 +117,9 @@ pub struct OrderCancelled {
 pub struct CheckDue {
     pub order_id: OrderId,
     pub attempt: Attempt,
+    /// When the check is due; `None` for a timer that says not (one armed
+    /// before timers carried it), which is due when it arrives.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// The body of a timer message. The attempt travels in the `x-attempt` header.
@@ -125,6 +136,7 @@ impl OrderPlaced {
             amount_cents: fields.amount_cents()?,
             currency: fields.currency()?,
             placed_at: fields.optional_time("placed_at")?,
+            expires_at: fields.optional_time("expires_at")?,
         })
     }
 }
@@ -173,11 +185,35 @@ impl OrderCancelled {
 }
 
 impl CheckDue {
-    pub fn parse(body: &[u8], attempt: &AttemptHeader) -> Result<Self, Rejection> {
+    pub fn parse(
+        body: &[u8],
+        attempt: &IntegerHeader,
+        due_at: &IntegerHeader,
+    ) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
         let order_id = fields.order_id()?;
         let attempt = Attempt::from_header(attempt)?;
-        Ok(Self { order_id, attempt })
+        let due_at = match due_at {
+            IntegerHeader::Missing => None,
+            IntegerHeader::NotAnInteger(kind) => {
+                return Err(Rejection::BadDueAt(format!(
+                    "expected an integer, found {kind}"
+                )));
+            }
+            IntegerHeader::Integer(millis) => Some(
+                i64::try_from(*millis)
+                    .ok()
+                    .and_then(DateTime::from_timestamp_millis)
+                    .ok_or_else(|| {
+                        Rejection::BadDueAt(format!("{millis} is not a time in milliseconds"))
+                    })?,
+            ),
+        };
+        Ok(Self {
+            order_id,
+            attempt,
+            due_at,
+        })
     }
 }
 
@@ -207,17 +243,17 @@ impl Attempt {
     }
 
     /// Reads an `x-attempt` header.
-    pub fn from_header(header: &AttemptHeader) -> Result<Self, Rejection> {
+    pub fn from_header(header: &IntegerHeader) -> Result<Self, Rejection> {
         let number = match header {
-            AttemptHeader::Missing => {
+            IntegerHeader::Missing => {
                 return Err(Rejection::BadAttempt("the header is missing".into()));
             }
-            AttemptHeader::NotAnInteger(kind) => {
+            IntegerHeader::NotAnInteger(kind) => {
                 return Err(Rejection::BadAttempt(format!(
                     "expected an integer, found {kind}"
                 )));
             }
-            AttemptHeader::Integer(number) => *number,
+            IntegerHeader::Integer(number) => *number,
         };
         u32::try_from(number)
             .ok()
@@ -571,41 +607,95 @@ mod tests {
     #[test]
     fn check_reads_the_attempt_from_the_header() {
         for number in [1, 3, i128::from(Attempt::MAX)] {
-            let due =
-                CheckDue::parse(br#"{"order_id":"A-1"}"#, &AttemptHeader::Integer(number)).unwrap();
+            let due = CheckDue::parse(
+                br#"{"order_id":"A-1"}"#,
+                &IntegerHeader::Integer(number),
+                &IntegerHeader::Missing,
+            )
+            .unwrap();
             assert_eq!(i128::from(due.attempt.get()), number);
             assert_eq!(due.order_id.as_str(), "A-1");
         }
     }
 
     #[test]
+    fn a_timer_says_when_it_is_due_or_is_due_when_it_arrives() {
+        let body = br#"{"order_id":"A-1"}"#;
+        let one = IntegerHeader::Integer(1);
+        let due = CheckDue::parse(body, &one, &IntegerHeader::Integer(1_795_766_400_123)).unwrap();
+        assert_eq!(
+            due.due_at,
+            Some("2026-11-27T08:00:00.123Z".parse().unwrap())
+        );
+        assert_eq!(
+            CheckDue::parse(body, &one, &IntegerHeader::Missing)
+                .unwrap()
+                .due_at,
+            None
+        );
+        for (header, says) in [
+            (
+                IntegerHeader::NotAnInteger("LongString".into()),
+                "LongString",
+            ),
+            (IntegerHeader::Integer(i128::MAX), "is not a time"),
+            (
+                IntegerHeader::Integer(i128::from(i64::MAX)),
+                "is not a time",
+            ),
+        ] {
+            let rejection = CheckDue::parse(body, &one, &header).unwrap_err();
+            assert_eq!(rejection.reason(), "bad_due_at");
+            assert!(rejection.to_string().contains(says), "{rejection}");
+        }
+    }
+
+    #[test]
+    fn an_order_may_state_its_own_deadline() {
+        let placed = OrderPlaced::parse(
+            br#"{"order_id":"A-1","placed_at":"2026-11-27T08:00:00Z","expires_at":"2026-11-27T16:45:00+08:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            placed.expires_at,
+            Some("2026-11-27T08:45:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            OrderPlaced::parse(br#"{"order_id":"A-1","expires_at":"soon"}"#)
+                .unwrap_err()
+                .reason(),
+            "invalid_field"
+        );
+    }
+
+    #[test]
     fn check_refuses_unusable_attempts() {
         let body = br#"{"order_id":"A-1"}"#;
         let cases = [
-            (AttemptHeader::Missing, "the header is missing"),
-            (AttemptHeader::Integer(0), "0 is not between 1 and 100000"),
-            (AttemptHeader::Integer(-2), "-2 is not between 1 and 100000"),
+            (IntegerHeader::Missing, "the header is missing"),
+            (IntegerHeader::Integer(0), "0 is not between 1 and 100000"),
+            (IntegerHeader::Integer(-2), "-2 is not between 1 and 100000"),
             (
-                AttemptHeader::Integer(i128::from(Attempt::MAX) + 1),
+                IntegerHeader::Integer(i128::from(Attempt::MAX) + 1),
                 "100001 is not between 1 and 100000",
             ),
             (
-                AttemptHeader::Integer(i128::from(i64::MAX)),
+                IntegerHeader::Integer(i128::from(i64::MAX)),
                 "is not between 1 and 100000",
             ),
             (
-                AttemptHeader::NotAnInteger("LongString".into()),
+                IntegerHeader::NotAnInteger("LongString".into()),
                 "expected an integer, found LongString",
             ),
         ];
         for (header, says) in cases {
-            let rejection = CheckDue::parse(body, &header).unwrap_err();
+            let rejection = CheckDue::parse(body, &header, &IntegerHeader::Missing).unwrap_err();
             assert_eq!(rejection.reason(), "bad_attempt", "{header:?}");
             assert!(rejection.to_string().contains(says), "{rejection}");
         }
         // The body is read before the header.
         assert_eq!(
-            CheckDue::parse(b"[]", &AttemptHeader::Missing)
+            CheckDue::parse(b"[]", &IntegerHeader::Missing, &IntegerHeader::Missing)
                 .unwrap_err()
                 .reason(),
             "not_json"

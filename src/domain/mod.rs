@@ -14,14 +14,15 @@ mod order_id;
 pub mod payment;
 mod schedule;
 pub mod sweep;
+pub mod timer;
 
 pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide};
 pub use event::{EventKind, OrderEvent, PaymentStated};
 pub use inbox::{Inbound, Inbox, Source, Verdict};
-pub use intake::{Arrival, NewOrder, Placement, Transition, WaitingCancellation};
+pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
-    ATTEMPT_HEADER, Attempt, AttemptHeader, CheckDue, Currency, MAX_BODY_BYTES, OrderCancelled,
-    OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody,
+    ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
+    OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody,
 };
 #[cfg(test)]
 pub(crate) use order::test_order;
@@ -30,3 +31,4 @@ pub use order_id::{InvalidOrderId, OrderId};
 pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
 pub use sweep::Sweep;
+pub use timer::{Route, Timers};

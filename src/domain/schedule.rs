@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::Attempt;
+use chrono::TimeDelta;
 
 /// The waits before each check of an order, in order: `["1m", "4m"]` checks one
 /// minute after the order was placed and again four minutes later, which is
@@ -66,27 +66,13 @@ impl Schedule {
         &self.waits
     }
 
-    /// The wait before the first check.
-    pub fn first_wait(&self) -> Duration {
-        self.waits[0]
-    }
-
-    /// The shortest wait of the schedule.
-    pub fn shortest_wait(&self) -> Duration {
-        *self.waits.iter().min().expect("a schedule is never empty")
-    }
-
-    /// The time from placing an order to its deadline.
+    /// The time from placing an order to its deadline, unless the order
+    /// states its own.
     pub fn total(&self) -> Duration {
         self.waits.iter().sum()
     }
 
-    /// The number of checks an order gets when everything runs on time.
-    pub fn checks(&self) -> u32 {
-        self.waits.len() as u32
-    }
-
-    /// Each distinct wait once, shortest first: one TTL queue each.
+    /// Each distinct wait once, shortest first.
     pub fn distinct_waits(&self) -> Vec<Duration> {
         let mut waits = self.waits.clone();
         waits.sort_unstable();
@@ -94,25 +80,34 @@ impl Schedule {
         waits
     }
 
-    /// The wait between check `attempt` and the next one, for an order whose
-    /// deadline is still `remaining` away.
+    /// When the next check is due, as an offset from the order's
+    /// `placed_at`, for an order whose deadline is `deadline` after it was
+    /// placed, `elapsed` after it was placed (negative when `placed_at` is
+    /// ahead of this clock).
     ///
-    /// Inside the schedule this is simply the next planned wait. A check can run
-    /// out of planned waits before the deadline (an order stamped with a
-    /// `placed_at` ahead of this clock, or a schedule shortened while timers were
-    /// waiting); then the shortest wait that reaches the deadline is used, or the
-    /// longest one there is, so the order is checked again as soon as the fixed
-    /// TTL queues allow and never closed early.
-    pub fn wait_after(&self, attempt: Attempt, remaining: Duration) -> Duration {
-        if let Some(planned) = self.waits.get(attempt.get() as usize) {
-            return *planned;
+    /// The planned checks are the schedule's offsets that fall before the
+    /// deadline — the waits added up, the last one repeating once the list is
+    /// used up — then the deadline itself. The next is the first planned
+    /// strictly after `elapsed`; checks missed while nothing ran are skipped,
+    /// not made one after the other.
+    pub fn next_offset(&self, elapsed: TimeDelta, deadline: Duration) -> Duration {
+        let Ok(elapsed) = elapsed.to_std() else {
+            return self.waits[0].min(deadline);
+        };
+        if elapsed >= deadline {
+            return deadline;
         }
-        let distinct = self.distinct_waits();
-        distinct
-            .iter()
-            .copied()
-            .find(|wait| *wait >= remaining)
-            .unwrap_or_else(|| *distinct.last().expect("a schedule is never empty"))
+        let mut offset = Duration::ZERO;
+        for wait in &self.waits {
+            offset += *wait;
+            if offset > elapsed {
+                return offset.min(deadline);
+            }
+        }
+        let last = *self.waits.last().expect("a schedule is never empty");
+        let repeats = (elapsed - offset).as_nanos() / last.as_nanos() + 1;
+        let beyond = last.saturating_mul(u32::try_from(repeats).unwrap_or(u32::MAX));
+        offset.saturating_add(beyond).min(deadline)
     }
 }
 
@@ -142,10 +137,6 @@ mod tests {
 
     fn schedule(texts: &[&str]) -> Schedule {
         Schedule::parse(texts).unwrap()
-    }
-
-    fn attempt(n: u32) -> Attempt {
-        Attempt::new(n).unwrap()
     }
 
     #[test]
@@ -184,40 +175,76 @@ mod tests {
     }
 
     #[test]
-    fn deadline_is_the_sum_and_queues_are_distinct() {
+    fn deadline_is_the_sum_and_waits_are_distinct() {
         let s = schedule(&["1m", "4m", "10m", "15m", "4m"]);
         assert_eq!(s.total(), Duration::from_secs(34 * 60));
-        assert_eq!(s.first_wait(), Duration::from_secs(60));
-        assert_eq!(s.checks(), 5);
-        assert_eq!(s.shortest_wait(), Duration::from_secs(60));
         assert_eq!(
             s.distinct_waits(),
             [60, 240, 600, 900].map(Duration::from_secs)
         );
     }
 
-    #[test]
-    fn next_wait_follows_the_plan() {
-        let s = schedule(&["1m", "4m", "10m"]);
-        let far = Duration::from_secs(3600);
-        assert_eq!(s.wait_after(attempt(1), far), Duration::from_secs(240));
-        assert_eq!(s.wait_after(attempt(2), far), Duration::from_secs(600));
+    fn minutes(n: u64) -> Duration {
+        Duration::from_secs(60 * n)
+    }
+
+    fn at(minutes: i64, seconds: i64) -> TimeDelta {
+        TimeDelta::minutes(minutes) + TimeDelta::seconds(seconds)
     }
 
     #[test]
-    fn past_the_plan_the_shortest_wait_that_reaches_the_deadline_is_used() {
-        let s = schedule(&["1m", "4m", "10m"]);
+    fn checks_follow_the_schedule_to_its_deadline() {
+        let s = schedule(&["1m", "4m", "10m", "15m"]);
+        let deadline = s.total();
+        let planned: Vec<Duration> = [at(0, 0), at(1, 0), at(5, 0), at(15, 0), at(29, 59)]
+            .into_iter()
+            .map(|elapsed| s.next_offset(elapsed, deadline))
+            .collect();
+        assert_eq!(planned, [1, 5, 15, 30, 30].map(minutes));
+        // Just before an offset, that offset; at it, the next one.
+        assert_eq!(s.next_offset(at(4, 59), deadline), minutes(5));
+        assert_eq!(s.next_offset(at(5, 0), deadline), minutes(15));
+        // placed_at ahead of this clock: the first check.
+        assert_eq!(s.next_offset(at(-2, 0), deadline), minutes(1));
+    }
+
+    #[test]
+    fn a_deadline_of_its_own_cuts_the_schedule_or_repeats_its_last_wait() {
+        let s = schedule(&["1m", "4m"]);
+        // Shorter: the offsets before it, then the deadline.
+        let short = Duration::from_secs(150);
+        assert_eq!(s.next_offset(at(0, 0), short), minutes(1));
+        assert_eq!(s.next_offset(at(1, 0), short), short);
+        // Shorter than the first wait: the deadline at once.
         assert_eq!(
-            s.wait_after(attempt(3), Duration::from_secs(30)),
-            Duration::from_secs(60)
+            s.next_offset(at(0, 0), Duration::from_secs(5)),
+            Duration::from_secs(5)
         );
+        // Longer: the last wait repeats, then the deadline.
+        let long = minutes(20);
+        let planned: Vec<Duration> = [at(1, 0), at(5, 0), at(9, 0), at(13, 0), at(17, 30)]
+            .into_iter()
+            .map(|elapsed| s.next_offset(elapsed, long))
+            .collect();
+        assert_eq!(planned, [5, 9, 13, 17, 20].map(minutes));
+    }
+
+    #[test]
+    fn missed_checks_are_skipped_and_a_past_deadline_is_due_now() {
+        let s = schedule(&["1m", "4m"]);
+        let deadline = minutes(60);
+        // Down from minute 3 to minute 40: the next planned after 40 is 41.
+        assert_eq!(s.next_offset(at(40, 0), deadline), minutes(41));
+        assert_eq!(s.next_offset(at(61, 0), deadline), deadline);
+        assert_eq!(s.next_offset(at(60, 0), deadline), deadline);
+        let three_days = Duration::from_secs(3 * 24 * 3600);
+        let long = schedule(&["1m"]);
         assert_eq!(
-            s.wait_after(attempt(3), Duration::from_secs(200)),
-            Duration::from_secs(240)
-        );
-        assert_eq!(
-            s.wait_after(attempt(9), Duration::from_secs(5000)),
-            Duration::from_secs(600)
+            long.next_offset(
+                TimeDelta::hours(71) + TimeDelta::milliseconds(1),
+                three_days
+            ),
+            minutes(71 * 60 + 1)
         );
     }
 

@@ -3,33 +3,29 @@
 //! A timer can be lost outside paywait (a classic queue's at-most-once
 //! dead-lettering, a purged queue). Every order whose event is still owed
 //! records when its next check is due; the sweeper claims those overdue by
-//! more than a grace and arms their next check again.
+//! more than a grace and arms their next check again, due at once.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, Schedule, time_delta};
+use super::{Attempt, time_delta};
 
 /// One round of the sweeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
     /// Orders whose check was due before this are overdue.
     pub cutoff: DateTime<Utc>,
-    /// The wait of every re-armed timer: the shortest of the schedule, so the
-    /// overdue check comes as soon as the TTL queues allow.
-    pub wait: Duration,
-    /// When the re-armed checks are due.
-    pub next_check_at: DateTime<Utc>,
+    /// When the re-armed checks are due: now. Should their timer be lost
+    /// again, they are overdue again after the grace.
+    pub due_at: DateTime<Utc>,
 }
 
 impl Sweep {
-    pub fn at(now: DateTime<Utc>, grace: Duration, schedule: &Schedule) -> Self {
-        let wait = schedule.shortest_wait();
+    pub fn at(now: DateTime<Utc>, grace: Duration) -> Self {
         Self {
             cutoff: now - time_delta(grace),
-            wait,
-            next_check_at: now + time_delta(wait),
+            due_at: now,
         }
     }
 
@@ -47,15 +43,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overdue_checks_come_back_after_the_shortest_wait() {
-        let schedule = Schedule::parse(&["4m", "1m", "10m"]).unwrap();
+    fn overdue_checks_are_due_at_once() {
         let now: DateTime<Utc> = "2026-11-27T08:00:00Z".parse().unwrap();
         assert_eq!(
-            Sweep::at(now, Duration::from_secs(30), &schedule),
+            Sweep::at(now, Duration::from_secs(30)),
             Sweep {
                 cutoff: "2026-11-27T07:59:30Z".parse().unwrap(),
-                wait: Duration::from_secs(60),
-                next_check_at: "2026-11-27T08:01:00Z".parse().unwrap(),
+                due_at: now,
             }
         );
     }

@@ -44,7 +44,7 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
             CancelDecision::LeaveAsItIs => {
                 if let Some(order) = &order {
                     tracing::info!(%order_id, status = %order.status, "cancellation of a settled order ignored");
-                    worker.announce_if_owed(order).await?;
+                    worker.announce_owed(order, inbound.seen_before).await?;
                 }
                 return Ok(Verdict::Done);
             }

@@ -1,7 +1,8 @@
-//! A timer fired: check the order and carry out what `domain::check`
-//! decides — asking the payment gateway first, when one is configured,
-//! before an unpaid order is closed. The order of the steps, and why it is
-//! safe, is in `domain::check`.
+//! A timer arrived: send it on its next hop if it is not due yet (see
+//! `domain::timer`), or wait out its last moments; then check the order and
+//! carry out what `domain::check` decides — asking the payment gateway
+//! first, when one is configured, before an unpaid order is closed. The
+//! order of the steps, and why it is safe, is in `domain::check`.
 
 use chrono::{DateTime, Utc};
 
@@ -9,7 +10,7 @@ use super::Worker;
 use crate::{
     domain::{
         Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
-        OrderStatus, Rejection, Verdict, after_lost_close, decide,
+        OrderStatus, Rejection, Route, Verdict, after_lost_close, decide,
         gateway::{AfterAnswer, GatewayAnswer, after_answer},
         time_delta,
     },
@@ -17,13 +18,46 @@ use crate::{
 };
 
 pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
-    let CheckDue { order_id, attempt } = match CheckDue::parse(&inbound.body, &inbound.attempt) {
+    let due = match CheckDue::parse(&inbound.body, &inbound.attempt, &inbound.due_at) {
         Ok(due) => due,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
+    let CheckDue {
+        order_id,
+        attempt,
+        due_at,
+    } = due;
+    let arrived = Utc::now();
+    let due_at = due_at.unwrap_or(arrived);
+    let order = match worker.timers.route(due_at, arrived) {
+        Route::Hop(ttl) => {
+            worker
+                .publisher
+                .arm_timer(
+                    &worker.topology,
+                    &order_id,
+                    attempt,
+                    due_at,
+                    Route::Hop(ttl),
+                )
+                .await?;
+            worker.metrics.timer_hopped();
+            return Ok(Verdict::Done);
+        }
+        Route::Hold(wait) => {
+            worker.metrics.timer_arrived(-time_delta(wait));
+            // Read now, so that only the decision is left at the due time.
+            let order = worker.db.find(&order_id).await?;
+            tokio::time::sleep(wait).await;
+            order
+        }
+        Route::Due => {
+            worker.metrics.timer_arrived(arrived - due_at);
+            worker.db.find(&order_id).await?
+        }
+    };
     let schedule = &worker.schedule;
     let now = Utc::now();
-    let order = worker.db.find(&order_id).await?;
     let (decision, order) = match (decide(order.as_ref(), attempt, now, schedule), order) {
         (CheckDecision::Close, Some(order)) => {
             let reason = match ask_gateway(worker, &order, attempt, now).await? {
@@ -42,20 +76,26 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         (decision, order) => (decision, order),
     };
     match decision {
-        // The closed order, or a terminal one whose event is owed.
-        CheckDecision::Close | CheckDecision::Announce(_) => {
+        // This check closed it: it announces it.
+        CheckDecision::Close => {
             if let Some(order) = order {
                 worker.announce(&order.counting_check(attempt)).await?;
             }
         }
-        CheckDecision::Reschedule { next, wait } => {
-            worker
-                .publisher
-                .arm_timer(&worker.topology, &order_id, next, wait)
-                .await?;
+        // A terminal order whose event is owed: unless another handler is
+        // announcing it.
+        CheckDecision::Announce(_) => {
+            if let Some(order) = &order
+                && let Some(owed) = worker.claim_owed(order, inbound.seen_before).await?
+            {
+                worker.announce(&owed.counting_check(attempt)).await?;
+            }
+        }
+        CheckDecision::Reschedule { next, due_at } => {
+            worker.arm(&order_id, next, due_at).await?;
             worker
                 .db
-                .record_check(&order_id, attempt.get(), now + time_delta(wait), false)
+                .record_check(&order_id, attempt.get(), due_at, false)
                 .await?;
         }
         CheckDecision::UnknownOrder => {
@@ -144,7 +184,7 @@ async fn ask_gateway(
             if first_time {
                 worker.metrics.payment_recorded();
             }
-            let after = worker.apply_payment(order_id, recorded).await?;
+            let after = worker.apply_payment(order_id, recorded, false).await?;
             match after.map(|order| order.status) {
                 // The payment did not match: the deadline has come unpaid.
                 Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
@@ -153,14 +193,12 @@ async fn ask_gateway(
         }
         AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
         AfterAnswer::AskAgain => {
-            let wait = gateway.policy().retry;
-            worker
-                .publisher
-                .arm_timer(&worker.topology, order_id, attempt.next(), wait)
-                .await?;
+            // The wait runs from the answer, however long it took.
+            let due_at = Utc::now() + time_delta(gateway.policy().retry);
+            worker.arm(order_id, attempt.next(), due_at).await?;
             worker
                 .db
-                .record_check(order_id, attempt.get(), now + time_delta(wait), true)
+                .record_check(order_id, attempt.get(), due_at, true)
                 .await?;
             Ok(AfterAsk::AskedAgain)
         }

@@ -21,27 +21,34 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
         Ok(placed) => placed,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
-    let placement = worker
-        .db
-        .place(new_order(placed, Utc::now(), &worker.schedule))
-        .await?;
+    let (new, skew) = match new_order(placed, Utc::now(), &worker.schedule, &worker.limits) {
+        Ok(order) => order,
+        Err(rejection) => return Ok(Verdict::Reject(rejection)),
+    };
+    if let Some(ahead) = skew {
+        worker.metrics.clock_skewed();
+        tracing::warn!(
+            order_id = %new.order_id,
+            ahead = %ahead,
+            "placed_at is ahead of this clock by more than checks.max_clock_skew: taken as now"
+        );
+    }
+    let placement = worker.db.place(new).await?;
     let seen_before = inbound.seen_before;
     let mut order = placement.order().clone();
+    let mut moved = false;
     if placement.looks_for_waiting(seen_before) {
-        order = play_what_waited(worker, order, seen_before).await?;
+        (order, moved) = play_what_waited(worker, order, seen_before).await?;
     }
     if placement.arms_first_timer(&order, seen_before) {
-        worker
-            .publisher
-            .arm_timer(
-                &worker.topology,
-                &order.order_id,
-                Attempt::FIRST,
-                worker.schedule.first_wait(),
-            )
-            .await?;
+        let due_at = order.next_check_at.unwrap_or_else(Utc::now);
+        worker.arm(&order.order_id, Attempt::FIRST, due_at).await?;
     }
-    worker.announce_if_owed(&order).await?;
+    if moved {
+        worker.announce(&order).await?;
+    } else {
+        worker.announce_owed(&order, seen_before).await?;
+    }
     if placement.is_created() {
         worker.metrics.order_placed();
         tracing::info!(order_id = %order.order_id, status = %order.status, "order placed");
@@ -52,12 +59,18 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
 }
 
 /// Plays the payments and the cancellation that came before the order;
-/// returns the order as it stands after.
-async fn play_what_waited(worker: &Worker, mut order: Order, seen_before: bool) -> Result<Order> {
+/// returns the order as it stands after, and whether this handler's write
+/// moved it out of `pending` (and so announces it).
+async fn play_what_waited(
+    worker: &Worker,
+    mut order: Order,
+    seen_before: bool,
+) -> Result<(Order, bool)> {
     let order_id = order.order_id.clone();
     for _ in 0..PLANS {
         let waiting = worker.db.waiting_for(&order_id).await?;
         let arrival = on_arrival(&order, &waiting.payments, waiting.cancellation.as_ref());
+        let moved_now = arrival.transition.is_some();
         let moved = match &arrival.transition {
             None => Some(order.clone()),
             Some(Transition::Settle(payment)) => {
@@ -77,8 +90,10 @@ async fn play_what_waited(worker: &Worker, mut order: Order, seen_before: bool) 
         };
         order = moved;
         for (payment_id, outcome) in arrival.outcomes {
-            let kept = worker.db.decide_payment(&payment_id, outcome).await?;
-            worker.announce_payment(&order, &kept).await?;
+            let (decided_now, kept) = worker.db.decide_payment(&payment_id, outcome).await?;
+            if decided_now || seen_before {
+                worker.announce_payment(&order, &kept).await?;
+            }
         }
         if seen_before {
             // A first try may have decided payments and died before their
@@ -87,7 +102,7 @@ async fn play_what_waited(worker: &Worker, mut order: Order, seen_before: bool) 
                 worker.announce_payment(&order, &payment).await?;
             }
         }
-        return Ok(order);
+        return Ok((order, moved_now));
     }
-    Ok(order)
+    Ok((order, false))
 }

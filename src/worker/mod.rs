@@ -13,10 +13,14 @@ pub use sweeper::{sweep, sweep_periodically};
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::{
     amqp::{Handler, Publisher},
     db::Database,
-    domain::{Inbound, Inbox, Order, OrderEvent, Schedule, Verdict},
+    domain::{
+        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Schedule, Timers, Verdict,
+    },
     error::Result,
     gateway::Gateway,
     metrics::Metrics,
@@ -29,6 +33,10 @@ pub struct Worker {
     pub publisher: Publisher,
     pub topology: Arc<Topology>,
     pub schedule: Schedule,
+    /// The TTL queues timers travel through, and how they pick one.
+    pub timers: Timers,
+    /// What paywait accepts of the times an order service states.
+    pub limits: Limits,
     pub metrics: Arc<Metrics>,
     /// Who may say "paid" (`payments.trusted_users`); empty: anyone.
     pub trusted_users: Vec<String>,
@@ -48,6 +56,16 @@ impl Handler for Worker {
 }
 
 impl Worker {
+    /// Arms the timer of check number `attempt`, due at `due_at`: through
+    /// the TTL queue that brings it back just early, or straight to the
+    /// check queue when it is (nearly) due.
+    async fn arm(&self, order_id: &OrderId, attempt: Attempt, due_at: DateTime<Utc>) -> Result<()> {
+        let route = self.timers.route(due_at, Utc::now());
+        self.publisher
+            .arm_timer(&self.topology, order_id, attempt, due_at, route)
+            .await
+    }
+
     /// Publishes the event of the order's terminal status, then records that
     /// downstream was told.
     async fn announce(&self, order: &Order) -> Result<()> {

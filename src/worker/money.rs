@@ -18,11 +18,13 @@ const DECISIONS: usize = 3;
 impl Worker {
     /// Does what `payment`, recorded for `order_id`, does to its order, and
     /// publishes what that owes downstream; returns the order as it stands
-    /// after (`None` while it is not known).
+    /// after (`None` while it is not known). `seen_before`: the message that
+    /// brought it may have been handled part-way already.
     pub(super) async fn apply_payment(
         &self,
         order_id: &OrderId,
         mut payment: RecordedPayment,
+        seen_before: bool,
     ) -> Result<Option<Order>> {
         let mut order = self.db.find(order_id).await?;
         for _ in 0..DECISIONS {
@@ -41,19 +43,23 @@ impl Worker {
                     }
                 }
                 PaymentDecision::Keep(outcome) => {
-                    let kept = self.db.decide_payment(&payment.payment_id, outcome).await?;
+                    let (decided_now, kept) =
+                        self.db.decide_payment(&payment.payment_id, outcome).await?;
                     if kept.outcome == Some(PaymentOutcome::Settled) {
                         payment = kept;
                         continue;
                     }
-                    if let Some(order) = &order {
+                    // Whoever decided it announces it.
+                    if let Some(order) = &order
+                        && (decided_now || seen_before)
+                    {
                         self.announce_payment(order, &kept).await?;
                     }
                     return Ok(order);
                 }
                 PaymentDecision::AlreadySettled => {
                     if let Some(order) = &order {
-                        self.announce_if_owed(order).await?;
+                        self.announce_owed(order, seen_before).await?;
                     }
                     return Ok(order);
                 }
@@ -92,11 +98,33 @@ impl Worker {
         Ok(())
     }
 
-    /// Publishes the order's terminal event if downstream has not heard it.
-    pub(super) async fn announce_if_owed(&self, order: &Order) -> Result<()> {
-        if order.status != OrderStatus::Pending && order.event_published_at.is_none() {
-            self.announce(order).await?;
+    /// Publishes the order's terminal event if downstream has not heard it
+    /// and no other handler is telling it (see [`Worker::claim_owed`]).
+    pub(super) async fn announce_owed(&self, order: &Order, seen_before: bool) -> Result<()> {
+        if let Some(order) = self.claim_owed(order, seen_before).await? {
+            self.announce(&order).await?;
         }
         Ok(())
+    }
+
+    /// Whether this handler announces the terminal event `order` owes, and
+    /// the order to announce. The handler whose write moved the order
+    /// announces it; any other that finds the event owed claims it first,
+    /// and leaves it to a claimer that is still at it. Without a fault, one
+    /// handler announces each event. A message that may have been handled
+    /// part-way before announces without a claim: at least once beats
+    /// exactly once.
+    pub(super) async fn claim_owed(
+        &self,
+        order: &Order,
+        seen_before: bool,
+    ) -> Result<Option<Order>> {
+        if order.status == OrderStatus::Pending || order.event_published_at.is_some() {
+            return Ok(None);
+        }
+        if seen_before {
+            return Ok(Some(order.clone()));
+        }
+        self.db.claim_announcement(&order.order_id).await
     }
 }

@@ -30,6 +30,8 @@ pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Res
     if first_time {
         worker.metrics.payment_recorded();
     }
-    worker.apply_payment(&payment.order_id, recorded).await?;
+    worker
+        .apply_payment(&payment.order_id, recorded, inbound.seen_before)
+        .await?;
     Ok(Verdict::Done)
 }

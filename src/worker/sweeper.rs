@@ -41,14 +41,11 @@ pub async fn sweep_periodically(
 
 /// Re-arms the timers of overdue orders once; returns how many.
 pub async fn sweep(worker: &Worker, settings: &SweeperSettings) -> Result<usize> {
-    let sweep = Sweep::at(Utc::now(), settings.grace, &worker.schedule);
+    let sweep = Sweep::at(Utc::now(), settings.grace);
     let claimed = worker.db.claim_overdue(&sweep, settings.batch).await?;
     for (order_id, checks_made) in &claimed {
         let attempt = Sweep::next_attempt(*checks_made);
-        worker
-            .publisher
-            .arm_timer(&worker.topology, order_id, attempt, sweep.wait)
-            .await?;
+        worker.arm(order_id, attempt, sweep.due_at).await?;
         worker.metrics.timer_rearmed();
         tracing::warn!(%order_id, attempt = attempt.get(), "re-armed a lost timer");
     }

@@ -258,6 +258,25 @@ impl TestApp {
         purged
     }
 
+    /// How many timers wait in the TTL queues now.
+    pub async fn timers_waiting(&self) -> u32 {
+        let mut waiting = 0;
+        for queue in self.topology.wait_queues() {
+            waiting += self.queue_depth(&queue.name).await;
+        }
+        waiting
+    }
+
+    /// The TTL queue a timer due `wait` after now goes through first.
+    pub fn timer_queue_for(&self, wait: Duration) -> String {
+        let now = chrono::Utc::now();
+        let due = now + chrono::TimeDelta::from_std(wait).expect("a short wait");
+        match self.settings.timers().route(due, now) {
+            paywait::domain::Route::Hop(ttl) => self.topology.wait_queue(ttl).name.clone(),
+            route => panic!("a timer due in {wait:?} takes no queue: {route:?}"),
+        }
+    }
+
     /// The series counting the messages of `inbox` paywait acknowledged.
     pub fn handled_series(&self, inbox: Inbox) -> String {
         format!(
@@ -405,6 +424,22 @@ impl TestApp {
             assert!(
                 Instant::now() < deadline,
                 "{series} is {value}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until a series reaches at least `least`.
+    pub async fn expect_metric_at_least(&self, series: &str, least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(series).await;
+            if value >= least {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {value}, expected at least {least}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -331,8 +331,9 @@ async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
             "paywait.dead",
             "paywait.unrouted",
             "paywait.checks",
-            "paywait.wait.1m",
-            "paywait.wait.4m",
+            "paywait.timer.64ms",
+            "paywait.timer.59900ms",
+            "paywait.timer.239900ms",
         ] {
             assert!(listing.contains(name), "{name} missing from {listing}");
         }

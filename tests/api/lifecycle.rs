@@ -225,8 +225,7 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
 
     let order = app.order("A-6").await.unwrap();
     assert_eq!(order.amount_cents, Some(100));
-    let wait_queue = app.topology.wait_queues()[0].name.clone();
-    assert_eq!(app.queue_depth(&wait_queue).await, 2, "one timer per order");
+    assert_eq!(app.timers_waiting().await, 2, "one timer per order");
     app.expect_metric("paywait_orders_placed_total", 2.0).await;
 }
 
@@ -324,11 +323,12 @@ async fn readiness_follows_the_database_and_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged() {
     let mut app = TestApp::spawn("300ms").await;
-    let wait_queue = app.topology.wait_queues()[0].name.clone();
-    app.channel
-        .queue_delete(wait_queue.as_str().into(), Default::default())
-        .await
-        .unwrap();
+    for queue in app.topology.wait_queues() {
+        app.channel
+            .queue_delete(queue.name.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
 
     app.place("A-RET").await;
     // The order is stored, but its timer comes back unroutable: the message

@@ -218,8 +218,7 @@ async fn a_cancellation_before_its_order_is_applied_when_the_order_arrives() {
     assert_event(&closed, "order.closed", "C-EARLY/order.closed");
     assert_eq!(closed.body["reason"], "cancelled");
     // No timer was armed for it: nothing more happens at its deadline.
-    let timers = app.topology.wait_queues()[0].name.clone();
-    assert_eq!(app.queue_depth(&timers).await, 0);
+    assert_eq!(app.timers_waiting().await, 0);
     assert!(app.next_event(Duration::from_millis(2500)).await.is_none());
 }
 

@@ -143,7 +143,7 @@ async fn metrics_show_backlog_per_queue_and_check_durations() {
     for i in 0..3 {
         app.place(&format!("M-{i}")).await;
     }
-    let wait_queue = app.topology.wait_queues()[0].name.clone();
+    let wait_queue = app.timer_queue_for(Duration::from_secs(30));
     let series = format!(r#"paywait_queue_messages{{queue="{wait_queue}"}}"#);
     // The poller runs every few seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
