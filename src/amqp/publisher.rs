@@ -14,7 +14,7 @@ use super::failed;
 use crate::{
     domain::{
         ATTEMPT_HEADER, Attempt, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection, Route,
-        TimerBody,
+        TimerBody, due_at_header,
     },
     error::{Error, Result},
     topology::Topology,
@@ -166,7 +166,7 @@ impl Publisher {
         );
         headers.insert(
             DUE_AT_HEADER.into(),
-            AMQPValue::LongLongInt(due_at.timestamp_millis()),
+            AMQPValue::LongLongInt(due_at_header(due_at)),
         );
         let properties = json_properties()
             .with_headers(headers)

@@ -1,6 +1,7 @@
 //! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
 
 mod batch;
+mod prepared;
 mod rows;
 mod schema;
 mod statements;
@@ -30,6 +31,7 @@ use crate::{
     error::{Error, Result},
 };
 use batch::Batcher;
+use prepared::{Bind, prepared};
 use rows::PaymentRow;
 use schema::{cancellations, payments};
 use statements::{Announced, CheckMade, Claimed, Closing, Settling};
@@ -95,16 +97,24 @@ fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
         })
 }
 
-/// The same URL, for sessions whose commits do not wait for the WAL flush.
-fn without_flush_wait(url: &url::Url) -> String {
-    const SETTING: &str = "-c synchronous_commit=off";
+/// Every session: each statement paywait runs finds orders by key (or
+/// walks a partial index), and a plan made from statistics gathered while
+/// the table was small (minutes after a deployment, or after a burst)
+/// would read the whole table for every batch instead.
+const SESSION: &str = "-c enable_seqscan=off";
+/// Sessions whose commits do not wait for the WAL flush.
+const WITHOUT_FLUSH_WAIT: &str = "-c enable_seqscan=off -c synchronous_commit=off";
+
+/// The same URL, its sessions started with `settings` (server options, as
+/// in libpq's `options`) after any the URL gives.
+fn with_session_settings(url: &url::Url, settings: &str) -> String {
     let mut url = url.clone();
     let mut options = None;
     let others: Vec<(String, String)> = url
         .query_pairs()
         .filter_map(|(key, value)| {
             if key == "options" {
-                options = Some(format!("{value} {SETTING}"));
+                options = Some(format!("{value} {settings}"));
                 None
             } else {
                 Some((key.into_owned(), value.into_owned()))
@@ -114,7 +124,7 @@ fn without_flush_wait(url: &url::Url) -> String {
     url.query_pairs_mut()
         .clear()
         .extend_pairs(others)
-        .append_pair("options", options.as_deref().unwrap_or(SETTING));
+        .append_pair("options", options.as_deref().unwrap_or(settings));
     // PostgreSQL's URL parameters are percent-decoded only: a space must
     // not travel as '+' (a literal '+' is already %2B here).
     if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
@@ -155,13 +165,19 @@ where
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
-        let pool = connection_pool(settings.url.url().as_str(), settings.pool_size.get())?;
+        let pool = connection_pool(
+            &with_session_settings(settings.url.url(), SESSION),
+            settings.pool_size.get(),
+        )?;
         // That a check was made commits without waiting for the WAL flush:
         // after a crash of the database, a lost record only means the next
         // timer (armed before the record) finds a lower count. That an event
         // was published waits for the flush: nothing would repair a lost one,
         // and the order would look as if its event were still owed.
-        let relaxed = connection_pool(&without_flush_wait(settings.url.url()), RELAXED_POOL_SIZE)?;
+        let relaxed = connection_pool(
+            &with_session_settings(settings.url.url(), WITHOUT_FLUSH_WAIT),
+            RELAXED_POOL_SIZE,
+        )?;
         let address = settings.url.address();
         let batches = Batches {
             place: batcher(&pool, &address, statements::place),
@@ -388,7 +404,7 @@ impl Database {
         batch: std::num::NonZeroU32,
     ) -> Result<Vec<(OrderId, u32)>> {
         let mut conn = self.conn().await?;
-        let claimed: Vec<Claimed> = diesel::sql_query(CLAIM_OVERDUE)
+        let claimed: Vec<Claimed> = prepared(CLAIM_OVERDUE)
             .bind::<Timestamptz, _>(sweep.due_at)
             .bind::<Timestamptz, _>(sweep.cutoff)
             .bind::<BigInt, _>(i64::from(batch.get()))
@@ -499,19 +515,20 @@ pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_flush_wait;
+    use super::{SESSION, WITHOUT_FLUSH_WAIT, with_session_settings};
 
     #[test]
-    fn relaxed_sessions_add_the_setting_to_any_options() {
+    fn session_settings_are_added_to_any_options() {
         let plain = url::Url::parse("postgres://u:p@db:5432/paywait").unwrap();
         assert_eq!(
-            without_flush_wait(&plain),
-            "postgres://u:p@db:5432/paywait?options=-c%20synchronous_commit%3Doff"
+            with_session_settings(&plain, SESSION),
+            "postgres://u:p@db:5432/paywait?options=-c%20enable_seqscan%3Doff"
         );
         let with_options =
             url::Url::parse("postgres://db/paywait?sslmode=disable&options=-c%20work_mem%3D4MB")
                 .unwrap();
-        let relaxed = url::Url::parse(&without_flush_wait(&with_options)).unwrap();
+        let relaxed =
+            url::Url::parse(&with_session_settings(&with_options, WITHOUT_FLUSH_WAIT)).unwrap();
         let pairs: Vec<(String, String)> = relaxed.query_pairs().into_owned().collect();
         assert_eq!(
             pairs,
@@ -519,7 +536,7 @@ mod tests {
                 ("sslmode".to_owned(), "disable".to_owned()),
                 (
                     "options".to_owned(),
-                    "-c work_mem=4MB -c synchronous_commit=off".to_owned()
+                    "-c work_mem=4MB -c enable_seqscan=off -c synchronous_commit=off".to_owned()
                 )
             ]
         );

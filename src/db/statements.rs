@@ -19,6 +19,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
+    prepared::{Bind, prepared},
     rows::{OrderRow, PaymentRow, Waiting, WaitingRow},
     schema::{orders, payments},
 };
@@ -216,11 +217,12 @@ const DECIDE_PAYMENTS: &str = "\
 /// What waited for orders: undecided payments and cancellations. `$1`: the
 /// order ids.
 const WAITING: &str = "\
+    WITH ids AS (SELECT $1::text[] AS ids) \
     SELECT order_id, payment_id, amount_cents, currency, paid_at, received_at, NULL::text AS reason \
-    FROM payments WHERE order_id = ANY($1) AND outcome IS NULL \
+    FROM payments, ids WHERE order_id = ANY(ids.ids) AND outcome IS NULL \
     UNION ALL \
     SELECT order_id, NULL, NULL, NULL, NULL, received_at, reason \
-    FROM cancellations WHERE order_id = ANY($1) \
+    FROM cancellations, ids WHERE order_id = ANY(ids.ids) \
     ORDER BY received_at";
 
 fn ids(items: impl Iterator<Item = impl AsRef<str>>) -> Vec<String> {
@@ -308,7 +310,7 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
 pub(super) async fn waiting(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Waiting>> {
     let conn: &mut AsyncPgConnection = &mut conn;
     let all_ids = ids(batch.iter());
-    let rows: Vec<WaitingRow> = diesel::sql_query(WAITING)
+    let rows: Vec<WaitingRow> = prepared(WAITING)
         .bind::<Array<Text>, _>(&all_ids)
         .load(conn)
         .await?;
@@ -385,7 +387,7 @@ pub(super) async fn decide_payments(
     batch: Vec<(String, PaymentOutcome)>,
 ) -> Result<Vec<(bool, RecordedPayment)>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let rows: Vec<Decided> = diesel::sql_query(DECIDE_PAYMENTS)
+    let rows: Vec<Decided> = prepared(DECIDE_PAYMENTS)
         .bind::<Array<Text>, _>(ids(batch.iter().map(|(id, _)| id)))
         .bind::<Array<Text>, _>(
             batch
@@ -420,7 +422,7 @@ pub(super) async fn claim_announcements(
     batch: Vec<OrderId>,
 ) -> Result<Vec<Option<Order>>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let claimed: Vec<OrderRow> = diesel::sql_query(CLAIM_ANNOUNCEMENTS.as_str())
+    let claimed: Vec<OrderRow> = prepared(CLAIM_ANNOUNCEMENTS.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter()))
         .bind::<diesel::sql_types::Interval, _>(diesel::data_types::PgInterval::from_microseconds(
             ANNOUNCE_LEASE.as_micros() as i64,
@@ -450,7 +452,7 @@ pub struct Settling {
 
 pub(super) async fn settle(mut conn: Conn, batch: Vec<Settling>) -> Result<Vec<Option<Order>>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let paid: Vec<OrderRow> = diesel::sql_query(SETTLE.as_str())
+    let paid: Vec<OrderRow> = prepared(SETTLE.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.order_id)))
         .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.payment_id)))
         .get_results(conn)
@@ -483,7 +485,7 @@ pub struct Closing {
 
 pub(super) async fn close(mut conn: Conn, batch: Vec<Closing>) -> Result<Vec<Option<Order>>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let closed: Vec<OrderRow> = diesel::sql_query(CLOSE.as_str())
+    let closed: Vec<OrderRow> = prepared(CLOSE.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.at).collect::<Vec<_>>())
@@ -505,7 +507,7 @@ pub struct CheckMade {
 
 pub(super) async fn record_checks(mut conn: Conn, batch: Vec<CheckMade>) -> Result<Vec<()>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    diesel::sql_query(RECORD_CHECKS.as_str())
+    prepared(RECORD_CHECKS.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|c| &c.order_id)))
         .bind::<Array<Int4>, _>(batch.iter().map(|c| c.attempt as i32).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(batch.iter().map(|c| c.next_check_at).collect::<Vec<_>>())
@@ -525,7 +527,7 @@ pub struct Announced {
 
 pub(super) async fn mark_announced(mut conn: Conn, batch: Vec<Announced>) -> Result<Vec<()>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    diesel::sql_query(MARK_ANNOUNCED.as_str())
+    prepared(MARK_ANNOUNCED.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|a| &a.order_id)))
         .bind::<Array<Text>, _>(batch.iter().map(|a| a.status.as_str()).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(batch.iter().map(|a| a.attempts as i32).collect::<Vec<_>>())
@@ -541,4 +543,26 @@ pub(super) struct Claimed {
     pub order_id: String,
     #[diesel(sql_type = Int4)]
     pub attempts: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::prepared::placeholders_in_order;
+
+    #[test]
+    fn every_statement_names_its_parameters_once_in_order() {
+        for sql in [
+            SETTLE.as_str(),
+            CLOSE.as_str(),
+            RECORD_CHECKS.as_str(),
+            MARK_ANNOUNCED.as_str(),
+            CLAIM_ANNOUNCEMENTS.as_str(),
+            DECIDE_PAYMENTS,
+            WAITING,
+            crate::db::CLAIM_OVERDUE,
+        ] {
+            assert!(placeholders_in_order(sql), "{sql}");
+        }
+    }
 }

@@ -5,6 +5,10 @@
 //! out in this order, so that a crash at any point repeats work instead of
 //! losing it:
 //!
+//! A timer that arrives a little before its due time (see `domain::timer`)
+//! waits for it only when the check may close the order
+//! ([`decide_early_as_of`]); every other check is decided at once.
+//!
 //! - [`CheckDecision::UnknownOrder`]: park the timer; nothing is known to check.
 //!
 //! - [`CheckDecision::Reschedule`]: publish the next timer, due at the next
@@ -104,6 +108,19 @@ pub fn decide(
             next: attempt.next(),
             due_at: next_check_at(order, now, schedule),
         },
+    }
+}
+
+/// When a check that arrived `early` (before `due_at`) is made, given the
+/// order as read on its arrival: a check that may close the order (pending,
+/// its deadline at or before `due_at`) waits for its due time, because no
+/// order is closed before its deadline; any other check decides now, as of
+/// its due time, since what it does (arm the next check, announce an event
+/// owed) is the same a moment early. `None`: at its due time, by the clock.
+pub fn decide_early_as_of(order: Option<&Order>, due_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match order {
+        Some(order) if order.status == OrderStatus::Pending && order.expires_at <= due_at => None,
+        _ => Some(due_at),
     }
 }
 
@@ -212,6 +229,33 @@ mod tests {
         );
         let decision = decide(Some(&pending(3)), attempt(4), at(30, -1), &schedule());
         assert!(matches!(decision, CheckDecision::Reschedule { .. }));
+    }
+
+    #[test]
+    fn only_a_check_that_may_close_waits_for_its_due_time() {
+        let s = schedule();
+        // The closing check (the deadline is 30 minutes in) waits.
+        assert_eq!(decide_early_as_of(Some(&pending(3)), at(30, 0)), None);
+        assert_eq!(decide_early_as_of(Some(&pending(3)), at(30, 1)), None);
+        // A check before the deadline decides at once, as of its due time,
+        // and arms the next planned check, not itself again.
+        let as_of = decide_early_as_of(Some(&pending(1)), at(5, 0)).unwrap();
+        assert_eq!(as_of, at(5, 0));
+        assert_eq!(
+            decide(Some(&pending(1)), attempt(2), as_of, &s),
+            CheckDecision::Reschedule {
+                next: attempt(3),
+                due_at: at(15, 0)
+            }
+        );
+        // Settled orders and unknown ones have nothing to wait for.
+        for status in [OrderStatus::Paid, OrderStatus::Closed] {
+            assert_eq!(
+                decide_early_as_of(Some(&test_order(status)), at(30, 0)),
+                Some(at(30, 0))
+            );
+        }
+        assert_eq!(decide_early_as_of(None, at(30, 0)), Some(at(30, 0)));
     }
 
     #[test]

@@ -187,6 +187,16 @@ mod tests {
                 currency: None,
             }
         );
+        assert!(matches!(
+            GatewayAnswer::parse(
+                200,
+                br#"{"status":"paid","payment_id":"P","amount_cents":0}"#
+            ),
+            GatewayAnswer::Paid {
+                amount_cents: Some(0),
+                ..
+            }
+        ));
     }
 
     #[test]

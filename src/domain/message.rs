@@ -20,6 +20,19 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// the Unix epoch.
 pub const DUE_AT_HEADER: &str = "x-due-at";
 
+/// `due_at` as the `x-due-at` header carries it: in whole milliseconds,
+/// rounded up, so that a timer is never due before the time it stands for
+/// (a deadline has microseconds; a timer due a fraction of a millisecond
+/// early would find the order not yet expired).
+pub fn due_at_header(due_at: DateTime<Utc>) -> i64 {
+    let rounded_down = due_at.timestamp_millis();
+    if due_at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        rounded_down
+    } else {
+        rounded_down + 1
+    }
+}
+
 /// An integer header of a message, as the transport found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntegerHeader {
@@ -418,6 +431,20 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_due_time_is_carried_rounded_up_to_the_millisecond() {
+        let whole = DateTime::parse_from_rfc3339("2026-11-27T08:00:00.250Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(due_at_header(whole), whole.timestamp_millis());
+        let fraction = DateTime::parse_from_rfc3339("2026-11-27T08:00:00.250001Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(due_at_header(fraction), whole.timestamp_millis() + 1);
+        let carried = DateTime::from_timestamp_millis(due_at_header(fraction)).unwrap();
+        assert!(carried >= fraction);
+    }
 
     #[test]
     fn order_placed_with_all_fields() {

@@ -16,13 +16,13 @@ mod schedule;
 pub mod sweep;
 pub mod timer;
 
-pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide};
+pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of};
 pub use event::{EventKind, OrderEvent, PaymentStated};
 pub use inbox::{Inbound, Inbox, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
-    OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody,
+    OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody, due_at_header,
 };
 #[cfg(test)]
 pub(crate) use order::test_order;

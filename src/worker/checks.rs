@@ -10,7 +10,7 @@ use super::Worker;
 use crate::{
     domain::{
         Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
-        OrderStatus, Rejection, Route, Verdict, after_lost_close, decide,
+        OrderStatus, Rejection, Route, Verdict, after_lost_close, decide, decide_early_as_of,
         gateway::{AfterAnswer, GatewayAnswer, after_answer},
         time_delta,
     },
@@ -29,7 +29,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
     } = due;
     let arrived = Utc::now();
     let due_at = due_at.unwrap_or(arrived);
-    let order = match worker.timers.route(due_at, arrived) {
+    let (order, now) = match worker.timers.route(due_at, arrived) {
         Route::Hop(ttl) => {
             worker
                 .publisher
@@ -45,19 +45,24 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
             return Ok(Verdict::Done);
         }
         Route::Hold(wait) => {
+            let wake = tokio::time::Instant::now() + wait;
             worker.metrics.timer_arrived(-time_delta(wait));
-            // Read now, so that only the decision is left at the due time.
+            // Read while waiting, so that only the decision is left at the due time.
             let order = worker.db.find(&order_id).await?;
-            tokio::time::sleep(wait).await;
-            order
+            match decide_early_as_of(order.as_ref(), due_at) {
+                Some(as_of) => (order, as_of),
+                None => {
+                    tokio::time::sleep_until(wake).await;
+                    (order, Utc::now())
+                }
+            }
         }
         Route::Due => {
             worker.metrics.timer_arrived(arrived - due_at);
-            worker.db.find(&order_id).await?
+            (worker.db.find(&order_id).await?, Utc::now())
         }
     };
     let schedule = &worker.schedule;
-    let now = Utc::now();
     let (decision, order) = match (decide(order.as_ref(), attempt, now, schedule), order) {
         (CheckDecision::Close, Some(order)) => {
             let reason = match ask_gateway(worker, &order, attempt, now).await? {

@@ -59,7 +59,10 @@ async fn a_long_deadline_is_checked_on_schedule_through_the_timers() {
     app.expect_handled(Inbox::Placed, 1).await;
     let order = app.order("D-3D").await.unwrap();
     assert_eq!(order.status, OrderStatus::Pending);
-    assert_eq!(order.expires_at.timestamp_millis(), expires_at.timestamp_millis());
+    assert_eq!(
+        order.expires_at.timestamp_millis(),
+        expires_at.timestamp_millis()
+    );
     // The first check: a minute after it was placed, as the schedule says.
     assert_eq!(
         order.next_check_at.unwrap().timestamp_millis(),
@@ -76,7 +79,10 @@ async fn a_long_deadline_is_checked_on_schedule_through_the_timers() {
             order.next_check_at.unwrap().timestamp_millis()
         ))
     );
-    assert_eq!(timers[0].header("x-attempt").as_deref(), Some("LongLongInt(1)"));
+    assert_eq!(
+        timers[0].header("x-attempt").as_deref(),
+        Some("LongLongInt(1)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +101,10 @@ async fn a_deadline_already_past_closes_at_once_and_an_impossible_one_is_refused
     )
     .await;
     let closed = app.expect_event(SOON).await;
-    assert_eq!((closed.order_id(), closed.name()), ("D-PAST", "order.closed"));
+    assert_eq!(
+        (closed.order_id(), closed.name()),
+        ("D-PAST", "order.closed")
+    );
 
     for (id, placed_at, expires_at, says) in [
         ("D-FAR", now, now + TimeDelta::days(31), "max_deadline"),
@@ -108,12 +117,13 @@ async fn a_deadline_already_past_closes_at_once_and_an_impossible_one_is_refused
                 .as_bytes(),
         )
         .await;
-        let parked = app
-            .take_messages(app.topology.dead_queue(), 1, SOON)
-            .await;
+        let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
         assert_eq!(parked.len(), 1, "{id} was not parked");
         let error = parked[0].header("x-paywait-error").unwrap();
-        assert!(error.contains("expires_at") && error.contains(says), "{error}");
+        assert!(
+            error.contains("expires_at") && error.contains(says),
+            "{error}"
+        );
         assert!(app.order(id).await.is_none());
     }
 }
@@ -146,7 +156,10 @@ async fn an_odd_deadline_is_reached_through_the_ladder() {
     )
     .await;
     let closed = app.expect_event(SOON).await;
-    assert_eq!((closed.order_id(), closed.name()), ("D-ODD", "order.closed"));
+    assert_eq!(
+        (closed.order_id(), closed.name()),
+        ("D-ODD", "order.closed")
+    );
     let order = app.order("D-ODD").await.unwrap();
     assert!(order.closed_at.unwrap() >= order.expires_at);
     // 1.7 s is no wait of the schedule: it took hops through the ladder.
@@ -154,10 +167,14 @@ async fn an_odd_deadline_is_reached_through_the_ladder() {
         .await;
 }
 
+/// Timers arrive early by design. One for a check before the deadline is
+/// decided at once, as of its due time; one for the check that may close
+/// the order waits in process until the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_early_timer_waits_in_process_and_never_closes_before_the_deadline() {
-    let mut app = TestApp::spawn("1h").await;
-    let expires_at = Utc::now() + TimeDelta::seconds(600);
+async fn an_early_timer_waits_only_when_its_check_may_close() {
+    // Timers come up to 30 s early: everything below arrives early.
+    let mut app = TestApp::spawn_with("1h", true, &[("PAYWAIT_CHECKS__EARLY_MARGIN", "30s")]).await;
+    let expires_at = Utc::now() + TimeDelta::seconds(12);
     app.publish(
         "order.placed",
         json!({"order_id": "D-EARLY", "expires_at": rfc3339(expires_at)})
@@ -166,9 +183,9 @@ async fn an_early_timer_waits_in_process_and_never_closes_before_the_deadline() 
     )
     .await;
     app.expect_handled(Inbox::Placed, 1).await;
-    // A timer delivered again for the deadline, 80 ms before it.
-    let order = app.order("D-EARLY").await.unwrap();
-    let due = Utc::now() + TimeDelta::milliseconds(80);
+
+    // A timer for a check 8 s ahead, before the deadline.
+    let due = Utc::now() + TimeDelta::seconds(8);
     let mut headers = lapin::types::FieldTable::default();
     headers.insert("x-attempt".into(), lapin::types::AMQPValue::LongInt(7));
     headers.insert(
@@ -184,12 +201,24 @@ async fn an_early_timer_waits_in_process_and_never_closes_before_the_deadline() 
     .await;
     app.expect_handled(Inbox::Checks, 1).await;
     let checked = app.order("D-EARLY").await.unwrap();
-    // Not its deadline: the check rescheduled, made no earlier than due.
+    assert!(Utc::now() < due, "the early check waited for its due time");
     assert_eq!(checked.status, OrderStatus::Pending);
     assert_eq!(checked.attempts, 7);
-    assert!(Utc::now() >= due);
-    assert!(app.next_event(Duration::from_millis(300)).await.is_none());
-    assert_eq!(checked.expires_at, order.expires_at);
+    // Its successor is the check at the deadline.
+    assert_eq!(
+        checked.next_check_at.unwrap().timestamp_millis(),
+        expires_at.timestamp_millis()
+    );
+
+    // The check at the deadline arrived early too, and waited.
+    let closed = app.expect_event(Duration::from_secs(30)).await;
+    assert_eq!(
+        (closed.order_id(), closed.name()),
+        ("D-EARLY", "order.closed")
+    );
+    let order = app.order("D-EARLY").await.unwrap();
+    assert!(order.closed_at.unwrap() >= order.expires_at);
+    assert!(Utc::now() >= expires_at);
 }
 
 /// The daemon dies while a timer waits out its last moments: the broker
@@ -220,11 +249,15 @@ async fn a_crash_while_a_timer_waits_loses_nothing() {
     let deadline = std::time::Instant::now() + SOON;
     loop {
         let (_, metrics) = daemon.get("/metrics").await;
-        let arrived = paywait_testkit::metric_value(&metrics, "paywait_timer_arrival_seconds_count");
+        let arrived =
+            paywait_testkit::metric_value(&metrics, "paywait_timer_arrival_seconds_count");
         if arrived >= 1.0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the timer never arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timer never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(Utc::now() < expires_at - TimeDelta::milliseconds(500));
@@ -241,7 +274,10 @@ async fn a_crash_while_a_timer_waits_loses_nothing() {
         if order.status == OrderStatus::Closed {
             break order;
         }
-        assert!(std::time::Instant::now() < deadline, "never closed: {order:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never closed: {order:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let closed_at = order.closed_at.unwrap();
