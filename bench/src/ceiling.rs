@@ -29,12 +29,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Options,
     client::{self, Pipeline},
-    paywait_runs,
+    harness,
     stats::{CeilingRun, Lateness, Samples},
 };
 
 const PREFIX: &str = "paywait_ceiling";
-const TTL: Duration = Duration::from_secs(1);
+/// The TTL of the queue the relay parks every timer in: the one paywait
+/// uses for a one-second wait with the default early margin.
+const TTL: Duration = Duration::from_millis(900);
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -71,7 +73,7 @@ async fn relay(
     let mut body: Value = serde_json::from_slice(&delivery.data)?;
     if inbox == Inbox::Placed {
         body["armed_at"] = json!(now_micros());
-        let wait_queue = &topology.wait_queues()[0].name;
+        let wait_queue = &topology.wait_queue(TTL).name;
         publish_confirmed(publisher, "", wait_queue, body.to_string().as_bytes()).await?;
         Ok(None)
     } else if inbox == Inbox::Payments {
@@ -161,9 +163,10 @@ async fn start_relay(
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
-    let environment = paywait_runs::environment(options, "paywait_ceiling_unused", PREFIX);
-    let settings = paywait_runs::settings(&environment)?;
-    let topology = Arc::new(Topology::from_settings(&settings));
+    let environment = harness::environment(options, "paywait_ceiling_unused", PREFIX, "1s");
+    let settings = harness::settings(&environment)?;
+    // One TTL queue, whatever timers the daemon's settings would need.
+    let topology = Arc::new(Topology::new(PREFIX, settings.topology.queue_type, &[TTL]));
     let client = client::connect(&options.amqp_url).await?;
     let channel = client.channel();
     client::delete_topology(channel, &topology).await?;
@@ -245,5 +248,6 @@ pub async fn run(options: &Options) -> anyhow::Result<CeilingRun> {
     Ok(CeilingRun {
         orders_per_second: options.orders as f64 / burst_seconds,
         ttl_lateness: Lateness::of(&samples),
+        ttl_samples: samples,
     })
 }

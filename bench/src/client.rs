@@ -3,6 +3,7 @@
 
 use std::{future::Future, pin::Pin, time::Instant};
 
+use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Channel,
@@ -101,6 +102,8 @@ impl Pipeline {
 /// A message the sink received, with when.
 pub struct Received {
     pub at: Instant,
+    /// When, by the wall clock (deadlines are wall-clock times).
+    pub wall: DateTime<Utc>,
     pub body: Vec<u8>,
     pub message_id: Option<String>,
 }
@@ -159,6 +162,7 @@ async fn sink(
         while let Some(Ok(delivery)) = consumer.next().await {
             let received = Received {
                 at: Instant::now(),
+                wall: Utc::now(),
                 message_id: delivery
                     .properties
                     .message_id()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::{
-    Options, paywait_runs,
+    Options, harness,
     stats::{self, Lateness, ScanRun},
 };
 
@@ -17,9 +17,9 @@ const SCAN: &str = "UPDATE orders SET status = 'closed', closed_at = clock_times
                     WHERE status = 'pending' AND expires_at <= now()";
 
 pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Result<ScanRun> {
-    let environment = paywait_runs::environment(options, DATABASE, "paywait_bench_scan");
-    let settings = paywait_runs::settings(&environment)?;
-    paywait_runs::fresh_database(options, &settings).await?;
+    let environment = harness::environment(options, DATABASE, "paywait_bench_scan", "1s");
+    let settings = harness::settings(&environment)?;
+    harness::fresh_database(options, &settings).await?;
     let mut conn = AsyncPgConnection::establish(settings.database.url.expose()).await?;
 
     // Orders expire at the same rate as in the precision run, starting in 2 s.
@@ -78,5 +78,6 @@ pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Resul
         scan_ms: scan_time.as_secs_f64() * 1000.0 / scans.max(1) as f64,
         db_ms_per_closed: scan_time.as_secs_f64() * 1000.0 / closed.max(1) as f64,
         lateness: Lateness::of(&samples),
+        samples,
     })
 }
