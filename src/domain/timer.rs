@@ -74,9 +74,13 @@ impl Timers {
         self.early
     }
 
-    /// Where a timer due at `due_at` goes at `now`. A hop aims to arrive
-    /// half the early margin ahead of what is left after it, so that the
-    /// broker's own delay is absorbed by the wait in process.
+    /// Where a timer due at `due_at` goes at `now`: through the longest
+    /// TTL queue that brings it back at least a quarter of the early margin
+    /// before it is due, so that the broker's own delay is absorbed by the
+    /// wait in process. Only a quarter: the intake's queueing already ate
+    /// into the margin of a schedule's queue, and a timer that no longer
+    /// fits it takes several hops down the ladder, which loads the broker
+    /// most when it is already slow.
     pub fn route(&self, due_at: DateTime<Utc>, now: DateTime<Utc>) -> Route {
         let Ok(remaining) = (due_at - now).to_std() else {
             return Route::Due;
@@ -87,7 +91,7 @@ impl Timers {
         if remaining <= self.early {
             return Route::Hold(remaining);
         }
-        let aim = remaining - self.early / 2;
+        let aim = remaining - self.early / 4;
         match self.ttls.iter().rev().find(|ttl| **ttl <= aim) {
             Some(ttl) => Route::Hop(*ttl),
             None => Route::Hold(remaining),
@@ -143,6 +147,10 @@ mod tests {
         // Planned from the intake, a few ms after the order was placed.
         assert_eq!(route(&t, 995), Route::Hop(ms(900)));
         assert_eq!(route(&t, 951), Route::Hop(ms(900)));
+        // A slow intake still fits the schedule's queue...
+        assert_eq!(route(&t, 925), Route::Hop(ms(900)));
+        // ...until the queue would bring it back too close to its due time.
+        assert_eq!(route(&t, 924), Route::Hop(ms(256)));
         // Arrived early: wait the rest.
         assert_eq!(route(&t, 93), Route::Hold(ms(93)));
         assert_eq!(route(&t, 100), Route::Hold(ms(100)));
@@ -161,15 +169,14 @@ mod tests {
                     Route::Hop(ttl) => {
                         let ttl = ttl.as_millis() as i64;
                         assert!(
-                            ttl <= remaining - 50,
+                            ttl <= remaining - 25,
                             "{total}: a hop of {ttl} ms left {remaining}"
                         );
                         remaining -= ttl;
                         hops += 1;
                     }
                     Route::Hold(wait) => {
-                        // Below the lowest rung, up to 64 ms more than half the margin.
-                        assert!(wait <= ms(114), "{total}: held {wait:?}");
+                        assert!(wait <= ms(100), "{total}: held {wait:?}");
                         assert!(remaining > 0);
                         break;
                     }
@@ -183,10 +190,12 @@ mod tests {
     #[test]
     fn below_the_lowest_rung_a_timer_waits_a_little_longer() {
         let t = timers(&["1s"]);
-        assert_eq!(route(&t, 110), Route::Hold(ms(110)));
-        assert_eq!(route(&t, 114), Route::Hop(ms(64)));
+        assert_eq!(route(&t, 110), Route::Hop(ms(64)));
+        // A margin shorter than the lowest rung: a timer between the two
+        // waits in process, a little longer than the margin.
         let t = Timers::new(&Schedule::parse(&["1s"]).unwrap(), &[], ms(20));
         assert_eq!(route(&t, 60), Route::Hold(ms(60)));
-        assert_eq!(route(&t, 80), Route::Hop(ms(64)));
+        assert_eq!(route(&t, 68), Route::Hold(ms(68)));
+        assert_eq!(route(&t, 69), Route::Hop(ms(64)));
     }
 }
