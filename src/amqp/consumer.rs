@@ -5,6 +5,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::{
     Channel,
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Publisher, failed};
 use crate::{
     backoff,
-    domain::{ATTEMPT_HEADER, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Verdict},
+    domain::{ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Verdict},
     error::{Error, Result},
     metrics::Metrics,
     topology::Topology,
@@ -108,6 +109,7 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(queue, "consuming");
 
         let mut in_flight = JoinSet::new();
+        let mut arrivals = Arrivals::default();
         let outcome = loop {
             tokio::select! {
                 biased;
@@ -119,7 +121,8 @@ impl<H: Handler> Consumer<H> {
                 }
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        in_flight.spawn(this.clone().process(delivery, stop.clone()));
+                        let received_at = arrivals.stamp(Utc::now());
+                        in_flight.spawn(this.clone().process(delivery, received_at, stop.clone()));
                     }
                     Some(Err(error)) => break Err(failed(format!("consuming from {queue}"))(error)),
                     None => break Err(Error::ConsumerCancelled { queue: queue.clone() }),
@@ -157,7 +160,12 @@ impl<H: Handler> Consumer<H> {
     /// `session` ends the connection's life: it is cancelled by a stop, and
     /// here when the publishing channel is found closed, which no retry can
     /// mend.
-    async fn process(self: Arc<Self>, mut delivery: Delivery, session: CancellationToken) {
+    async fn process(
+        self: Arc<Self>,
+        mut delivery: Delivery,
+        received_at: DateTime<Utc>,
+        session: CancellationToken,
+    ) {
         let queue = self.topology.queue(self.inbox);
         let started = std::time::Instant::now();
         let mut inbound = Inbound {
@@ -170,6 +178,7 @@ impl<H: Handler> Consumer<H> {
                 .as_ref()
                 .map(|user| user.as_str().to_owned()),
             seen_before: delivery.redelivered,
+            received_at,
             body: std::mem::take(&mut delivery.data),
         };
         let mut delays = backoff::delays(backoff::RETRY_CAP);

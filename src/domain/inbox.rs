@@ -1,6 +1,8 @@
 //! What paywait consumes, as the worker sees it: a kind of message, its
 //! body and what the transport says about it — and the verdict it answers.
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::{IntegerHeader, Rejection};
 
 /// The kinds of message paywait consumes, each from a queue of its own.
@@ -83,6 +85,33 @@ pub struct Inbound {
     /// It may have been handled part-way before: the broker delivered it
     /// again, or this process is trying it again after a failure.
     pub seen_before: bool,
+    /// When it was delivered, later than every earlier delivery of its
+    /// inbox (see [`Arrivals`]).
+    pub received_at: DateTime<Utc>,
+}
+
+/// Stamps the deliveries of one inbox with their time of arrival, strictly
+/// increasing to the microsecond that PostgreSQL keeps. Messages are
+/// handled concurrently, so the time a handler starts does not keep their
+/// order; what came before an order (its payments) is played back in the
+/// order of these stamps.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    last: Option<DateTime<Utc>>,
+}
+
+impl Arrivals {
+    /// The stamp of a delivery seen at `now`.
+    pub fn stamp(&mut self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let micro = TimeDelta::microseconds(1);
+        let now = now - TimeDelta::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000));
+        let stamp = match self.last {
+            Some(last) if now <= last => last + micro,
+            _ => now,
+        };
+        self.last = Some(stamp);
+        stamp
+    }
 }
 
 /// How a message was dealt with.
@@ -115,5 +144,31 @@ mod tests {
             ]
         );
         assert_eq!(Inbox::Checks.source(), Source::ExpiredTimers);
+    }
+
+    #[test]
+    fn arrivals_are_stamped_in_order_to_the_microsecond() {
+        let t0: DateTime<Utc> = "2026-11-30T08:00:00.000001500Z".parse().unwrap();
+        let mut arrivals = Arrivals::default();
+        let first = arrivals.stamp(t0);
+        assert_eq!(
+            first,
+            "2026-11-30T08:00:00.000001Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        );
+        // The same microsecond, or a clock stepped back: still later.
+        let second = arrivals.stamp(t0 + TimeDelta::nanoseconds(300));
+        let third = arrivals.stamp(t0 - TimeDelta::seconds(1));
+        assert_eq!(second - first, TimeDelta::microseconds(1));
+        assert_eq!(third - second, TimeDelta::microseconds(1));
+        // Time moving on is taken as it is.
+        let later = t0 + TimeDelta::milliseconds(5);
+        assert_eq!(
+            arrivals.stamp(later),
+            "2026-11-30T08:00:00.005001Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        );
     }
 }

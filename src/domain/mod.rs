@@ -18,7 +18,7 @@ pub mod timer;
 
 pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of};
 pub use event::{EventKind, OrderEvent, PaymentStated};
-pub use inbox::{Inbound, Inbox, Source, Verdict};
+pub use inbox::{Arrivals, Inbound, Inbox, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,

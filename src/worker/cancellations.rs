@@ -51,7 +51,10 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
             CancelDecision::KeepForArrival => {
                 // Kept first, then the order looked for again: an order
                 // stored meanwhile either finds the cancellation or is found.
-                worker.db.record_cancellation(&cancelled, now).await?;
+                worker
+                    .db
+                    .record_cancellation(&cancelled, inbound.received_at)
+                    .await?;
                 order = worker.db.find(order_id).await?;
                 if order.is_none() {
                     tracing::info!(%order_id, "cancellation before its order: kept until the order arrives");

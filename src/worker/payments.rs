@@ -1,8 +1,6 @@
 //! `payment.succeeded`: check who says "paid", record the payment, then do
 //! what `domain::payment` decides.
 
-use chrono::Utc;
-
 use super::Worker;
 use crate::{
     domain::{Inbound, PaymentSucceeded, Rejection, Verdict, payment::check_publisher},
@@ -17,7 +15,10 @@ pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Res
         Ok(payment) => payment,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
-    let (first_time, recorded) = worker.db.record_payment(&payment, Utc::now()).await?;
+    let (first_time, recorded) = worker
+        .db
+        .record_payment(&payment, inbound.received_at)
+        .await?;
     if recorded.order_id != payment.order_id.as_str() {
         return Ok(Verdict::Reject(Rejection::InvalidField {
             field: "payment_id",
