@@ -108,7 +108,7 @@ pub struct CheckSettings {
     pub max_clock_skew: Duration,
     /// How early a timer is planned to arrive; it waits out the rest in
     /// process, so that the broker's delays do not make checks late.
-    #[serde(deserialize_with = "positive_duration")]
+    #[serde(deserialize_with = "early_margin")]
     pub early_margin: Duration,
 }
 
@@ -556,6 +556,20 @@ fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durat
     Ok(value)
 }
 
+/// A timer waits out its early margin in process, holding one of the
+/// consumer's `amqp.prefetch` places all along.
+const MAX_EARLY_MARGIN: Duration = Duration::from_secs(60);
+
+fn early_margin<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = positive_duration(deserializer)?;
+    if value > MAX_EARLY_MARGIN {
+        return Err(D::Error::custom(
+            "must be at most 1m: an early timer waits in process, holding a place of amqp.prefetch",
+        ));
+    }
+    Ok(value)
+}
+
 /// A list of waits, or one string of them separated by commas.
 fn schedule<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Schedule, D::Error> {
     let waits = list_or_comma_separated(deserializer)?;
@@ -691,6 +705,14 @@ mod tests {
             ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),
             ("PAYWAIT_SWEEPER__GRACE", "soon", "sweeper.grace"),
             ("PAYWAIT_SWEEPER__BATCH", "-1", "sweeper.batch"),
+            ("PAYWAIT_CHECKS__EARLY_MARGIN", "0s", "checks.early_margin"),
+            ("PAYWAIT_CHECKS__EARLY_MARGIN", "61s", "checks.early_margin"),
+            ("PAYWAIT_CHECKS__MAX_DEADLINE", "0s", "checks.max_deadline"),
+            (
+                "PAYWAIT_CHECKS__MAX_CLOCK_SKEW",
+                "ahead",
+                "checks.max_clock_skew",
+            ),
         ];
         for (name, value, key) in cases {
             let error = load(&[(name, value)]).unwrap_err().to_string();

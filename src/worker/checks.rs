@@ -132,7 +132,8 @@ async fn close(
         .await?
     {
         Some(closed) => {
-            let lateness = closed.closed_at.unwrap_or(now) - closed.expires_at;
+            // Measured once the close is committed, as the metric promises.
+            let lateness = Utc::now() - closed.expires_at;
             worker.metrics.order_closed(lateness);
             tracing::info!(%order_id, attempts = closed.attempts, reason = reason.as_str(), "order closed");
             Ok((CheckDecision::Close, Some(closed)))
