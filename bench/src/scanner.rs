@@ -13,7 +13,7 @@ use crate::{
 const DATABASE: &str = "paywait_bench_scan";
 
 /// What a cron job runs: close every pending order whose deadline passed.
-const SCAN: &str = "UPDATE orders SET status = 'closed', closed_at = clock_timestamp() \
+const SCAN: &str = "UPDATE orders SET status = 'closed', close_reason = 'expired', closed_at = clock_timestamp() \
                     WHERE status = 'pending' AND expires_at <= now()";
 
 pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Result<ScanRun> {
@@ -27,8 +27,9 @@ pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Resul
     let settled = rows.saturating_sub(pending);
     for statement in [
         format!(
-            "INSERT INTO orders (order_id, status, placed_at, expires_at, paid_at, closed_at, attempts, event_published_at) \
+            "INSERT INTO orders (order_id, status, close_reason, placed_at, expires_at, paid_at, closed_at, attempts, event_published_at) \
              SELECT 'S-' || g, CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'closed' END, \
+                    CASE WHEN g % 2 = 1 THEN 'expired' END, \
                     now() - interval '2 days', now() - interval '2 days' + interval '30 minutes', \
                     CASE WHEN g % 2 = 0 THEN now() - interval '2 days' END, \
                     CASE WHEN g % 2 = 1 THEN now() - interval '1 day' END, 4, now() - interval '1 day' \
