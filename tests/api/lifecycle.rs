@@ -322,7 +322,9 @@ async fn readiness_follows_the_database_and_the_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returned_timer_is_a_failure_and_the_order_message_is_not_acknowledged() {
-    let mut app = TestApp::spawn("300ms").await;
+    // Long enough that the timer goes through a TTL queue however slow the
+    // intake is: a timer (nearly) due goes straight to the check queue.
+    let mut app = TestApp::spawn("5s").await;
     for queue in app.topology.wait_queues() {
         app.channel
             .queue_delete(queue.name.as_str().into(), Default::default())
