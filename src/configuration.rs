@@ -9,7 +9,7 @@ use std::{
     fmt,
     net::SocketAddr,
     num::{NonZeroU16, NonZeroU32, NonZeroUsize},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -41,6 +41,10 @@ pub struct Settings {
 pub struct AmqpSettings {
     #[serde(deserialize_with = "amqp_url")]
     pub url: SecretUrl,
+    /// A file whose content (less a trailing newline) is the password,
+    /// in place of the URL's.
+    #[serde(deserialize_with = "optional_path")]
+    pub password_file: Option<PathBuf>,
     /// How many unacknowledged messages each consumer may hold.
     pub prefetch: NonZeroU16,
     /// How long a publish may wait for the broker's confirm.
@@ -52,6 +56,7 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: SecretUrl::parse(DEFAULT_AMQP_URL, AMQP_SCHEMES).expect("the default is valid"),
+            password_file: None,
             prefetch: NonZeroU16::new(256).expect("not zero"),
             confirm_timeout: Duration::from_secs(30),
         }
@@ -63,6 +68,10 @@ impl Default for AmqpSettings {
 pub struct DatabaseSettings {
     #[serde(deserialize_with = "database_url")]
     pub url: SecretUrl,
+    /// A file whose content (less a trailing newline) is the password,
+    /// in place of the URL's.
+    #[serde(deserialize_with = "optional_path")]
+    pub password_file: Option<PathBuf>,
     pub pool_size: NonZeroUsize,
 }
 
@@ -71,6 +80,7 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretUrl::parse(DEFAULT_DATABASE_URL, DATABASE_SCHEMES)
                 .expect("the default is valid"),
+            password_file: None,
             pool_size: NonZeroUsize::new(16).expect("not zero"),
         }
     }
@@ -311,6 +321,15 @@ pub enum ConfigError {
     Load(config::ConfigError),
 }
 
+impl ConfigError {
+    fn invalid(key: &str, message: String) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
 impl From<config::ConfigError> for ConfigError {
     /// Moves the key the config crate appends to its messages to the front.
     fn from(error: config::ConfigError) -> Self {
@@ -386,6 +405,13 @@ impl SecretUrl {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         }
+    }
+
+    /// The same URL with another password (percent-encoded as needed).
+    fn with_password(&self, password: &str) -> Result<Self, ()> {
+        let mut url = self.0.clone();
+        url.set_password(Some(password))?;
+        Ok(Self(url))
     }
 
     /// The same URL with another path (another database or vhost).
@@ -482,8 +508,40 @@ impl Settings {
         if let Some(url) = env_value("PAYWAIT_DATABASE__URL") {
             builder = builder.set_override("database.url", url)?;
         }
-        Ok(builder.build()?.try_deserialize()?)
+        let mut settings: Self = builder.build()?.try_deserialize()?;
+        settings.amqp.url =
+            with_password_from(settings.amqp.url, settings.amqp.password_file.as_deref())
+                .map_err(|message| ConfigError::invalid("amqp.password_file", message))?;
+        settings.database.url = with_password_from(
+            settings.database.url,
+            settings.database.password_file.as_deref(),
+        )
+        .map_err(|message| ConfigError::invalid("database.password_file", message))?;
+        Ok(settings)
     }
+}
+
+/// `url` with the password read from `file`, if one is named: as systemd's
+/// credentials and compose's secrets provide it, one line. Errors name the
+/// file, never its content.
+fn with_password_from(url: SecretUrl, file: Option<&Path>) -> Result<SecretUrl, String> {
+    let Some(file) = file else {
+        return Ok(url);
+    };
+    let content = std::fs::read_to_string(file)
+        .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+    let password = content
+        .strip_suffix('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .unwrap_or(&content);
+    if password.is_empty() {
+        return Err(format!("{} is empty", file.display()));
+    }
+    if password.contains(['\n', '\r']) {
+        return Err(format!("{} holds more than one line", file.display()));
+    }
+    url.with_password(password)
+        .map_err(|()| format!("the URL cannot carry a password from {}", file.display()))
 }
 
 fn amqp_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
@@ -501,6 +559,12 @@ fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl,
         ));
     }
     Ok(url)
+}
+
+/// A path; empty for none.
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
 
 fn gateway_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretUrl>, D::Error> {
@@ -720,6 +784,73 @@ mod tests {
                 error.starts_with(&format!("invalid configuration: {key}: ")),
                 "{name}={value} gave {error}"
             );
+        }
+    }
+
+    #[test]
+    fn passwords_come_from_files_in_place_of_the_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let amqp = dir.path().join("amqp-password");
+        let database = dir.path().join("database-password");
+        std::fs::write(&amqp, "s3cret/with@signs\n").unwrap();
+        std::fs::write(&database, "db-secret\r\n").unwrap();
+        let settings = load(&[
+            ("AMQP_URL", "amqp://shop:in-the-url@broker:5672/%2f"),
+            ("PAYWAIT_AMQP__PASSWORD_FILE", amqp.to_str().unwrap()),
+            ("DATABASE_URL", "postgres://shop@db/orders"),
+            (
+                "PAYWAIT_DATABASE__PASSWORD_FILE",
+                database.to_str().unwrap(),
+            ),
+        ])
+        .unwrap();
+        let url = settings.amqp.url.url();
+        assert_eq!(url.username(), "shop");
+        assert_eq!(url.password(), Some("s3cret%2Fwith%40signs"));
+        assert_eq!(settings.amqp.url.address(), "broker:5672");
+        assert_eq!(settings.database.url.url().password(), Some("db-secret"));
+        assert_eq!(settings.database.name(), "orders");
+        for shown in [
+            settings.amqp.url.to_string(),
+            format!("{:?}", settings.database),
+        ] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("db-secret"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unusable_password_file_is_refused_naming_its_key_not_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let empty = dir.path().join("empty");
+        let two_lines = dir.path().join("two-lines");
+        std::fs::write(&empty, "\n").unwrap();
+        std::fs::write(&two_lines, "first-secret\nsecond-secret\n").unwrap();
+        for (name, key) in [
+            ("PAYWAIT_AMQP__PASSWORD_FILE", "amqp.password_file"),
+            ("PAYWAIT_DATABASE__PASSWORD_FILE", "database.password_file"),
+        ] {
+            for (file, why) in [
+                (&missing, "cannot read"),
+                (&empty, "is empty"),
+                (&two_lines, "more than one line"),
+            ] {
+                let error = load(&[(name, file.to_str().unwrap())])
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    error.starts_with(&format!("invalid configuration: {key}: ")),
+                    "{error}"
+                );
+                assert!(
+                    error.contains(why) && error.contains(file.to_str().unwrap()),
+                    "{error}"
+                );
+                assert!(!error.contains("secret"), "{error}");
+            }
         }
     }
 

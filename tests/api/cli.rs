@@ -318,6 +318,43 @@ async fn migrate_creates_the_database_then_finds_it_up_to_date() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_password_is_read_from_its_file() {
+    let sandbox = Sandbox::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("amqp-password");
+    let mut environment: Vec<(String, String)> = sandbox
+        .environment("1m")
+        .into_iter()
+        .map(|(key, value)| (key, value.replace("guest:guest@", "guest:not-this-one@")))
+        .collect();
+    environment.push((
+        "PAYWAIT_AMQP__PASSWORD_FILE".to_owned(),
+        file.to_str().unwrap().to_owned(),
+    ));
+
+    // The file's password, not the URL's, is the one the broker accepts.
+    std::fs::write(&file, "guest\n").unwrap();
+    let declared = paywait(&environment, &["topology"]);
+    assert!(declared.status.success(), "{}", stderr(&declared));
+
+    std::fs::write(&file, "wrong-horse\n").unwrap();
+    let refused = paywait(&environment, &["topology"]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(69), "{message}");
+    assert!(message.contains("127.0.0.1:5672"), "{message}");
+    assert!(
+        !message.contains("wrong-horse") && !message.contains("not-this-one"),
+        "{message}"
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let unreadable = paywait(&environment, &["topology"]);
+    let message = stderr(&unreadable);
+    assert_eq!(unreadable.status.code(), Some(78), "{message}");
+    assert!(message.contains("amqp.password_file"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
     let sandbox = Sandbox::create().await;
     let environment = sandbox.environment("1m,4m");

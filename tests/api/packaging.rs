@@ -125,6 +125,18 @@ fn compose_commands_are_paywait_commands_with_valid_settings() {
 
         let mut env = environment(service);
         env.push(("PAYWAIT_HTTP__LISTEN".into(), "0.0.0.0:9464".into()));
+        // Compose mounts each secret the service lists at /run/secrets/<name>.
+        let secrets = strings(&service["secrets"]);
+        for (_, value) in env.iter_mut() {
+            if let Some(name) = value.strip_prefix("/run/secrets/") {
+                assert!(
+                    secrets.iter().any(|s| s == name),
+                    "{name} is not given to {value}"
+                );
+                let file = compose["secrets"][name]["file"].as_str().unwrap();
+                *value = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+            }
+        }
         let settings = Settings::load(&Sources {
             file: None,
             environment: env,
@@ -133,7 +145,15 @@ fn compose_commands_are_paywait_commands_with_valid_settings() {
         assert_eq!(settings.amqp.url.address(), "rabbitmq:5672");
         assert_eq!(settings.database.url.address(), "postgres:5432");
         assert_eq!(settings.database.name(), "paywait");
+        // The same password as the database's own, from the same secret.
+        assert_eq!(settings.database.url.url().password(), Some("paywait"));
     }
+    let database = &services["postgres"];
+    assert_eq!(strings(&database["secrets"]), ["postgres_password"]);
+    assert_eq!(
+        database["environment"]["POSTGRES_PASSWORD_FILE"].as_str(),
+        Some("/run/secrets/postgres_password")
+    );
 }
 
 #[test]
@@ -265,6 +285,10 @@ fn the_systemd_unit_runs_the_daemon_hardened() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "KillSignal=SIGTERM",
+        "LoadCredential=amqp-password:/etc/paywait/amqp-password",
+        "LoadCredential=database-password:/etc/paywait/database-password",
+        "Environment=PAYWAIT_AMQP__PASSWORD_FILE=%d/amqp-password",
+        "Environment=PAYWAIT_DATABASE__PASSWORD_FILE=%d/database-password",
     ] {
         assert!(
             unit.lines().any(|l| l.starts_with(line)),
