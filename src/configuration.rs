@@ -558,6 +558,7 @@ fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl,
             "the URL must name one database, as in postgres://host/paywait",
         ));
     }
+    crate::db::Target::new(url.url()).map_err(D::Error::custom)?;
     Ok(url)
 }
 
@@ -764,6 +765,16 @@ mod tests {
             ("PAYWAIT_LOG__FORMAT", "xml", "log.format"),
             ("PAYWAIT_AMQP__URL", "http://x", "amqp.url"),
             ("PAYWAIT_DATABASE__URL", "postgres://host", "database.url"),
+            (
+                "PAYWAIT_DATABASE__URL",
+                "postgres://host/db?sslmode=allow",
+                "database.url",
+            ),
+            (
+                "PAYWAIT_DATABASE__URL",
+                "postgres://host/db?sslmode=verify-ca&sslrootcert=/nonexistent.pem",
+                "database.url",
+            ),
             ("PAYWAIT_SHUTDOWN__TIMEOUT", "later", "shutdown.timeout"),
             ("PAYWAIT_AMQP__PREFETCH", "0", "amqp.prefetch"),
             ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),

@@ -5,8 +5,10 @@ mod prepared;
 mod rows;
 mod schema;
 mod statements;
+mod tls;
 
 pub use rows::Waiting;
+pub use tls::{SslMode, Target};
 
 use chrono::{DateTime, Utc};
 use diesel::{
@@ -14,7 +16,7 @@ use diesel::{
     sql_types::{BigInt, Text, Timestamptz},
 };
 use diesel_async::{
-    AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    AsyncPgConnection, RunQueryDsl,
     async_connection_wrapper::AsyncConnectionWrapper,
     pooled_connection::{
         AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool::Pool,
@@ -79,11 +81,16 @@ struct Batches {
 const RELAXED_POOL_SIZE: usize = 2;
 
 fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
+    let target = target(url)?;
     // A closed connection or a broken transaction is still caught when a
     // connection returns to the pool; a test query on every checkout would
     // add a round trip to every statement.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |_| {
+        let target = target.clone();
+        futures_util::FutureExt::boxed(async move { target.connect().await })
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     Pool::builder(manager)
         .max_size(size)
@@ -93,6 +100,28 @@ fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
         .build()
         .map_err(|error| Error::Setup {
             what: "the PostgreSQL connection pool",
+            message: error.to_string(),
+        })
+}
+
+/// The server of `url`, with the TLS its `sslmode` asks for.
+fn target(url: &str) -> Result<Target> {
+    url::Url::parse(url)
+        .map_err(|error| error.to_string())
+        .and_then(|url| Target::new(&url))
+        .map_err(|message| Error::Setup {
+            what: "the PostgreSQL connection",
+            message,
+        })
+}
+
+/// Opens one session to the server of `url`, for `address` in errors.
+async fn connect(url: &SecretUrl) -> Result<AsyncPgConnection> {
+    target(url.expose())?
+        .connect()
+        .await
+        .map_err(|error| Error::DatabaseConnect {
+            address: url.address(),
             message: error.to_string(),
         })
 }
@@ -450,15 +479,9 @@ async fn with_migration_harness<T: Send + 'static>(
     + Send
     + 'static,
 ) -> Result<T> {
-    let address = url.address();
-    let url = url.expose().to_owned();
+    let conn = connect(url).await?;
     tokio::task::spawn_blocking(move || {
-        let mut conn =
-            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                .map_err(|error| Error::DatabaseConnect {
-                    address,
-                    message: error.to_string(),
-                })?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         work(&mut conn).map_err(|error| Error::Migration(error.to_string()))
     })
     .await
@@ -469,13 +492,7 @@ async fn with_migration_harness<T: Send + 'static>(
 }
 
 async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
-    let maintenance = url.with_path("/postgres");
-    let mut conn = AsyncPgConnection::establish(maintenance.expose())
-        .await
-        .map_err(|error| Error::DatabaseConnect {
-            address: url.address(),
-            message: error.to_string(),
-        })?;
+    let mut conn = connect(&url.with_path("/postgres")).await?;
     let exists: bool = diesel::select(
         diesel::dsl::sql::<diesel::sql_types::Bool>(
             "EXISTS (SELECT 1 FROM pg_database WHERE datname = ",

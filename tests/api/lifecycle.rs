@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use paywait::domain::{Inbox, OrderStatus, PaymentOutcome};
 
 use paywait_testkit::{ReceivedEvent, TestApp};
@@ -232,20 +232,20 @@ async fn a_repeated_order_changes_nothing_and_starts_no_second_timer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placed_at_sets_the_deadline() {
     let app = TestApp::spawn("10m,20m").await;
+    // Five minutes ago, written in another time zone.
+    let placed_at = Utc::now().with_nanosecond(0).unwrap() - chrono::TimeDelta::minutes(5);
+    let written = placed_at
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .to_rfc3339();
+    assert!(written.ends_with("+08:00"), "{written}");
     app.publish(
         "order.placed",
-        br#"{"order_id":"A-8","placed_at":"2026-11-27T16:00:00+08:00"}"#,
+        format!(r#"{{"order_id":"A-8","placed_at":"{written}"}}"#).as_bytes(),
     )
     .await;
     let order = app.wait_for_status("A-8", OrderStatus::Pending, SOON).await;
-    assert_eq!(
-        order.placed_at,
-        "2026-11-27T08:00:00Z".parse::<DateTime<Utc>>().unwrap()
-    );
-    assert_eq!(
-        order.expires_at,
-        "2026-11-27T08:30:00Z".parse::<DateTime<Utc>>().unwrap()
-    );
+    assert_eq!(order.placed_at, placed_at);
+    assert_eq!(order.expires_at, placed_at + chrono::TimeDelta::minutes(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

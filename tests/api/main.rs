@@ -12,3 +12,4 @@ mod operations;
 mod packaging;
 mod race;
 mod resilience;
+mod tls;

@@ -1,0 +1,323 @@
+//! TLS to PostgreSQL, written as libpq users write it: `sslmode` and
+//! `sslrootcert` in `database.url`.
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! | --- | --- | --- |
+//! | `disable` | never | – |
+//! | `prefer` (default) | if the server offers it | not checked |
+//! | `require` | always | not checked, unless `sslrootcert` is given (then as `verify-ca`) |
+//! | `verify-ca` | always | signed by `sslrootcert` (default: the system's roots) |
+//! | `verify-full` | always | as `verify-ca`, and issued to the URL's host |
+
+use std::{path::PathBuf, str::FromStr, sync::Arc};
+
+use diesel::ConnectionResult;
+use diesel_async::AsyncPgConnection;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    crypto::WebPkiSupportedAlgorithms,
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How far to trust the connection, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(format!(
+                    "sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                ));
+            }
+        })
+    }
+}
+
+/// A PostgreSQL server to connect to, and how.
+#[derive(Clone)]
+pub struct Target {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    mode: SslMode,
+}
+
+impl Target {
+    /// Reads `sslmode` and `sslrootcert` from `url` and loads the roots the
+    /// server's certificate must chain to. Errors never repeat the URL.
+    pub fn new(url: &url::Url) -> Result<Self, String> {
+        let mut mode = SslMode::Prefer;
+        let mut root_cert: Option<String> = None;
+        let mut others: Vec<(String, String)> = Vec::new();
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => mode = value.parse()?,
+                "sslrootcert" => root_cert = Some(value.into_owned()),
+                _ => others.push((key.into_owned(), value.into_owned())),
+            }
+        }
+        let mut rest = url.clone();
+        rest.set_query(None);
+        if !others.is_empty() {
+            rest.query_pairs_mut().extend_pairs(&others);
+        }
+        // PostgreSQL's URL parameters are percent-decoded only: a space must
+        // not travel as '+'.
+        let text = rest.as_str().replace('+', "%20");
+        let mut config: tokio_postgres::Config = text
+            .parse()
+            .map_err(|error| format!("not a PostgreSQL URL: {error}"))?;
+        if root_cert.is_some() && mode == SslMode::Require {
+            mode = SslMode::VerifyCa;
+        }
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = client_config(mode, root_cert.filter(|path| !path.is_empty()))?;
+        Ok(Self {
+            config,
+            tls: MakeRustlsConnect::new(tls),
+            mode,
+        })
+    }
+
+    pub fn mode(&self) -> SslMode {
+        self.mode
+    }
+
+    /// Opens a session, with TLS as the URL asks.
+    pub async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|error| diesel::ConnectionError::BadConnection(describe(&error)))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
+/// tokio-postgres's error, with the cause (a certificate that does not
+/// verify, a refused connection) that its own message leaves out.
+fn describe(error: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message = format!("{message}: {inner}");
+        cause = inner.source();
+    }
+    message
+}
+
+fn client_config(mode: SslMode, root_cert: Option<String>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS: {error}"))?;
+    let config = match mode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(
+                provider.signature_verification_algorithms,
+            )))
+            .with_no_client_auth(),
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let roots = Arc::new(roots(root_cert)?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|error| format!("TLS: {error}"))?;
+            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa {
+                Arc::new(AnyName(webpki))
+            } else {
+                webpki
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+/// The certificates of `sslrootcert`, or the system's roots without one
+/// (or with `sslrootcert=system`, as in libpq).
+fn roots(root_cert: Option<String>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match root_cert.as_deref() {
+        None | Some("system") => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                return Err("no system root certificates found: name them with sslrootcert".into());
+            }
+            store.add_parsable_certificates(found.certs);
+        }
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                .and_then(Iterator::collect)
+                .map_err(|error| format!("sslrootcert {}: {error}", path.display()))?;
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "sslrootcert {}: no certificate in it",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// `sslmode=prefer` or `require`: encrypted, but to whoever answers, as in
+/// libpq. The handshake's own signatures are still checked.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `sslmode=verify-ca`: the chain must verify, whatever host it names.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Result<Target, String> {
+        Target::new(&url::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn sslmode_is_read_as_libpq_reads_it() {
+        let base = "postgres://u:p@localhost:5432/paywait";
+        assert_eq!(target(base).unwrap().mode(), SslMode::Prefer);
+        for (mode, expected) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+            ("verify-full", SslMode::VerifyFull),
+        ] {
+            let with = format!("{base}?sslmode={mode}&options=-c%20enable_seqscan%3Doff");
+            assert_eq!(target(&with).unwrap().mode(), expected, "{mode}");
+        }
+        // A root certificate makes `require` check the chain, as in libpq.
+        let pem = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+        let checked = target(&format!("{base}?sslmode=require&sslrootcert={pem}")).unwrap();
+        assert_eq!(checked.mode(), SslMode::VerifyCa);
+    }
+
+    #[test]
+    fn an_unknown_sslmode_or_unreadable_root_is_refused_without_the_url() {
+        let error = target("postgres://u:hunter2@h/db?sslmode=allow")
+            .err()
+            .unwrap();
+        assert!(error.contains("sslmode \"allow\""), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let error =
+            target("postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent.pem")
+                .err()
+                .unwrap();
+        assert!(error.contains("sslrootcert /nonexistent.pem"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
