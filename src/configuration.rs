@@ -45,6 +45,8 @@ pub struct AmqpSettings {
     /// in place of the URL's.
     #[serde(deserialize_with = "optional_path")]
     pub password_file: Option<PathBuf>,
+    /// TLS beyond the system's roots, for `amqps://` URLs.
+    pub tls: AmqpTlsSettings,
     /// How many unacknowledged messages each consumer may hold.
     pub prefetch: NonZeroU16,
     /// How long a publish may wait for the broker's confirm.
@@ -57,8 +59,62 @@ impl Default for AmqpSettings {
         Self {
             url: SecretUrl::parse(DEFAULT_AMQP_URL, AMQP_SCHEMES).expect("the default is valid"),
             password_file: None,
+            tls: AmqpTlsSettings::default(),
             prefetch: NonZeroU16::new(256).expect("not zero"),
             confirm_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The certificates of a TLS connection to the broker, as PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpTlsSettings {
+    /// The certificate authorities the broker's certificate may chain to,
+    /// besides the system's.
+    #[serde(deserialize_with = "optional_path")]
+    pub ca_file: Option<PathBuf>,
+    /// paywait's own certificate, for brokers that ask for one.
+    #[serde(deserialize_with = "optional_path")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PKCS #8).
+    #[serde(deserialize_with = "optional_path")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl AmqpTlsSettings {
+    /// Refuses files that cannot be read, a certificate without its key,
+    /// and certificates for a connection without TLS.
+    fn check(&self, url: &SecretUrl) -> Result<(), ConfigError> {
+        let files = [
+            ("amqp.tls.ca_file", &self.ca_file),
+            ("amqp.tls.cert_file", &self.cert_file),
+            ("amqp.tls.key_file", &self.key_file),
+        ];
+        for (key, file) in files {
+            let Some(path) = file else { continue };
+            if url.url().scheme() != "amqps" {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is for TLS, but amqp.url is not an amqps:// URL".into(),
+                ));
+            }
+            std::fs::metadata(path)
+                .and_then(|_| std::fs::File::open(path))
+                .map_err(|error| {
+                    ConfigError::invalid(key, format!("cannot read {}: {error}", path.display()))
+                })?;
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(ConfigError::invalid(
+                "amqp.tls.key_file",
+                "must be set with amqp.tls.cert_file".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "amqp.tls.cert_file",
+                "must be set with amqp.tls.key_file".into(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -512,6 +568,7 @@ impl Settings {
         settings.amqp.url =
             with_password_from(settings.amqp.url, settings.amqp.password_file.as_deref())
                 .map_err(|message| ConfigError::invalid("amqp.password_file", message))?;
+        settings.amqp.tls.check(&settings.amqp.url)?;
         settings.database.url = with_password_from(
             settings.database.url,
             settings.database.password_file.as_deref(),
@@ -863,6 +920,53 @@ mod tests {
                 assert!(!error.contains("secret"), "{error}");
             }
         }
+    }
+
+    #[test]
+    fn broker_certificates_are_checked_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("client.pem");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let cert = cert.to_str().unwrap();
+        let tls_url = ("PAYWAIT_AMQP__URL", "amqps://u:p@broker/%2f");
+        for (settings, key, why) in [
+            (
+                vec![tls_url, ("PAYWAIT_AMQP__TLS__CERT_FILE", cert)],
+                "amqp.tls.key_file",
+                "must be set with amqp.tls.cert_file",
+            ),
+            (
+                vec![
+                    tls_url,
+                    ("PAYWAIT_AMQP__TLS__CA_FILE", "/nonexistent/ca.pem"),
+                ],
+                "amqp.tls.ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                vec![("PAYWAIT_AMQP__TLS__CA_FILE", cert)],
+                "amqp.tls.ca_file",
+                "amqp.url is not an amqps:// URL",
+            ),
+        ] {
+            let error = load(&settings).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("invalid configuration: {key}: "))
+                    && error.contains(why),
+                "{error}"
+            );
+        }
+        let settings = load(&[
+            tls_url,
+            ("PAYWAIT_AMQP__TLS__CA_FILE", cert),
+            ("PAYWAIT_AMQP__TLS__CERT_FILE", cert),
+            ("PAYWAIT_AMQP__TLS__KEY_FILE", cert),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.amqp.tls.ca_file.as_deref(),
+            Some(std::path::Path::new(cert))
+        );
     }
 
     #[test]

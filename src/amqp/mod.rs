@@ -4,12 +4,14 @@
 //! values and acknowledges them last, and reading the dead queue.
 
 mod backlog;
+mod connector;
 mod consumer;
 mod dead;
 mod declare;
 mod publisher;
 mod session;
 
+use connector::Connection;
 pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header};
 pub use dead::{ParkedMessage, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
@@ -20,8 +22,8 @@ pub use session::Session;
 
 use std::time::Duration;
 
-use deadpool_lapin::{Config, PoolConfig, Runtime, Timeouts};
-use lapin::{Channel, ConnectionProperties, ConnectionStatus};
+use deadpool::managed::{PoolError, Timeouts};
+use lapin::{Channel, ConnectionStatus};
 
 use crate::{
     configuration::AmqpSettings,
@@ -46,27 +48,21 @@ fn failed(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
 /// A pool of connections to the broker.
 #[derive(Clone)]
 pub struct Broker {
-    pool: deadpool_lapin::Pool,
+    pool: connector::Pool,
     address: String,
 }
 
 impl Broker {
     pub fn new(settings: &AmqpSettings) -> Result<Self> {
-        let mut pool = PoolConfig::new(4);
-        pool.timeouts = Timeouts {
-            wait: Some(CONNECT_TIMEOUT),
-            create: Some(CONNECT_TIMEOUT),
-            recycle: Some(CONNECT_TIMEOUT),
-        };
-        let config = Config {
-            url: Some(settings.url.expose().to_owned()),
-            pool: Some(pool),
-        };
-        let pool = config
-            .create_pool(
-                || ConnectionProperties::default().with_connection_name("paywait".into()),
-                Runtime::Tokio1,
-            )
+        let pool = connector::Pool::builder(connector::Connector::new(settings)?)
+            .max_size(4)
+            .runtime(deadpool::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(CONNECT_TIMEOUT),
+                create: Some(CONNECT_TIMEOUT),
+                recycle: Some(CONNECT_TIMEOUT),
+            })
+            .build()
             .map_err(|error| Error::Setup {
                 what: "the RabbitMQ connection pool",
                 message: error.to_string(),
@@ -78,7 +74,7 @@ impl Broker {
     }
 
     /// A live connection: a pooled one that is still connected, or a new one.
-    async fn connection(&self) -> Result<deadpool_lapin::Connection> {
+    async fn connection(&self) -> Result<Connection> {
         self.pool.get().await.map_err(|error| Error::AmqpConnect {
             address: self.address.clone(),
             message: describe_pool_error(error),
@@ -113,10 +109,10 @@ impl Broker {
     }
 }
 
-fn describe_pool_error(error: deadpool_lapin::PoolError) -> String {
+fn describe_pool_error(error: PoolError<lapin::Error>) -> String {
     match error {
-        deadpool_lapin::PoolError::Backend(error) => error.to_string(),
-        deadpool_lapin::PoolError::Timeout(_) => "timed out".to_owned(),
+        PoolError::Backend(error) => error.to_string(),
+        PoolError::Timeout(_) => "timed out".to_owned(),
         other => other.to_string(),
     }
 }

@@ -14,7 +14,7 @@ use crate::{domain::Inbox, error::Result, metrics::Metrics, topology::Topology};
 
 /// A connection to the broker with the topology declared on it.
 pub struct Session {
-    connection: deadpool_lapin::Connection,
+    connection: super::Connection,
     publisher: Publisher,
     topology: Arc<Topology>,
 }

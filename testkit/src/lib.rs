@@ -10,6 +10,7 @@ mod daemon;
 mod postgres;
 mod sandbox;
 mod services;
+mod tls_broker;
 
 pub use app::{ReceivedEvent, TestApp};
 pub use client::{Client, Message, ORDERS_EXCHANGE, ResilientClient};
@@ -20,3 +21,4 @@ pub use services::{
     BROKER, MANAGEMENT, POSTGRES, change_password, close_connections_named, delete_user, free_port,
     http_get, import_definitions, management_json, metric_value, set_guest_permissions, urlencode,
 };
+pub use tls_broker::TlsBroker;

@@ -249,21 +249,25 @@ fn the_example_configuration_sets_every_documented_key_to_its_default() {
     assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
 
     let table: toml::Table = read("deploy/paywait.toml.example").parse().unwrap();
-    let in_example: std::collections::BTreeSet<String> = table
-        .iter()
-        .flat_map(|(section, keys)| {
-            keys.as_table()
-                .unwrap()
-                .keys()
-                .map(move |key| format!("{section}.{key}"))
-        })
-        .collect();
+    fn keys(prefix: &str, table: &toml::Table, into: &mut std::collections::BTreeSet<String>) {
+        for (key, value) in table {
+            let key = format!("{prefix}{key}");
+            match value.as_table() {
+                Some(inner) => keys(&format!("{key}."), inner, into),
+                None => {
+                    into.insert(key);
+                }
+            }
+        }
+    }
+    let mut in_example = std::collections::BTreeSet::new();
+    keys("", &table, &mut in_example);
     let readme = read("README.md");
     let in_readme: std::collections::BTreeSet<String> = readme
         .lines()
         .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split_once('`'))
-        .map(|(key, _)| key.to_owned())
+        .filter_map(|rest| rest.split_once("` |"))
+        .flat_map(|(keys, _)| keys.split("`, `").map(str::to_owned).collect::<Vec<_>>())
         .filter(|key| key.contains('.') && !key.contains(' ') && !key.starts_with("paywait"))
         .collect();
     assert_eq!(

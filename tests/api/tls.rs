@@ -140,3 +140,78 @@ fn a_certificate_that_does_not_verify_is_a_quick_clear_refusal() {
         );
     }
 }
+
+/// `paywait topology` against `url` with these `amqp.tls` settings.
+fn declare_over(url: &str, tls: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paywait"));
+    command
+        .arg("topology")
+        .env_clear()
+        .env("PAYWAIT_AMQP__URL", url);
+    for (key, path) in tls {
+        command.env(key, path);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn the_broker_is_reached_over_mutual_tls_and_a_bad_certificate_is_a_quick_refusal() {
+    let broker = paywait_testkit::TlsBroker::start();
+    let ca = broker.ca_file();
+    let (cert, key) = broker.client_identity();
+    let at = |host: &str| format!("amqps://guest:hunter2secret@{host}:{}/%2f", broker.port);
+    // The node's guest user keeps its own password: give it the one used here.
+    let password = broker.dir().join("password");
+    std::fs::write(&password, "guest\n").unwrap();
+    let with_identity = [
+        ("PAYWAIT_AMQP__TLS__CA_FILE", ca.as_path()),
+        ("PAYWAIT_AMQP__TLS__CERT_FILE", cert.as_path()),
+        ("PAYWAIT_AMQP__TLS__KEY_FILE", key.as_path()),
+        ("PAYWAIT_AMQP__PASSWORD_FILE", password.as_path()),
+    ];
+    let declared = declare_over(&at("localhost"), &with_identity);
+    assert!(
+        declared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&declared.stderr)
+    );
+    assert!(String::from_utf8_lossy(&declared.stdout).contains("paywait.checks"));
+
+    let without_identity = &with_identity[..1];
+    let without_authority = &with_identity[1..];
+    for (host, tls, why) in [
+        // Issued to localhost, not to the address asked for.
+        ("127.0.0.1", &with_identity[..], "not valid for name"),
+        // Signed by an authority paywait was not told to trust.
+        ("localhost", without_authority, "UnknownIssuer"),
+        // The node asks for a client certificate.
+        ("localhost", without_identity, ""),
+    ] {
+        let started = Instant::now();
+        let refused = declare_over(&at(host), tls);
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(69), "{host} {tls:?}: {message}");
+        assert!(
+            message.contains(&format!("{host}:{}", broker.port)) && message.contains(why),
+            "{host} {tls:?}: {message}"
+        );
+        assert!(!message.contains("hunter2secret"), "{message}");
+        assert!(
+            started.elapsed() < SOON,
+            "{host} {tls:?}: {:?}",
+            started.elapsed()
+        );
+    }
+
+    // Certificates for a connection without TLS are a mistake, said at once.
+    let plain = declare_over(
+        &format!("amqp://guest:guest@localhost:{}/%2f", broker.port),
+        &with_identity[..1],
+    );
+    let message = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(78), "{message}");
+    assert!(
+        message.contains("amqp.tls.ca_file") && message.contains("amqps://"),
+        "{message}"
+    );
+}
