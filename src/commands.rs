@@ -117,7 +117,7 @@ async fn publish_inbound(
             inbox,
             &what,
             body.to_string().as_bytes(),
-            Some(&settings.amqp.url.username()),
+            Some(&settings.amqp.nodes()[0].username()),
         )
         .await?;
     publisher.close().await;

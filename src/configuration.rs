@@ -41,6 +41,9 @@ pub struct Settings {
 pub struct AmqpSettings {
     #[serde(deserialize_with = "amqp_url")]
     pub url: SecretUrl,
+    /// The nodes of a cluster, tried in turn; when given, `url` is not used.
+    #[serde(deserialize_with = "amqp_urls")]
+    pub urls: Vec<SecretUrl>,
     /// A file whose content (less a trailing newline) is the password,
     /// in place of the URL's.
     #[serde(deserialize_with = "optional_path")]
@@ -54,10 +57,22 @@ pub struct AmqpSettings {
     pub confirm_timeout: Duration,
 }
 
+impl AmqpSettings {
+    /// The broker's nodes: `urls`, or `url` alone.
+    pub fn nodes(&self) -> &[SecretUrl] {
+        if self.urls.is_empty() {
+            std::slice::from_ref(&self.url)
+        } else {
+            &self.urls
+        }
+    }
+}
+
 impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: SecretUrl::parse(DEFAULT_AMQP_URL, AMQP_SCHEMES).expect("the default is valid"),
+            urls: Vec::new(),
             password_file: None,
             tls: AmqpTlsSettings::default(),
             prefetch: NonZeroU16::new(256).expect("not zero"),
@@ -96,7 +111,7 @@ impl AmqpTlsSettings {
             if url.url().scheme() != "amqps" {
                 return Err(ConfigError::invalid(
                     key,
-                    "is for TLS, but amqp.url is not an amqps:// URL".into(),
+                    "is for TLS, but the broker's URL is not an amqps:// URL".into(),
                 ));
             }
             std::fs::metadata(path)
@@ -554,6 +569,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("checks.schedule")
                 .with_list_parse_key("payments.trusted_users")
+                .with_list_parse_key("amqp.urls")
                 .try_parsing(true)
                 .source(Some(prefixed)),
         );
@@ -565,10 +581,24 @@ impl Settings {
             builder = builder.set_override("database.url", url)?;
         }
         let mut settings: Self = builder.build()?.try_deserialize()?;
-        settings.amqp.url =
-            with_password_from(settings.amqp.url, settings.amqp.password_file.as_deref())
+        let amqp_password = settings.amqp.password_file.clone();
+        for url in std::iter::once(&mut settings.amqp.url).chain(&mut settings.amqp.urls) {
+            *url = with_password_from(url.clone(), amqp_password.as_deref())
                 .map_err(|message| ConfigError::invalid("amqp.password_file", message))?;
-        settings.amqp.tls.check(&settings.amqp.url)?;
+        }
+        let schemes: std::collections::BTreeSet<&str> = settings
+            .amqp
+            .nodes()
+            .iter()
+            .map(|url| url.url().scheme())
+            .collect();
+        if schemes.len() > 1 {
+            return Err(ConfigError::invalid(
+                "amqp.urls",
+                "mixes amqp:// and amqps:// nodes".into(),
+            ));
+        }
+        settings.amqp.tls.check(&settings.amqp.nodes()[0])?;
         settings.database.url = with_password_from(
             settings.database.url,
             settings.database.password_file.as_deref(),
@@ -604,6 +634,15 @@ fn with_password_from(url: SecretUrl, file: Option<&Path>) -> Result<SecretUrl, 
 fn amqp_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
     let text = String::deserialize(deserializer)?;
     SecretUrl::parse(&text, AMQP_SCHEMES).map_err(D::Error::custom)
+}
+
+/// A list of broker URLs, or one string of them separated by commas.
+fn amqp_urls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SecretUrl>, D::Error> {
+    list_or_comma_separated(deserializer)?
+        .iter()
+        .map(|text| SecretUrl::parse(text, AMQP_SCHEMES))
+        .collect::<Result<_, _>>()
+        .map_err(D::Error::custom)
 }
 
 fn database_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
@@ -946,7 +985,7 @@ mod tests {
             (
                 vec![("PAYWAIT_AMQP__TLS__CA_FILE", cert)],
                 "amqp.tls.ca_file",
-                "amqp.url is not an amqps:// URL",
+                "the broker's URL is not an amqps:// URL",
             ),
         ] {
             let error = load(&settings).unwrap_err().to_string();
@@ -966,6 +1005,52 @@ mod tests {
         assert_eq!(
             settings.amqp.tls.ca_file.as_deref(),
             Some(std::path::Path::new(cert))
+        );
+    }
+
+    #[test]
+    fn several_broker_nodes_share_one_password_and_one_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "from-file\n").unwrap();
+        let settings = load(&[
+            (
+                "PAYWAIT_AMQP__URLS",
+                "amqp://shop@node-1:5672/%2f, amqp://shop@node-2:5672/%2f",
+            ),
+            ("PAYWAIT_AMQP__PASSWORD_FILE", password.to_str().unwrap()),
+        ])
+        .unwrap();
+        let nodes: Vec<(String, Option<&str>)> = settings
+            .amqp
+            .nodes()
+            .iter()
+            .map(|url| (url.address(), url.url().password()))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("node-1:5672".to_owned(), Some("from-file")),
+                ("node-2:5672".to_owned(), Some("from-file")),
+            ]
+        );
+        // Without urls, the one url is the only node.
+        let one = load(&[]).unwrap();
+        assert_eq!(one.amqp.nodes(), std::slice::from_ref(&one.amqp.url));
+
+        let error = load(&[("PAYWAIT_AMQP__URLS", "amqp://a/%2f,amqps://b/%2f")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid configuration: amqp.urls: "),
+            "{error}"
+        );
+        let error = load(&[("PAYWAIT_AMQP__URLS", "amqp://a/%2f,http://b")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid configuration: amqp.urls: "),
+            "{error}"
         );
     }
 

@@ -2,6 +2,11 @@
 //! `amqps://` URLs verified against the system's roots or `amqp.tls.ca_file`,
 //! and a client certificate for mutual TLS.
 
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use lapin::{
     ConnectionProperties, DefaultConnectionBuilder, tcp::OwnedIdentity, tcp::OwnedTLSConfig,
@@ -12,9 +17,12 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Opens and checks the pool's connections.
+/// Opens and checks the pool's connections: to the broker's nodes in
+/// turn, so that a connection lost with its node is opened again on the
+/// next one.
 pub(super) struct Connector {
-    builder: DefaultConnectionBuilder,
+    nodes: Vec<(String, DefaultConnectionBuilder)>,
+    next: AtomicUsize,
 }
 
 /// A pooled connection; it goes back to the pool when dropped.
@@ -22,17 +30,44 @@ pub(super) type Connection = managed::Object<Connector>;
 
 pub(super) type Pool = managed::Pool<Connector>;
 
+/// How long one node may take to accept a connection before the next is
+/// tried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Connector {
     pub(super) fn new(settings: &AmqpSettings) -> Result<Self> {
-        let builder = DefaultConnectionBuilder::new()
-            .map_err(|error| Error::Setup {
-                what: "the RabbitMQ client",
-                message: error.to_string(),
-            })?
-            .with_uri_str(settings.url.expose().to_owned())
-            .with_properties(ConnectionProperties::default().with_connection_name("paywait".into()))
-            .with_tls_config(tls_config(settings)?);
-        Ok(Self { builder })
+        let tls = tls_config(settings)?;
+        let nodes = settings
+            .nodes()
+            .iter()
+            .map(|url| {
+                let builder = DefaultConnectionBuilder::new()
+                    .map_err(|error| Error::Setup {
+                        what: "the RabbitMQ client",
+                        message: error.to_string(),
+                    })?
+                    .with_uri_str(url.expose().to_owned())
+                    .with_properties(
+                        ConnectionProperties::default().with_connection_name("paywait".into()),
+                    )
+                    .with_tls_config(tls.clone());
+                Ok((url.address(), builder))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            nodes,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The nodes' addresses, for messages.
+    pub(super) fn addresses(&self) -> String {
+        let addresses: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|(address, _)| address.as_str())
+            .collect();
+        addresses.join(", ")
     }
 }
 
@@ -67,7 +102,23 @@ impl managed::Manager for Connector {
     type Error = lapin::Error;
 
     async fn create(&self) -> Result<lapin::Connection, lapin::Error> {
-        self.builder.connect().await
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..self.nodes.len() {
+            let (address, builder) = &self.nodes[(first + i) % self.nodes.len()];
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, builder.connect()).await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(error)) if self.nodes.len() == 1 => return Err(error),
+                Ok(Err(error)) => failures.push(format!("{address}: {error}")),
+                Err(_) => failures.push(format!("{address}: timed out")),
+            }
+        }
+        Err(
+            lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::other(
+                failures.join("; "),
+            )))
+            .into(),
+        )
     }
 
     async fn recycle(

@@ -54,12 +54,14 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(settings: &AmqpSettings) -> Result<Self> {
-        let pool = connector::Pool::builder(connector::Connector::new(settings)?)
+        let connector = connector::Connector::new(settings)?;
+        let address = connector.addresses();
+        let pool = connector::Pool::builder(connector)
             .max_size(4)
             .runtime(deadpool::Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: Some(CONNECT_TIMEOUT),
-                create: Some(CONNECT_TIMEOUT),
+                create: None,
                 recycle: Some(CONNECT_TIMEOUT),
             })
             .build()
@@ -67,10 +69,7 @@ impl Broker {
                 what: "the RabbitMQ connection pool",
                 message: error.to_string(),
             })?;
-        Ok(Self {
-            pool,
-            address: settings.url.address(),
-        })
+        Ok(Self { pool, address })
     }
 
     /// A live connection: a pooled one that is still connected, or a new one.

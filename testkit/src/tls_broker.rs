@@ -17,6 +17,8 @@ pub struct TlsBroker {
     node: String,
     /// The port of the TLS listener.
     pub port: u16,
+    /// The port of its plain AMQP listener.
+    pub amqp_port: u16,
 }
 
 impl TlsBroker {
@@ -56,6 +58,7 @@ impl TlsBroker {
         let broker = Self {
             node: format!("paywait-tls-{}@localhost", std::process::id()),
             port,
+            amqp_port: tcp,
             dir,
         };
         let status = broker
@@ -109,6 +112,29 @@ impl TlsBroker {
     /// A client certificate the node accepts, and its key.
     pub fn client_identity(&self) -> (PathBuf, PathBuf) {
         (self.dir.join("client.pem"), self.dir.join("client.key"))
+    }
+
+    /// How many client connections the node has.
+    pub fn connections(&self) -> usize {
+        let listed = self
+            .command("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "list_connections", "name"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty() && *line != "name")
+            .count()
+    }
+
+    /// Stops the node, as a node that went away.
+    pub fn stop(&self) {
+        let stopped = self
+            .command("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "stop"])
+            .output()
+            .unwrap();
+        assert!(stopped.status.success(), "stopping the node: {stopped:?}");
     }
 
     /// A directory for the test's own files, removed with the node.

@@ -355,6 +355,42 @@ async fn the_broker_password_is_read_from_its_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_broker_node_that_answers_is_used() {
+    let sandbox = Sandbox::create().await;
+    let reachable = sandbox.amqp_url();
+    let unreachable = reachable.replace(
+        "guest:guest@127.0.0.1:5672",
+        "guest:hunter2secret@127.0.0.1:1",
+    );
+    let mut environment: Vec<(String, String)> = sandbox
+        .environment("1m")
+        .into_iter()
+        .filter(|(key, _)| key != "PAYWAIT_AMQP__URL")
+        .collect();
+    let mut with_nodes = environment.clone();
+    with_nodes.push((
+        "PAYWAIT_AMQP__URLS".to_owned(),
+        format!("{unreachable},{reachable}"),
+    ));
+    let declared = paywait(&with_nodes, &["topology"]);
+    assert!(declared.status.success(), "{}", stderr(&declared));
+    assert!(stdout(&declared).contains("paywait.checks"));
+
+    environment.push((
+        "PAYWAIT_AMQP__URLS".to_owned(),
+        format!("{unreachable},{}", unreachable.replace(":1/", ":2/")),
+    ));
+    let refused = paywait(&environment, &["topology"]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(69), "{message}");
+    assert!(
+        message.contains("127.0.0.1:1") && message.contains("127.0.0.1:2"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2secret"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
     let sandbox = Sandbox::create().await;
     let environment = sandbox.environment("1m,4m");

@@ -223,3 +223,61 @@ async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
     assert!(text.contains("orders_unsettled_next_check_at"), "{text}");
     assert!(!text.contains("Seq Scan"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_moves_to_another_node_when_its_node_goes_away() {
+    let other = tokio::task::spawn_blocking(paywait_testkit::TlsBroker::start)
+        .await
+        .unwrap();
+    let sandbox = paywait_testkit::Sandbox::create().await;
+    let nodes = format!(
+        "{},amqp://guest:guest@127.0.0.1:{}/%2f",
+        sandbox.amqp_url(),
+        other.amqp_port
+    );
+    let mut app = TestApp::spawn_in(
+        sandbox,
+        "1s",
+        true,
+        &[("PAYWAIT_AMQP__URLS", nodes.as_str())],
+    )
+    .await;
+    app.place("N-1").await;
+    assert_eq!(
+        app.expect_event(Duration::from_secs(15)).await.order_id(),
+        "N-1"
+    );
+
+    // Its connection to the first node is lost: it opens one to the next.
+    let vhost = app.sandbox.vhost.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::task::spawn_blocking({
+        let vhost = vhost.clone();
+        move || paywait_testkit::close_connections_named(&vhost, "paywait")
+    })
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection of paywait's to close"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while other.connections() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "paywait did not move to the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // That node goes away in turn: back to the first, where orders wait.
+    other.stop();
+    app.place("N-2").await;
+    let event = app.expect_event(Duration::from_secs(30)).await;
+    assert_eq!((event.order_id(), event.name()), ("N-2", "order.closed"));
+    app.wait_until_ready().await;
+}
