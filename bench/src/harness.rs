@@ -198,7 +198,7 @@ impl Harness {
 
     /// A connection to the run's database.
     pub async fn database(&self) -> anyhow::Result<AsyncPgConnection> {
-        Ok(AsyncPgConnection::establish(self.settings.database.url.expose()).await?)
+        Ok(AsyncPgConnection::establish(&self.settings.database.url.expose()).await?)
     }
 
     /// One series of the daemon's metrics.

@@ -20,7 +20,7 @@ pub async fn run(options: &Options, rows: usize, indexed: bool) -> anyhow::Resul
     let environment = harness::environment(options, DATABASE, "paywait_bench_scan", "1s");
     let settings = harness::settings(&environment)?;
     harness::fresh_database(options, &settings).await?;
-    let mut conn = AsyncPgConnection::establish(settings.database.url.expose()).await?;
+    let mut conn = AsyncPgConnection::establish(&settings.database.url.expose()).await?;
 
     // Orders expire at the same rate as in the precision run, starting in 2 s.
     let pending = (options.rate as f64 * options.precision_for.as_secs_f64()) as usize;

@@ -80,7 +80,7 @@ struct Batches {
 /// Connections of the pool that does not wait for WAL flushes.
 const RELAXED_POOL_SIZE: usize = 2;
 
-fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
+fn connection_pool(url: &SecretUrl, size: usize) -> Result<Pool<AsyncPgConnection>> {
     let target = target(url)?;
     // A closed connection or a broken transaction is still caught when a
     // connection returns to the pool; a test query on every checkout would
@@ -91,7 +91,8 @@ fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
         let target = target.clone();
         futures_util::FutureExt::boxed(async move { target.connect().await })
     });
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
@@ -105,19 +106,16 @@ fn connection_pool(url: &str, size: usize) -> Result<Pool<AsyncPgConnection>> {
 }
 
 /// The server of `url`, with the TLS its `sslmode` asks for.
-fn target(url: &str) -> Result<Target> {
-    url::Url::parse(url)
-        .map_err(|error| error.to_string())
-        .and_then(|url| Target::new(&url))
-        .map_err(|message| Error::Setup {
-            what: "the PostgreSQL connection",
-            message,
-        })
+fn target(url: &SecretUrl) -> Result<Target> {
+    Target::new(url).map_err(|message| Error::Setup {
+        what: "the PostgreSQL connection",
+        message,
+    })
 }
 
 /// Opens one session to the server of `url`, for `address` in errors.
 async fn connect(url: &SecretUrl) -> Result<AsyncPgConnection> {
-    target(url.expose())?
+    target(url)?
         .connect()
         .await
         .map_err(|error| Error::DatabaseConnect {
@@ -136,30 +134,30 @@ const WITHOUT_FLUSH_WAIT: &str = "-c enable_seqscan=off -c synchronous_commit=of
 
 /// The same URL, its sessions started with `settings` (server options, as
 /// in libpq's `options`) after any the URL gives.
-fn with_session_settings(url: &url::Url, settings: &str) -> String {
-    let mut url = url.clone();
-    let mut options = None;
-    let others: Vec<(String, String)> = url
-        .query_pairs()
-        .filter_map(|(key, value)| {
-            if key == "options" {
-                options = Some(format!("{value} {settings}"));
-                None
-            } else {
-                Some((key.into_owned(), value.into_owned()))
-            }
-        })
-        .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(others)
-        .append_pair("options", options.as_deref().unwrap_or(settings));
-    // PostgreSQL's URL parameters are percent-decoded only: a space must
-    // not travel as '+' (a literal '+' is already %2B here).
-    if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
-        url.set_query(Some(&query));
-    }
-    url.to_string()
+fn with_session_settings(url: &SecretUrl, settings: &str) -> SecretUrl {
+    url.edited(|url| {
+        let mut options = None;
+        let others: Vec<(String, String)> = url
+            .query_pairs()
+            .filter_map(|(key, value)| {
+                if key == "options" {
+                    options = Some(format!("{value} {settings}"));
+                    None
+                } else {
+                    Some((key.into_owned(), value.into_owned()))
+                }
+            })
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(others)
+            .append_pair("options", options.as_deref().unwrap_or(settings));
+        // PostgreSQL's URL parameters are percent-decoded only: a space must
+        // not travel as '+' (a literal '+' is already %2B here).
+        if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
+            url.set_query(Some(&query));
+        }
+    })
 }
 
 /// A connection from `pool`; failing that, an error naming the address.
@@ -195,7 +193,7 @@ impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
         let pool = connection_pool(
-            &with_session_settings(settings.url.url(), SESSION),
+            &with_session_settings(&settings.url, SESSION),
             settings.pool_size.get(),
         )?;
         // That a check was made commits without waiting for the WAL flush:
@@ -204,7 +202,7 @@ impl Database {
         // was published waits for the flush: nothing would repair a lost one,
         // and the order would look as if its event were still owed.
         let relaxed = connection_pool(
-            &with_session_settings(settings.url.url(), WITHOUT_FLUSH_WAIT),
+            &with_session_settings(&settings.url, WITHOUT_FLUSH_WAIT),
             RELAXED_POOL_SIZE,
         )?;
         let address = settings.url.address();
@@ -532,21 +530,30 @@ pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SESSION, WITHOUT_FLUSH_WAIT, with_session_settings};
+    use super::{SESSION, SecretUrl, WITHOUT_FLUSH_WAIT, with_session_settings};
+    use crate::configuration::{Settings, Sources};
+
+    fn database_url(text: &str) -> SecretUrl {
+        Settings::load(&Sources {
+            file: None,
+            environment: vec![("PAYWAIT_DATABASE__URL".into(), text.into())],
+        })
+        .unwrap()
+        .database
+        .url
+    }
 
     #[test]
     fn session_settings_are_added_to_any_options() {
-        let plain = url::Url::parse("postgres://u:p@db:5432/paywait").unwrap();
+        let plain = database_url("postgres://u:p@db:5432/paywait");
         assert_eq!(
-            with_session_settings(&plain, SESSION),
+            with_session_settings(&plain, SESSION).expose(),
             "postgres://u:p@db:5432/paywait?options=-c%20enable_seqscan%3Doff"
         );
         let with_options =
-            url::Url::parse("postgres://db/paywait?sslmode=disable&options=-c%20work_mem%3D4MB")
-                .unwrap();
-        let relaxed =
-            url::Url::parse(&with_session_settings(&with_options, WITHOUT_FLUSH_WAIT)).unwrap();
-        let pairs: Vec<(String, String)> = relaxed.query_pairs().into_owned().collect();
+            database_url("postgres://db/paywait?sslmode=disable&options=-c%20work_mem%3D4MB");
+        let relaxed = with_session_settings(&with_options, WITHOUT_FLUSH_WAIT);
+        let pairs: Vec<(String, String)> = relaxed.url().query_pairs().into_owned().collect();
         assert_eq!(
             pairs,
             [
@@ -556,6 +563,27 @@ mod tests {
                     "-c work_mem=4MB -c enable_seqscan=off -c synchronous_commit=off".to_owned()
                 )
             ]
+        );
+    }
+
+    #[test]
+    fn every_host_of_a_url_is_kept() {
+        let url = database_url(
+            "postgres://u:secret@db-1:5432,db-2:5433,db-3/paywait?target_session_attrs=read-write",
+        );
+        assert_eq!(url.address(), "db-1:5432, db-2:5433, db-3");
+        assert_eq!(
+            with_session_settings(&url, SESSION).expose(),
+            "postgres://u:secret@db-1:5432,db-2:5433,db-3/paywait\
+             ?target_session_attrs=read-write&options=-c%20enable_seqscan%3Doff"
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://u:***@db-1:5432,db-2:5433,db-3/paywait?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            url.with_path("/postgres").expose(),
+            "postgres://u:secret@db-1:5432,db-2:5433,db-3/postgres?target_session_attrs=read-write"
         );
     }
 }

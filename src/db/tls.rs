@@ -24,6 +24,8 @@ use rustls::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::configuration::SecretUrl;
+
 /// How far to trust the connection, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -64,25 +66,28 @@ pub struct Target {
 impl Target {
     /// Reads `sslmode` and `sslrootcert` from `url` and loads the roots the
     /// server's certificate must chain to. Errors never repeat the URL.
-    pub fn new(url: &url::Url) -> Result<Self, String> {
+    pub fn new(url: &SecretUrl) -> Result<Self, String> {
         let mut mode = SslMode::Prefer;
         let mut root_cert: Option<String> = None;
         let mut others: Vec<(String, String)> = Vec::new();
-        for (key, value) in url.query_pairs() {
+        for (key, value) in url.url().query_pairs() {
             match key.as_ref() {
                 "sslmode" => mode = value.parse()?,
                 "sslrootcert" => root_cert = Some(value.into_owned()),
                 _ => others.push((key.into_owned(), value.into_owned())),
             }
         }
-        let mut rest = url.clone();
-        rest.set_query(None);
-        if !others.is_empty() {
-            rest.query_pairs_mut().extend_pairs(&others);
-        }
-        // PostgreSQL's URL parameters are percent-decoded only: a space must
-        // not travel as '+'.
-        let text = rest.as_str().replace('+', "%20");
+        let text = url
+            .edited(|rest| {
+                rest.set_query(None);
+                if !others.is_empty() {
+                    rest.query_pairs_mut().extend_pairs(&others);
+                }
+            })
+            .expose()
+            // PostgreSQL's URL parameters are percent-decoded only: a space
+            // must not travel as '+'.
+            .replace('+', "%20");
         let mut config: tokio_postgres::Config = text
             .parse()
             .map_err(|error| format!("not a PostgreSQL URL: {error}"))?;
@@ -283,7 +288,14 @@ mod tests {
     use super::*;
 
     fn target(url: &str) -> Result<Target, String> {
-        Target::new(&url::Url::parse(url).unwrap())
+        let settings = crate::configuration::Settings::load(&crate::configuration::Sources {
+            file: None,
+            environment: vec![("PAYWAIT_DATABASE__URL".into(), url.into())],
+        });
+        match settings {
+            Ok(settings) => Target::new(&settings.database.url),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     #[test]

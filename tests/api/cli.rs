@@ -391,6 +391,35 @@ async fn the_first_broker_node_that_answers_is_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_url_may_name_several_hosts_as_libpq_does() {
+    let sandbox = Sandbox::create().await;
+    let name = format!("{}_hosts", sandbox.database);
+    let _cleanup = paywait_testkit::DropDatabase(name.clone());
+    // The first host does not answer; the second is the writable server.
+    let url = paywait_testkit::POSTGRES.replace("127.0.0.1:5432", "127.0.0.1:1,127.0.0.1:5432");
+    assert_ne!(url, paywait_testkit::POSTGRES);
+    let environment = vec![(
+        "DATABASE_URL".to_owned(),
+        format!("{url}/{name}?target_session_attrs=read-write"),
+    )];
+    let migrated = paywait(&environment, &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let shown = paywait(&environment, &["show", "H-1"]);
+    assert!(stderr(&shown).contains("H-1"), "{}", stderr(&shown));
+
+    // None answers: every address is named.
+    let environment = vec![(
+        "DATABASE_URL".to_owned(),
+        format!("postgres://postgres:hunter2secret@127.0.0.1:1,127.0.0.1:2/{name}"),
+    )];
+    let refused = paywait(&environment, &["show", "H-1"]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(69), "{message}");
+    assert!(message.contains("127.0.0.1:1, 127.0.0.1:2"), "{message}");
+    assert!(!message.contains("hunter2secret"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
     let sandbox = Sandbox::create().await;
     let environment = sandbox.environment("1m,4m");
