@@ -3,6 +3,7 @@
 mod access;
 mod bad_input;
 mod cli;
+mod cluster;
 mod deadlines;
 mod fuzz;
 mod gateway;
