@@ -114,11 +114,9 @@ impl AmqpTlsSettings {
                     "is for TLS, but the broker's URL is not an amqps:// URL".into(),
                 ));
             }
-            std::fs::metadata(path)
-                .and_then(|_| std::fs::File::open(path))
-                .map_err(|error| {
-                    ConfigError::invalid(key, format!("cannot read {}: {error}", path.display()))
-                })?;
+            std::fs::File::open(path).map_err(|error| {
+                ConfigError::invalid(key, format!("cannot read {}: {error}", path.display()))
+            })?;
         }
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => Err(ConfigError::invalid(

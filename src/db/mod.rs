@@ -137,7 +137,7 @@ const WITHOUT_FLUSH_WAIT: &str = "-c enable_seqscan=off -c synchronous_commit=of
 fn with_session_settings(url: &SecretUrl, settings: &str) -> SecretUrl {
     url.edited(|url| {
         let mut options = None;
-        let others: Vec<(String, String)> = url
+        let mut pairs: Vec<(String, String)> = url
             .query_pairs()
             .filter_map(|(key, value)| {
                 if key == "options" {
@@ -148,15 +148,11 @@ fn with_session_settings(url: &SecretUrl, settings: &str) -> SecretUrl {
                 }
             })
             .collect();
-        url.query_pairs_mut()
-            .clear()
-            .extend_pairs(others)
-            .append_pair("options", options.as_deref().unwrap_or(settings));
-        // PostgreSQL's URL parameters are percent-decoded only: a space must
-        // not travel as '+' (a literal '+' is already %2B here).
-        if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
-            url.set_query(Some(&query));
-        }
+        pairs.push((
+            "options".to_owned(),
+            options.unwrap_or_else(|| settings.to_owned()),
+        ));
+        tls::set_query(url, &pairs);
     })
 }
 

@@ -73,21 +73,13 @@ impl Target {
         for (key, value) in url.url().query_pairs() {
             match key.as_ref() {
                 "sslmode" => mode = value.parse()?,
-                "sslrootcert" => root_cert = Some(value.into_owned()),
+                "sslrootcert" => {
+                    root_cert = Some(value.into_owned()).filter(|path| !path.is_empty())
+                }
                 _ => others.push((key.into_owned(), value.into_owned())),
             }
         }
-        let text = url
-            .edited(|rest| {
-                rest.set_query(None);
-                if !others.is_empty() {
-                    rest.query_pairs_mut().extend_pairs(&others);
-                }
-            })
-            .expose()
-            // PostgreSQL's URL parameters are percent-decoded only: a space
-            // must not travel as '+'.
-            .replace('+', "%20");
+        let text = url.edited(|rest| set_query(rest, &others)).expose();
         let mut config: tokio_postgres::Config = text
             .parse()
             .map_err(|error| format!("not a PostgreSQL URL: {error}"))?;
@@ -99,7 +91,7 @@ impl Target {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        let tls = client_config(mode, root_cert.filter(|path| !path.is_empty()))?;
+        let tls = client_config(mode, root_cert)?;
         Ok(Self {
             config,
             tls: MakeRustlsConnect::new(tls),
@@ -119,6 +111,20 @@ impl Target {
             .await
             .map_err(|error| diesel::ConnectionError::BadConnection(describe(&error)))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
+/// Replaces the query of `url` with `pairs`. PostgreSQL percent-decodes its
+/// URL parameters and nothing more: a space must travel as `%20`, never as
+/// the `+` of form encoding (a literal `+` is `%2B` already).
+pub(super) fn set_query(url: &mut url::Url, pairs: &[(String, String)]) {
+    url.set_query(None);
+    if pairs.is_empty() {
+        return;
+    }
+    url.query_pairs_mut().extend_pairs(pairs);
+    if let Some(query) = url.query().map(|query| query.replace('+', "%20")) {
+        url.set_query(Some(&query));
     }
 }
 
@@ -316,6 +322,17 @@ mod tests {
         let pem = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
         let checked = target(&format!("{base}?sslmode=require&sslrootcert={pem}")).unwrap();
         assert_eq!(checked.mode(), SslMode::VerifyCa);
+    }
+
+    #[test]
+    fn only_the_query_is_rewritten_for_postgresql() {
+        let plain =
+            target("postgres://u:a+b@h/db?options=-c%20work_mem%3D4MB&sslmode=disable").unwrap();
+        assert_eq!(plain.config.get_password(), Some(&b"a+b"[..]));
+        assert_eq!(plain.config.get_options(), Some("-c work_mem=4MB"));
+        // An empty root certificate is none, as in libpq.
+        let unchecked = target("postgres://u@h/db?sslmode=require&sslrootcert=").unwrap();
+        assert_eq!(unchecked.mode(), SslMode::Require);
     }
 
     #[test]

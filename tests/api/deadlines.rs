@@ -15,18 +15,28 @@ fn rfc3339(time: chrono::DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Publishes an `order.placed` that gives its own deadline.
+async fn place_until(
+    app: &TestApp,
+    order_id: &str,
+    placed_at: chrono::DateTime<Utc>,
+    expires_at: chrono::DateTime<Utc>,
+) {
+    let body = json!({
+        "order_id": order_id,
+        "placed_at": rfc3339(placed_at),
+        "expires_at": rfc3339(expires_at),
+    });
+    app.publish("order.placed", body.to_string().as_bytes())
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_with_its_own_deadline_closes_then_not_at_the_schedules() {
     let mut app = TestApp::spawn("1m").await;
     let placed_at = Utc::now();
     let expires_at = placed_at + TimeDelta::milliseconds(1_500);
-    app.publish(
-        "order.placed",
-        json!({"order_id": "D-1", "placed_at": rfc3339(placed_at), "expires_at": rfc3339(expires_at)})
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
+    place_until(&app, "D-1", placed_at, expires_at).await;
     let closed = app.expect_event(SOON).await;
     assert_eq!((closed.order_id(), closed.name()), ("D-1", "order.closed"));
     assert_eq!(closed.body["reason"], "expired");
@@ -49,13 +59,7 @@ async fn a_long_deadline_is_checked_on_schedule_through_the_timers() {
     let app = TestApp::spawn("1m").await;
     let placed_at = Utc::now();
     let expires_at = placed_at + TimeDelta::days(3);
-    app.publish(
-        "order.placed",
-        json!({"order_id": "D-3D", "placed_at": rfc3339(placed_at), "expires_at": rfc3339(expires_at)})
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
+    place_until(&app, "D-3D", placed_at, expires_at).await;
     app.expect_handled(Inbox::Placed, 1).await;
     let order = app.order("D-3D").await.unwrap();
     assert_eq!(order.status, OrderStatus::Pending);
@@ -110,13 +114,7 @@ async fn a_deadline_already_past_closes_at_once_and_an_impossible_one_is_refused
         ("D-FAR", now, now + TimeDelta::days(31), "max_deadline"),
         ("D-BACK", now, now - TimeDelta::seconds(1), "not after"),
     ] {
-        app.publish(
-            "order.placed",
-            json!({"order_id": id, "placed_at": rfc3339(placed_at), "expires_at": rfc3339(expires_at)})
-                .to_string()
-                .as_bytes(),
-        )
-        .await;
+        place_until(&app, id, placed_at, expires_at).await;
         let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
         assert_eq!(parked.len(), 1, "{id} was not parked");
         let error = parked[0].header("x-paywait-error").unwrap();
