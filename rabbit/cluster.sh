@@ -8,7 +8,7 @@
 #   rabbit/cluster.sh stop     # stops the nodes and removes their data
 #   rabbit/cluster.sh stop-node N / start-node N   # one node goes away, comes back
 #   rabbit/cluster.sh status / queues               # the nodes; the queues' replicas
-#   rabbit/cluster.sh leader QUEUE / connections N  # a queue's leader; a node's clients
+#   rabbit/cluster.sh leader QUEUE / connections N  # a queue's leader; paywait's connections to a node
 #
 # Environment: CLUSTER_DIR (default /tmp/paywait-cluster), CLUSTER_PORT
 # (default 5780: node N listens for AMQP on CLUSTER_PORT+N and for its peers
@@ -88,7 +88,7 @@ case "${1:-}" in
     ctl 1 list_queues name leader | awk -v q="${2:?which queue}" '$1 == q { print $2 }'
     ;;
   connections)
-    ctl "${2:?which node}" list_connections name | grep -vc '^name$' || true
+    ctl "${2:?which node}" list_connections client_properties | grep -c '{"connection_name","paywait"}' || true
     ;;
   *)
     echo "usage: $0 start|stop|stop-node N|start-node N|status|queues|leader QUEUE|connections N" >&2

@@ -11,6 +11,7 @@
 mod burst;
 mod ceiling;
 mod client;
+mod drills;
 mod harness;
 mod million;
 mod plots;
@@ -88,6 +89,12 @@ struct Options {
     /// The PostgreSQL server; the bench creates and drops its own databases
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
+    /// Node-loss drills in the cluster run
+    #[arg(long, default_value_t = 10)]
+    drills: usize,
+    /// Orders per second placed during each drill
+    #[arg(long, default_value_t = 50)]
+    drill_rate: u32,
     /// The paywait binary (default: the one next to this one)
     #[arg(long)]
     daemon: Option<PathBuf>,
@@ -109,6 +116,8 @@ enum Run {
     Million,
     /// The table-scanning cron job
     Scanner,
+    /// Nodes of a three-node cluster lost while orders come in (run as root; not run by default)
+    Cluster,
 }
 
 /// The deadlines of one precision run.
@@ -243,6 +252,9 @@ async fn main() -> anyhow::Result<()> {
                 scan.samples.clone(),
             ));
         }
+    }
+    if options.runs(Run::Cluster) {
+        drills::run(&options, &daemon).await?;
     }
     if !lateness_series.is_empty() {
         let series: Vec<(String, &Samples)> = lateness_series

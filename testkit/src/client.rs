@@ -205,22 +205,36 @@ impl Client {
     }
 }
 
-/// A client that outlives broker restarts: it reconnects and publishes
-/// again until the broker confirms.
+/// A client that outlives broker restarts and lost cluster nodes: it
+/// reconnects, to the next node when there are several, and publishes again
+/// until the broker confirms.
 pub struct ResilientClient {
-    url: String,
+    urls: Vec<String>,
+    next: usize,
     client: Option<Client>,
 }
 
 impl ResilientClient {
     pub fn new(url: String) -> Self {
-        Self { url, client: None }
+        Self::over(vec![url])
+    }
+
+    /// A client of a cluster: each reconnection tries the next node.
+    pub fn over(urls: Vec<String>) -> Self {
+        assert!(!urls.is_empty(), "a client needs a broker");
+        Self {
+            urls,
+            next: 0,
+            client: None,
+        }
     }
 
     /// A connected client, reconnecting when the last one was lost.
     pub async fn client(&mut self) -> paywait::Result<&Client> {
         if !self.client.as_ref().is_some_and(Client::is_connected) {
-            self.client = Some(Client::try_connect(&self.url, Duration::from_secs(5)).await?);
+            let url = &self.urls[self.next % self.urls.len()];
+            self.next += 1;
+            self.client = Some(Client::try_connect(url, Duration::from_secs(5)).await?);
         }
         Ok(self.client.as_ref().expect("connected above"))
     }

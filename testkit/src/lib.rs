@@ -6,6 +6,7 @@
 
 mod app;
 mod client;
+mod cluster;
 mod daemon;
 mod postgres;
 mod sandbox;
@@ -14,6 +15,7 @@ mod tls_broker;
 
 pub use app::{ReceivedEvent, TestApp};
 pub use client::{Client, Message, ORDERS_EXCHANGE, ResilientClient};
+pub use cluster::{Cluster, DrillReport, Recovery, node_loss_drill};
 pub use daemon::{Daemon, Log};
 pub use postgres::{Stop, ThrowawayPostgres};
 pub use sandbox::{DropDatabase, Sandbox};
