@@ -75,4 +75,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print every event as paywait publishes it, until interrupted
+    Watch {
+        /// Print each event's body, one JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Orders pending, due and overdue, events owed, parked messages, queues
+    /// and readiness; exits 0 only when healthy
+    Status {
+        /// As one JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -9,7 +9,7 @@ use crate::{
     cli::{Cli, Command},
     configuration::{Settings, Sources},
     db::{self, Database},
-    domain::{Currency, Inbox, OrderId, PaymentId},
+    domain::{Currency, Inbox, OrderId, PaymentId, describe_event},
     error::{Error, Result},
     shutdown,
     startup::Application,
@@ -53,6 +53,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Cancel { order_id, reason } => cancel(&settings, &order_id, reason).await,
         Command::Show { order_id, json } => show(&settings, &order_id, json).await,
         Command::Replay { limit, dry_run } => replay(&settings, limit, dry_run).await,
+        Command::Watch { json } => watch(&settings, json).await,
+        Command::Status { json } => status(&settings, json).await,
     }
 }
 
@@ -166,6 +168,7 @@ async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>)
 async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let topology = Topology::from_settings(settings);
+    let mut moved = Vec::new();
     let replayed = amqp::replay_parked(
         &broker,
         &topology,
@@ -182,10 +185,18 @@ async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
             if outcome == Replayed::Skipped {
                 eprintln!("paywait: skipped a parked message that names no source queue");
             }
+            if let (Replayed::Moved, Some(parked_id)) = (outcome, &parked.parked_id) {
+                moved.push(parked_id.clone());
+            }
         },
     )
     .await;
     broker.close();
+    if !moved.is_empty() {
+        Database::new(&settings.database)?
+            .forget_parked(&moved)
+            .await?;
+    }
     let replayed = replayed?;
     if !dry_run {
         println!("replayed {replayed} message(s)");
@@ -249,4 +260,50 @@ async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<
         );
     }
     Ok(())
+}
+
+async fn watch(settings: &Settings, as_json: bool) -> Result<()> {
+    let stop = CancellationToken::new();
+    shutdown::cancel_on_signal(stop.clone()).map_err(Error::Signal)?;
+    let broker = Broker::new(&settings.amqp)?;
+    let topology = Topology::from_settings(settings);
+    let watched = amqp::watch_events(
+        &broker,
+        &topology,
+        stop,
+        || eprintln!("watching {} (Ctrl-C to stop)", topology.events_exchange()),
+        |routing_key, body| {
+            if as_json {
+                println!("{}", String::from_utf8_lossy(body).trim_end());
+            } else {
+                println!("{}", describe_event(routing_key, body));
+            }
+        },
+    )
+    .await;
+    broker.close();
+    watched
+}
+
+async fn status(settings: &Settings, as_json: bool) -> Result<()> {
+    let db = Database::new(&settings.database)?;
+    let broker = Broker::new(&settings.amqp)?;
+    let topology = Topology::from_settings(settings);
+    let daemon = crate::status::ask_daemon(settings.http.listen).await;
+    let status = crate::status::gather(&db, &broker, &topology, daemon).await;
+    broker.close();
+    let status = status?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("a status serialises")
+        );
+    } else {
+        print!("{}", status.render());
+    }
+    if status.healthy {
+        Ok(())
+    } else {
+        Err(Error::Unhealthy(status.problems.join("; ")))
+    }
 }

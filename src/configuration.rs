@@ -142,6 +142,9 @@ pub struct DatabaseSettings {
     #[serde(deserialize_with = "optional_path")]
     pub password_file: Option<PathBuf>,
     pub pool_size: NonZeroUsize,
+    /// Whether `paywait run` creates the database and applies pending
+    /// migrations at start-up.
+    pub migrate: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -151,6 +154,7 @@ impl Default for DatabaseSettings {
                 .expect("the default is valid"),
             password_file: None,
             pool_size: NonZeroUsize::new(16).expect("not zero"),
+            migrate: true,
         }
     }
 }

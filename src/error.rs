@@ -29,6 +29,9 @@ pub enum Error {
     #[error("RabbitMQ could not route {what}: {reason}")]
     Unroutable { what: String, reason: String },
 
+    #[error("not healthy: {0}")]
+    Unhealthy(String),
+
     #[error("RabbitMQ cancelled paywait's consumer on {queue}")]
     ConsumerCancelled { queue: String },
 
@@ -86,7 +89,7 @@ impl Error {
         match self {
             Self::Config(_) => 78,
             Self::AmqpConnect { .. } | Self::DatabaseConnect { .. } | Self::Listen { .. } => 69,
-            Self::OrderNotFound(_) => 1,
+            Self::OrderNotFound(_) | Self::Unhealthy(_) => 1,
             Self::Migration(_) | Self::CorruptRow(_) => 65,
             Self::Signal(_) => 71,
             Self::Shared(error) => error.exit_code(),

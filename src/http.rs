@@ -38,6 +38,9 @@ impl Readiness {
     }
 }
 
+/// How long PostgreSQL may take to answer `/readyz` or `/metrics`.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
@@ -64,7 +67,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
             "not consuming from RabbitMQ\n",
         );
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+    match tokio::time::timeout(DATABASE_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +77,20 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    // The gauges read from the database keep their last values when it
+    // does not answer in time.
+    let figures =
+        tokio::time::timeout(DATABASE_TIMEOUT, state.db.order_figures(chrono::Utc::now())).await;
+    let database_ready = match figures {
+        Ok(Ok(figures)) => {
+            state.metrics.set_order_figures(&figures);
+            true
+        }
+        _ => false,
+    };
+    state
+        .metrics
+        .set_ready(database_ready && state.readiness.broker_ready());
     (
         [(
             header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod topology;
 pub mod worker;

@@ -6,7 +6,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::domain::{CheckOutcome, EventKind};
+use crate::domain::{CheckOutcome, EventKind, OrderFigures};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -54,6 +54,10 @@ pub struct Metrics {
     timer_arrival: Histogram,
     gateway_requests: Family<AnswerLabels, Counter>,
     gateway_duration: Histogram,
+    ready: Gauge,
+    orders_pending: Gauge,
+    checks_overdue: Gauge,
+    events_owed: Gauge,
 }
 
 impl Default for Metrics {
@@ -168,6 +172,30 @@ impl Metrics {
             "When timers arrived for their last time, relative to their due time (negative: early, then held in process)",
             timer_arrival.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while connected to RabbitMQ and PostgreSQL and consuming (what /readyz answers), else 0",
+            ready.clone(),
+        );
+        let orders_pending = Gauge::default();
+        registry.register(
+            "orders_pending",
+            "Orders waiting for payment, as the database counted them at this scrape",
+            orders_pending.clone(),
+        );
+        let checks_overdue = Gauge::default();
+        registry.register(
+            "checks_overdue",
+            "Pending orders whose check is more than a minute late: timers that should have fired and did not",
+            checks_overdue.clone(),
+        );
+        let events_owed = Gauge::default();
+        registry.register(
+            "events_owed",
+            "Paid or closed orders whose event the broker has not confirmed yet",
+            events_owed.clone(),
+        );
         let orders_cancelled = Counter::default();
         registry.register(
             "orders_cancelled",
@@ -225,7 +253,24 @@ impl Metrics {
             timer_arrival,
             gateway_requests,
             gateway_duration,
+            ready,
+            orders_pending,
+            checks_overdue,
+            events_owed,
         }
+    }
+
+    /// What `/readyz` would answer now.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The orders as the database counted them now.
+    pub fn set_order_figures(&self, figures: &OrderFigures) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.orders_pending.set(gauge(figures.pending));
+        self.checks_overdue.set(gauge(figures.overdue));
+        self.events_owed.set(gauge(figures.events_owed));
     }
 
     pub fn clock_skewed(&self) {

@@ -71,7 +71,13 @@ impl Application {
             readiness,
         } = self;
         let db = Database::new(&settings.database)?;
-        db::ensure_migrated(&settings.database.url).await?;
+        if settings.database.migrate {
+            for migration in db::migrate(&settings.database.url, &settings.database.name()).await? {
+                tracing::info!(%migration, "applied a migration");
+            }
+        } else {
+            db::ensure_migrated(&settings.database.url).await?;
+        }
         let broker = Broker::new(&settings.amqp)?;
         let gateway = Gateway::from_settings(&settings.gateway, metrics.clone())?.map(Arc::new);
         if settings.payments.trusted_users.is_empty() {

@@ -1,13 +1,13 @@
-//! How many messages wait in each queue, as the daemon sees them, for
-//! `paywait_queue_messages`.
+//! How many messages wait in each queue: polled by the daemon for
+//! `paywait_queue_messages`, counted once for `paywait status`.
 
 use std::time::Duration;
 
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
-use super::declare::passive_declare;
-use crate::{metrics::Metrics, topology::Topology};
+use super::{Broker, declare::passive_declare};
+use crate::{domain::QueueFigures, error::Result, metrics::Metrics, topology::Topology};
 
 /// How often the queues are polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -37,4 +37,29 @@ pub(super) async fn poll_queue_depths(
         }
     }
     let _ = channel.close(200, "paywait stopping".into()).await;
+}
+
+/// Every queue of the topology, its ready messages and consumers, as the
+/// broker counts them now; a queue that is missing counts as empty.
+pub async fn queue_figures(broker: &Broker, topology: &Topology) -> Result<Vec<QueueFigures>> {
+    let mut channel = broker.channel().await?;
+    let mut figures = Vec::new();
+    for queue in topology.queues() {
+        let (messages, consumers) = match passive_declare(&channel, &queue.name).await {
+            Ok(declared) => (declared.message_count(), declared.consumer_count()),
+            Err(_) => {
+                // A passive declare of a missing queue closes the channel.
+                channel = broker.channel().await?;
+                (0, 0)
+            }
+        };
+        figures.push(QueueFigures {
+            consumed: topology.inbox_of(&queue.name).is_some(),
+            name: queue.name,
+            messages: u64::from(messages),
+            consumers: u64::from(consumers),
+        });
+    }
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(figures)
 }

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Publisher, failed};
 use crate::{
     backoff,
-    domain::{ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Verdict},
+    domain::{
+        ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Parked, Verdict,
+    },
     error::{Error, Result},
     metrics::Metrics,
     topology::Topology,
@@ -32,6 +34,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Processes one message. Safe to repeat: a message handled part-way
     /// comes back with `seen_before` set.
     fn handle(&self, inbound: &Inbound) -> impl Future<Output = Result<Verdict>> + Send;
+
+    /// Keeps a record of a message parked in the dead queue.
+    fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// How a consumer runs.
@@ -186,6 +191,13 @@ impl<H: Handler> Consumer<H> {
             let failure = match self.handler.handle(&inbound).await {
                 Ok(Verdict::Done) => break,
                 Ok(Verdict::Reject(rejection)) => {
+                    let parked = Parked {
+                        parked_id: uuid::Uuid::new_v4().to_string(),
+                        reason: rejection.reason(),
+                        source_queue: queue.to_owned(),
+                        error: rejection.to_string(),
+                        preview: super::dead::preview(&inbound.body),
+                    };
                     match self
                         .publisher
                         .park(
@@ -194,12 +206,19 @@ impl<H: Handler> Consumer<H> {
                             &inbound.body,
                             &delivery.properties,
                             &rejection,
+                            &parked.parked_id,
                         )
                         .await
                     {
                         Ok(()) => {
                             self.metrics.message_parked(rejection.reason());
                             tracing::warn!(queue, reason = rejection.reason(), error = %rejection, "message parked in the dead queue");
+                            // The message is safe in the dead queue: a
+                            // record lost here only leaves it out of the
+                            // status figures.
+                            if let Err(error) = self.handler.record_parked(&parked).await {
+                                tracing::warn!(queue, %error, "the parked message was not recorded");
+                            }
                             break;
                         }
                         Err(error) => error,

@@ -10,7 +10,9 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use super::{Broker, ERROR_HEADER, Outgoing, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed};
+use super::{
+    Broker, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
+};
 use crate::{error::Result, topology::Topology};
 
 /// A parked message, as an operator reads it.
@@ -20,6 +22,9 @@ pub struct ParkedMessage {
     pub source_queue: Option<String>,
     /// Why it was parked.
     pub error: Option<String>,
+    /// Its record in the database (none for messages parked before
+    /// paywait kept records).
+    pub parked_id: Option<String>,
     /// The start of its body, printable on one line.
     pub preview: String,
 }
@@ -102,6 +107,7 @@ fn describe(delivery: &Delivery) -> ParkedMessage {
     ParkedMessage {
         source_queue: header(SOURCE_QUEUE_HEADER),
         error: header(ERROR_HEADER),
+        parked_id: header(PARKED_ID_HEADER),
         preview: preview(&delivery.data),
     }
 }
@@ -121,7 +127,14 @@ fn original_properties(parked: &BasicProperties) -> BasicProperties {
     if let Some(headers) = properties.headers().clone() {
         let mut kept = FieldTable::default();
         for (key, value) in headers.inner() {
-            if ![ERROR_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER].contains(&key.as_str()) {
+            if ![
+                ERROR_HEADER,
+                SOURCE_QUEUE_HEADER,
+                USER_ID_HEADER,
+                PARKED_ID_HEADER,
+            ]
+            .contains(&key.as_str())
+            {
                 kept.insert(key.clone(), value.clone());
             }
         }
@@ -131,7 +144,7 @@ fn original_properties(parked: &BasicProperties) -> BasicProperties {
 }
 
 /// The start of a body, printable on one line.
-fn preview(body: &[u8]) -> String {
+pub(super) fn preview(body: &[u8]) -> String {
     const MAX: usize = 200;
     let text = String::from_utf8_lossy(body);
     let mut preview: String = text

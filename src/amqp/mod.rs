@@ -10,15 +10,19 @@ mod dead;
 mod declare;
 mod publisher;
 mod session;
+mod watch;
 
+pub use backlog::queue_figures;
 use connector::Connection;
 pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header};
 pub use dead::{ParkedMessage, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
 pub use publisher::{
-    ERROR_HEADER, Outgoing, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER, USER_ID_HEADER,
+    ERROR_HEADER, Outgoing, PARKED_ID_HEADER, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER,
+    USER_ID_HEADER,
 };
 pub use session::Session;
+pub use watch::watch_events;
 
 use std::time::Duration;
 
@@ -80,7 +84,7 @@ impl Broker {
         })
     }
 
-    async fn channel(&self) -> Result<Channel> {
+    pub(crate) async fn channel(&self) -> Result<Channel> {
         self.connection()
             .await?
             .create_channel()

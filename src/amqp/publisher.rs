@@ -26,6 +26,8 @@ pub const ERROR_HEADER: &str = "x-paywait-error";
 pub const USER_ID_HEADER: &str = "x-paywait-user-id";
 /// The header naming the queue a parked message came from.
 pub const SOURCE_QUEUE_HEADER: &str = "x-paywait-queue";
+/// The header naming a parked message's record in the database.
+pub const PARKED_ID_HEADER: &str = "x-paywait-parked-id";
 
 const PERSISTENT: u8 = 2;
 
@@ -198,8 +200,13 @@ impl Publisher {
         body: &[u8],
         properties: &BasicProperties,
         rejection: &Rejection,
+        parked_id: &str,
     ) -> Result<()> {
         let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            PARKED_ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from(parked_id)),
+        );
         headers.insert(
             ERROR_HEADER.into(),
             AMQPValue::LongString(LongString::from(rejection.to_string())),

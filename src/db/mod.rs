@@ -1,6 +1,8 @@
 //! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
 
 mod batch;
+mod figures;
+pub use figures::{IN_FLIGHT, OWED_LATE};
 mod prepared;
 mod rows;
 mod schema;
@@ -45,7 +47,7 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// The sweeper's claim: `$1` the new `next_check_at`, `$2` the cutoff, `$3`
 /// the batch size. The inner select walks the partial index
-/// `orders_unsettled_next_check_at`, which holds only orders whose event is
+/// `orders_unsettled_next_check_at_status`, which holds only orders whose event is
 /// still owed, from the most overdue on.
 pub const CLAIM_OVERDUE: &str = "UPDATE orders SET next_check_at = $1 WHERE order_id IN ( \
         SELECT order_id FROM orders \
@@ -459,11 +461,26 @@ impl Database {
 pub async fn migrate(url: &SecretUrl, name: &str) -> Result<Vec<String>> {
     create_database_if_missing(url, name).await?;
     with_migration_harness(url, |conn| {
-        let applied = conn.run_pending_migrations(MIGRATIONS)?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        // Daemons started together take turns: the first applies what is
+        // pending, the others then find nothing left to do.
+        let lock = |call: &str, conn: &mut AsyncConnectionWrapper<AsyncPgConnection>| {
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("SELECT {call}({MIGRATION_LOCK})")),
+                conn,
+            )
+        };
+        lock("pg_advisory_lock", conn)?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.iter().map(ToString::to_string).collect());
+        lock("pg_advisory_unlock", conn)?;
+        applied
     })
     .await
 }
+
+/// The advisory lock held while migrations run (`paywait` in ASCII).
+const MIGRATION_LOCK: i64 = 0x0070_6179_7761_6974;
 
 /// Runs `work` with diesel's (blocking) migration harness on a thread where
 /// blocking is allowed.
@@ -487,6 +504,11 @@ async fn with_migration_harness<T: Send + 'static>(
 
 async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
     let mut conn = connect(&url.with_path("/postgres")).await?;
+    // Held until this session ends: daemons started together create the
+    // database once, one after another.
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .await?;
     let exists: bool = diesel::select(
         diesel::dsl::sql::<diesel::sql_types::Bool>(
             "EXISTS (SELECT 1 FROM pg_database WHERE datname = ",

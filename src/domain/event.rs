@@ -167,6 +167,42 @@ impl OrderEvent {
     }
 }
 
+/// One line for a person watching the events: when, which event, the
+/// order, and the reason or payment where there is one.
+pub fn describe_event(routing_key: &str, body: &[u8]) -> String {
+    let Ok(serde_json::Value::Object(event)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return format!(
+            "{routing_key:<24} (not a JSON object: {})",
+            String::from_utf8_lossy(body)
+                .chars()
+                .take(80)
+                .collect::<String>()
+        );
+    };
+    let text = |key: &str| match event.get(key) {
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut line = format!(
+        "{} {routing_key:<24} {}",
+        text("occurred_at").unwrap_or_else(|| "-".into()),
+        text("order_id").unwrap_or_else(|| "?".into()),
+    );
+    for (label, key) in [
+        ("reason", "reason"),
+        ("payment", "payment_id"),
+        ("paid", "payment_amount_cents"),
+        ("in", "payment_currency"),
+    ] {
+        if let Some(value) = text(key) {
+            line.push_str(&format!(" {label}={value}"));
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -348,6 +384,24 @@ mod tests {
                 EventKind::PaidTwice,
                 EventKind::PaymentMismatch
             ]
+        );
+    }
+
+    #[test]
+    fn a_watched_event_is_one_line_with_its_reason_or_payment() {
+        let closed = br#"{"event":"order.closed","order_id":"A-1","occurred_at":"2026-11-27T08:30:00.120Z","reason":"expired","payment_id":null}"#;
+        assert_eq!(
+            describe_event("order.closed", closed),
+            "2026-11-27T08:30:00.120Z order.closed             A-1 reason=expired"
+        );
+        let mismatch = br#"{"order_id":"A-2","occurred_at":"t","payment_id":"P-9","payment_amount_cents":500,"payment_currency":"EUR"}"#;
+        assert_eq!(
+            describe_event("order.payment_mismatch", mismatch),
+            "t order.payment_mismatch   A-2 payment=P-9 paid=500 in=EUR"
+        );
+        assert_eq!(
+            describe_event("order.paid", b"\xff not json"),
+            "order.paid               (not a JSON object: \u{fffd} not json)"
         );
     }
 }

@@ -70,6 +70,21 @@ impl Inbox {
     }
 }
 
+/// A message parked in the dead queue, as paywait keeps a record of it
+/// until it is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    /// Also in the parked message's `x-paywait-parked-id` header.
+    pub parked_id: String,
+    /// The refusal's short reason, as in `paywait_messages_dead_total`.
+    pub reason: &'static str,
+    pub source_queue: String,
+    /// The refusal in words, as in the `x-paywait-error` header.
+    pub error: String,
+    /// The start of the body, printable on one line.
+    pub preview: String,
+}
+
 /// One message to handle, free of the transport it came by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {

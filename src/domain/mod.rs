@@ -13,12 +13,13 @@ mod order;
 mod order_id;
 pub mod payment;
 mod schedule;
+pub mod status;
 pub mod sweep;
 pub mod timer;
 
 pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of};
-pub use event::{EventKind, OrderEvent, PaymentStated};
-pub use inbox::{Arrivals, Inbound, Inbox, Source, Verdict};
+pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
+pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
@@ -30,5 +31,6 @@ pub use order::{CloseReason, Order, OrderStatus};
 pub use order_id::{InvalidOrderId, OrderId};
 pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
+pub use status::{DaemonFigures, OrderFigures, QueueFigures, Status};
 pub use sweep::Sweep;
 pub use timer::{Route, Timers};

@@ -19,7 +19,8 @@ use crate::{
     amqp::{Handler, Publisher},
     db::Database,
     domain::{
-        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Schedule, Timers, Verdict,
+        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked, Schedule, Timers,
+        Verdict,
     },
     error::Result,
     gateway::Gateway,
@@ -52,6 +53,10 @@ impl Handler for Worker {
             Inbox::Cancellations => cancellations::order_cancelled(self, inbound).await,
             Inbox::Checks => checks::timer_fired(self, inbound).await,
         }
+    }
+
+    async fn record_parked(&self, parked: &Parked) -> Result<()> {
+        self.db.record_parked(parked).await
     }
 }
 

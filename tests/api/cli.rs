@@ -454,3 +454,87 @@ async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
     );
     assert!(!message.contains("guest:guest"), "{message}");
 }
+
+/// The sandbox's environment with a database of `name`, not yet created.
+fn with_fresh_database(sandbox: &Sandbox, name: &str) -> Vec<(String, String)> {
+    sandbox
+        .environment("1m")
+        .into_iter()
+        .map(|(key, value)| {
+            if key == "PAYWAIT_DATABASE__URL" {
+                (key, format!("{}/{name}", paywait_testkit::POSTGRES))
+            } else {
+                (key, value)
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_started_together_create_and_migrate_their_database() {
+    let sandbox = Sandbox::create().await;
+    let name = format!("{}_started", sandbox.database);
+    let _cleanup = paywait_testkit::DropDatabase(name.clone());
+    let environment = with_fresh_database(&sandbox, &name);
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|_| {
+            Daemon::start(
+                env!("CARGO_BIN_EXE_paywait").as_ref(),
+                &environment,
+                Log::Discard,
+            )
+        })
+        .collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready(Duration::from_secs(60)).await;
+    }
+    let migrated = paywait(&environment, &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    assert!(
+        stdout(&migrated).contains("up to date"),
+        "{}",
+        stdout(&migrated)
+    );
+    for daemon in &mut daemons {
+        assert_eq!(daemon.terminate().await.code(), Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_migrate_the_daemon_refuses_a_database_not_migrated() {
+    let sandbox = Sandbox::create().await;
+    let name = format!("{}_unmigrated", sandbox.database);
+    let _cleanup = paywait_testkit::DropDatabase(name.clone());
+    let mut environment = with_fresh_database(&sandbox, &name);
+    environment.push(("PAYWAIT_DATABASE__MIGRATE".to_owned(), "false".to_owned()));
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_paywait").as_ref(),
+        &environment,
+        Log::File(logs.path().join("paywait.log")),
+    );
+    let refused = daemon.try_wait_ready(Duration::from_secs(30)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|error| error.contains("exited")),
+        "{refused:?}"
+    );
+    let log = daemon.log_text();
+    println!("{log}");
+    assert!(log.contains(&name), "{log}");
+    // It created nothing either: migrate does, and then the daemon starts.
+    let migrated = paywait(&environment, &["migrate"]);
+    assert!(
+        stdout(&migrated).contains("applied"),
+        "{}",
+        stderr(&migrated)
+    );
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_paywait").as_ref(),
+        &environment,
+        Log::Discard,
+    );
+    daemon.wait_ready(Duration::from_secs(30)).await;
+    daemon.terminate().await;
+}

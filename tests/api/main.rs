@@ -14,3 +14,4 @@ mod packaging;
 mod race;
 mod resilience;
 mod tls;
+mod toolbox;

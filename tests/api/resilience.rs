@@ -174,7 +174,7 @@ async fn two_daemons_share_the_work_without_double_transitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
+async fn the_sweeper_and_the_status_read_an_index_of_unsettled_orders_not_the_table() {
     use diesel::{
         QueryableByName,
         sql_types::{BigInt, Text, Timestamptz},
@@ -226,6 +226,41 @@ async fn the_sweeper_reads_an_index_of_unsettled_orders_not_the_table() {
         .join("\n");
     assert!(text.contains("orders_unsettled_next_check_at"), "{text}");
     assert!(!text.contains("Seq Scan"), "{text}");
+
+    // The status figures: in-flight orders through the same index, settled
+    // ones from the counts the triggers keep.
+    let minute_ago = now - chrono::TimeDelta::minutes(1);
+    for (query, binds) in [
+        (paywait::db::IN_FLIGHT, vec![now, minute_ago]),
+        (paywait::db::OWED_LATE, vec![minute_ago]),
+    ] {
+        let mut explain = diesel::sql_query(format!("EXPLAIN {query}")).into_boxed();
+        for bind in binds {
+            explain = explain.bind::<Timestamptz, _>(bind);
+        }
+        let plan: Vec<PlanLine> = explain.load(&mut conn).await.unwrap();
+        let text = plan
+            .into_iter()
+            .map(|p| p.line)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("orders_unsettled_next_check_at_status"),
+            "{text}"
+        );
+        assert!(!text.contains("Seq Scan"), "{text}");
+    }
+    let figures = paywait::db::Database::new(&sandbox.settings_for("1m").database)
+        .unwrap()
+        .order_figures(now)
+        .await
+        .unwrap();
+    assert_eq!(figures.pending, 2020);
+    assert_eq!(figures.closed, 50_000);
+    assert_eq!(figures.closed_by_reason["expired"], 50_000);
+    assert_eq!(figures.overdue, 20);
+    assert_eq!(figures.due_next_hour, 2020);
+    assert_eq!(figures.due_next_minute, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
