@@ -6,6 +6,7 @@
 
 mod app;
 mod client;
+pub mod contract;
 mod daemon;
 mod postgres;
 mod sandbox;
