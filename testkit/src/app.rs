@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     client::{Client, Message},
+    contract,
     sandbox::Sandbox,
     services::{http_get, metric_value},
 };
@@ -363,7 +364,8 @@ impl TestApp {
         }
     }
 
-    /// The next event downstream receives, if one comes within `within`.
+    /// The next event downstream receives, if one comes within `within`;
+    /// it must match `docs/asyncapi.yaml`.
     pub async fn next_event(&mut self, within: Duration) -> Option<ReceivedEvent> {
         let consumer = self
             .events
@@ -374,6 +376,8 @@ impl TestApp {
             .ok()??
             .unwrap();
         delivery.ack(BasicAckOptions::default()).await.unwrap();
+        let routing_key = delivery.routing_key.as_str();
+        contract::validate_event_delivery(routing_key, &delivery.properties, &delivery.data);
         Some(ReceivedEvent {
             routing_key: delivery.routing_key.as_str().to_owned(),
             properties: delivery.properties.clone(),

@@ -12,12 +12,16 @@ use lapin::{
 use paywait::amqp::{Outgoing, Publisher, passive_declare};
 use serde_json::json;
 
+use crate::contract;
+
 /// The inbound exchange under the default prefix.
 pub const ORDERS_EXCHANGE: &str = "paywait.orders";
 
 /// A message read back from a queue.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The exchange it was published to.
+    pub exchange: String,
     pub routing_key: String,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
@@ -32,6 +36,13 @@ impl Message {
             AMQPValue::ShortString(text) => text.as_str().to_owned(),
             other => format!("{other:?}"),
         })
+    }
+
+    /// Whether paywait published it as an event: to the events exchange
+    /// (`<prefix>.events`), whether a downstream queue or the unrouted one
+    /// received it.
+    pub fn is_event(&self) -> bool {
+        self.exchange.ends_with(".events")
     }
 
     pub fn message_id(&self) -> Option<String> {
@@ -175,7 +186,8 @@ impl Client {
     }
 
     /// Takes (acknowledges) up to `count` messages from `queue`, waiting up
-    /// to `within` for them.
+    /// to `within` for them. Each event among them (a message published to
+    /// an events exchange) must match `docs/asyncapi.yaml`.
     pub async fn take_messages(&self, queue: &str, count: usize, within: Duration) -> Vec<Message> {
         let deadline = Instant::now() + within;
         let mut messages = Vec::new();
@@ -186,11 +198,22 @@ impl Client {
                 .await
                 .unwrap_or_else(|error| panic!("reading {queue}: {error}"))
             {
-                Some(message) => messages.push(Message {
-                    routing_key: message.delivery.routing_key.as_str().to_owned(),
-                    body: message.delivery.data.clone(),
-                    properties: message.delivery.properties.clone(),
-                }),
+                Some(message) => {
+                    let message = Message {
+                        exchange: message.delivery.exchange.as_str().to_owned(),
+                        routing_key: message.delivery.routing_key.as_str().to_owned(),
+                        body: message.delivery.data.clone(),
+                        properties: message.delivery.properties.clone(),
+                    };
+                    if message.is_event() {
+                        contract::validate_event_delivery(
+                            &message.routing_key,
+                            &message.properties,
+                            &message.body,
+                        );
+                    }
+                    messages.push(message);
+                }
                 None if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

@@ -7,6 +7,7 @@
 mod app;
 mod client;
 mod cluster;
+pub mod contract;
 mod daemon;
 mod postgres;
 mod sandbox;

@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod cli;
 mod cluster;
+mod contract;
 mod deadlines;
 mod fuzz;
 mod gateway;

@@ -501,6 +501,11 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     {
         delivered += 1;
         let delivery = message.delivery;
+        paywait_testkit::contract::validate_event_delivery(
+            delivery.routing_key.as_str(),
+            &delivery.properties,
+            &delivery.data,
+        );
         let message_id = delivery
             .properties
             .message_id()
