@@ -11,7 +11,7 @@ use lapin::{
 };
 
 use super::{
-    Broker, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
+    Broker, passive_declare, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
 };
 use crate::{error::Result, topology::Topology};
 
@@ -54,8 +54,14 @@ pub async fn replay_parked(
 ) -> Result<u32> {
     let publisher = broker.publisher(confirm_timeout).await?;
     let reader = broker.channel().await?;
+    // Only the messages parked before the replay began: one replayed and
+    // parked again joins the end of the queue, and must not come round.
+    let parked = passive_declare(&reader, topology.dead_queue())
+        .await
+        .map_err(failed(format!("counting {}", topology.dead_queue())))?
+        .message_count();
     let mut moved = 0;
-    for _ in 0..limit {
+    for _ in 0..limit.min(parked) {
         let Some(delivery) = take_parked(&reader, topology).await? else {
             break;
         };
