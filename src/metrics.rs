@@ -6,7 +6,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::domain::{CheckOutcome, EventKind, OrderFigures};
+use crate::domain::{CheckOutcome, EventKind, OrderFigures, Rejection, gateway::GatewayAnswer};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -226,6 +226,12 @@ impl Metrics {
             let _ = checks.get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             });
+        }
+        for reason in Rejection::REASONS {
+            let _ = messages_dead.get_or_create(&ReasonLabels { reason });
+        }
+        for answer in GatewayAnswer::LABELS {
+            let _ = gateway_requests.get_or_create(&AnswerLabels { answer });
         }
         for event in EventKind::ALL {
             let _ = events_published.get_or_create(&EventLabels {

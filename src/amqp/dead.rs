@@ -11,7 +11,8 @@ use lapin::{
 };
 
 use super::{
-    Broker, passive_declare, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
+    Broker, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
+    passive_declare,
 };
 use crate::{error::Result, topology::Topology};
 

@@ -40,6 +40,9 @@ pub enum GatewayAnswer {
 }
 
 impl GatewayAnswer {
+    /// Every [`GatewayAnswer::label`].
+    pub const LABELS: [&'static str; 4] = ["paid", "unpaid", "pending", "unusable"];
+
     /// The short label of the answer, for metrics.
     pub fn label(&self) -> &'static str {
         match self {

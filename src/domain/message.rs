@@ -76,6 +76,21 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every [`Rejection::reason`].
+    pub const REASONS: [&'static str; 11] = [
+        "too_large",
+        "not_utf8",
+        "not_json",
+        "missing_field",
+        "wrong_type",
+        "invalid_order_id",
+        "invalid_field",
+        "bad_attempt",
+        "bad_due_at",
+        "unknown_order",
+        "untrusted_publisher",
+    ];
+
     /// A short, stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -430,6 +445,34 @@ impl Fields {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reason_is_listed() {
+        let one_of_each = [
+            Rejection::TooLarge { size: 1 },
+            Rejection::NotUtf8,
+            Rejection::NotJson(String::new()),
+            Rejection::NotAnObject,
+            Rejection::MissingField("order_id"),
+            Rejection::WrongType {
+                field: "order_id",
+                expected: "a string",
+            },
+            Rejection::InvalidOrderId(OrderId::parse("").unwrap_err()),
+            Rejection::InvalidField {
+                field: "currency",
+                why: String::new(),
+            },
+            Rejection::BadAttempt(String::new()),
+            Rejection::BadDueAt(String::new()),
+            Rejection::UnknownOrder(OrderId::parse("A-1").unwrap()),
+            Rejection::UntrustedPublisher(String::new()),
+        ];
+        let reasons: std::collections::BTreeSet<&str> =
+            one_of_each.iter().map(Rejection::reason).collect();
+        let listed: std::collections::BTreeSet<&str> = Rejection::REASONS.into_iter().collect();
+        assert_eq!(reasons, listed);
+    }
+
     use super::*;
 
     #[test]

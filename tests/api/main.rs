@@ -1,6 +1,7 @@
 //! Integration tests against the machine's real RabbitMQ and PostgreSQL.
 
 mod access;
+mod alerts;
 mod bad_input;
 mod cli;
 mod cluster;
