@@ -1,48 +1,55 @@
--- `paywait status` and the status page count the orders still in flight by
--- status and by when their next check is due. With the status in the index,
--- those counts are index-only scans of the work in flight, never of the
--- whole table. It replaces the sweeper's index, which it serves as well.
-CREATE INDEX orders_unsettled_next_check_at_status ON orders (next_check_at) INCLUDE (status, expires_at)
-    WHERE event_published_at IS NULL;
-DROP INDEX orders_unsettled_next_check_at;
+-- What `paywait status` and the status page show, each read without a scan
+-- of the orders table.
 
--- How many orders are in each status (closed ones by reason), kept by the triggers below so that
--- counting them never reads the orders table. Each database session adds to
--- a row of its own (`shard`), so writers never wait for one another here;
--- a count is the sum over the shards.
+-- Pending orders by deadline: the page's "due in the next minute / hour".
+CREATE INDEX orders_pending_expires_at ON orders (expires_at) WHERE status = 'pending';
+
+-- How many orders are in each status (closed ones by reason), and whether
+-- their event was confirmed, kept by the triggers below. Each database
+-- session adds to a row of its own (`shard`), so writers never wait for one
+-- another here; a count is the sum over the shards.
 CREATE TABLE order_counts (
-    status       text   NOT NULL,
+    status       text    NOT NULL,
     -- '' but for closed orders.
-    close_reason text   NOT NULL,
-    shard        int    NOT NULL,
-    orders       bigint NOT NULL,
-    PRIMARY KEY (status, close_reason, shard)
+    close_reason text    NOT NULL,
+    announced    boolean NOT NULL,
+    shard        int     NOT NULL,
+    orders       bigint  NOT NULL,
+    PRIMARY KEY (status, close_reason, announced, shard)
 );
 
-INSERT INTO order_counts (status, close_reason, shard, orders)
-    SELECT status, coalesce(close_reason, ''), 0, count(*) FROM orders
-    GROUP BY status, coalesce(close_reason, '');
+INSERT INTO order_counts (status, close_reason, announced, shard, orders)
+    SELECT status, coalesce(close_reason, ''), event_published_at IS NOT NULL, 0, count(*)
+    FROM orders GROUP BY 1, 2, 3;
 
 CREATE FUNCTION order_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO order_counts AS c (status, close_reason, shard, orders)
-            SELECT status, coalesce(close_reason, ''), pg_backend_pid() % 64, count(*)
-            FROM new_orders GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (status, close_reason, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders;
+        INSERT INTO order_counts AS c (status, close_reason, announced, shard, orders)
+            SELECT status, coalesce(close_reason, ''), event_published_at IS NOT NULL,
+                   pg_backend_pid() % 64, count(*)
+            FROM new_orders GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (status, close_reason, announced, shard)
+            DO UPDATE SET orders = c.orders + EXCLUDED.orders;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO order_counts AS c (status, close_reason, shard, orders)
-            SELECT status, reason, pg_backend_pid() % 64, sum(delta)
-            FROM (SELECT status, coalesce(close_reason, '') AS reason, 1 AS delta FROM new_orders
+        INSERT INTO order_counts AS c (status, close_reason, announced, shard, orders)
+            SELECT status, reason, announced, pg_backend_pid() % 64, sum(delta)
+            FROM (SELECT status, coalesce(close_reason, '') AS reason,
+                         event_published_at IS NOT NULL AS announced, 1 AS delta
+                  FROM new_orders
                   UNION ALL
-                  SELECT status, coalesce(close_reason, ''), -1 FROM old_orders) AS moved
-            GROUP BY 1, 2 HAVING sum(delta) <> 0 ORDER BY 1, 2
-            ON CONFLICT (status, close_reason, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders;
+                  SELECT status, coalesce(close_reason, ''), event_published_at IS NOT NULL, -1
+                  FROM old_orders) AS moved
+            GROUP BY 1, 2, 3 HAVING sum(delta) <> 0 ORDER BY 1, 2, 3
+            ON CONFLICT (status, close_reason, announced, shard)
+            DO UPDATE SET orders = c.orders + EXCLUDED.orders;
     ELSE
-        INSERT INTO order_counts AS c (status, close_reason, shard, orders)
-            SELECT status, coalesce(close_reason, ''), pg_backend_pid() % 64, -count(*)
-            FROM old_orders GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (status, close_reason, shard) DO UPDATE SET orders = c.orders + EXCLUDED.orders;
+        INSERT INTO order_counts AS c (status, close_reason, announced, shard, orders)
+            SELECT status, coalesce(close_reason, ''), event_published_at IS NOT NULL,
+                   pg_backend_pid() % 64, -count(*)
+            FROM old_orders GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (status, close_reason, announced, shard)
+            DO UPDATE SET orders = c.orders + EXCLUDED.orders;
     END IF;
     RETURN NULL;
 END $$;

@@ -1,112 +1,136 @@
 //! The figures `paywait status` and the status page show, each read
-//! through an index or a small table: never a scan of `orders`.
+//! through an index or a small table, never a scan of `orders`, and each
+//! bounded: a count that could run long stops at `COUNT_CAP`.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
     QueryableByName,
-    sql_types::{BigInt, Text, Timestamptz},
+    sql_types::{BigInt, Bool, Text, Timestamptz},
 };
 use diesel_async::RunQueryDsl;
 
 use super::Database;
 use crate::{
-    domain::{OrderFigures, Parked, status::OVERDUE_AFTER},
+    domain::{
+        OrderFigures, Parked,
+        status::{COUNT_CAP, OVERDUE_AFTER},
+    },
     error::Result,
 };
 
-/// Orders still in flight, by when they are due, through the partial index
-/// `orders_unsettled_next_check_at_status` (an index-only scan: the status
-/// and the deadline are in the index). `$1` now, `$2` now less
-/// [`OVERDUE_AFTER`].
-pub const IN_FLIGHT: &str = "SELECT \
-        count(*) FILTER (WHERE status = 'pending') AS pending, \
-        count(*) FILTER (WHERE status = 'pending' AND expires_at > $1 \
-                         AND expires_at <= $1 + interval '1 minute') AS due_next_minute, \
-        count(*) FILTER (WHERE status = 'pending' AND expires_at > $1 \
-                         AND expires_at <= $1 + interval '1 hour') AS due_next_hour, \
-        count(*) FILTER (WHERE status = 'pending' AND next_check_at < $2) AS overdue, \
-        count(*) FILTER (WHERE status <> 'pending') AS events_owed \
-    FROM orders WHERE event_published_at IS NULL";
+/// Pending orders whose deadline is in `($1, $2]`, through the partial
+/// index `orders_pending_expires_at`, counted up to `$3`.
+pub const DUE: &str = "SELECT count(*) AS n FROM ( \
+        SELECT 1 FROM orders WHERE status = 'pending' AND expires_at > $1 AND expires_at <= $2 \
+        LIMIT $3) AS due";
 
-/// Events owed for longer than [`OVERDUE_AFTER`]: the few settled rows of
-/// the same index, read in full. `$1` now less [`OVERDUE_AFTER`].
-pub const OWED_LATE: &str = "SELECT count(*) AS owed_late FROM orders \
-    WHERE event_published_at IS NULL AND status <> 'pending' \
-      AND coalesce(closed_at, paid_at, created_at) < $1";
+/// Pending orders whose check was due before `$1`, through the sweeper's
+/// partial index `orders_unsettled_next_check_at`, counted up to `$2`.
+pub const OVERDUE: &str = "SELECT count(*) AS n FROM ( \
+        SELECT 1 FROM orders \
+        WHERE event_published_at IS NULL AND next_check_at < $1 AND status = 'pending' \
+        LIMIT $2) AS overdue";
+
+/// Settled orders whose event is still owed since before `$1`: those with
+/// no next check in the sweeper's partial index (a settled order has none),
+/// counted up to `$2`.
+pub const OWED_LATE: &str = "SELECT count(*) AS n FROM ( \
+        SELECT 1 FROM orders \
+        WHERE event_published_at IS NULL AND next_check_at IS NULL AND status <> 'pending' \
+          AND coalesce(closed_at, paid_at, created_at) < $1 \
+        LIMIT $2) AS owed";
 
 #[derive(QueryableByName)]
-struct InFlight {
+struct Count {
     #[diesel(sql_type = BigInt)]
-    pending: i64,
-    #[diesel(sql_type = BigInt)]
-    due_next_minute: i64,
-    #[diesel(sql_type = BigInt)]
-    due_next_hour: i64,
-    #[diesel(sql_type = BigInt)]
-    overdue: i64,
-    #[diesel(sql_type = BigInt)]
-    events_owed: i64,
+    n: i64,
 }
 
 #[derive(QueryableByName)]
-struct OwedLate {
+struct Kept {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Text)]
+    close_reason: String,
+    #[diesel(sql_type = Bool)]
+    announced: bool,
     #[diesel(sql_type = BigInt)]
-    owed_late: i64,
+    n: i64,
 }
 
 #[derive(QueryableByName)]
 struct Counted {
     #[diesel(sql_type = Text)]
     key: String,
-    #[diesel(sql_type = Text)]
-    detail: String,
     #[diesel(sql_type = BigInt)]
     n: i64,
 }
 
 impl Database {
-    /// The orders: settled ones from the counts the triggers keep, those in
-    /// flight through the partial index.
+    /// The orders: how many in each status from the counts the triggers
+    /// keep, the rest through partial indexes, each bounded by
+    /// `COUNT_CAP`.
     pub async fn order_figures(&self, now: DateTime<Utc>) -> Result<OrderFigures> {
         let mut conn = self.conn().await?;
-        let in_flight: InFlight = diesel::sql_query(IN_FLIGHT)
-            .bind::<Timestamptz, _>(now)
-            .bind::<Timestamptz, _>(now - OVERDUE_AFTER)
-            .get_result(&mut conn)
-            .await?;
-        let late: OwedLate = diesel::sql_query(OWED_LATE)
-            .bind::<Timestamptz, _>(now - OVERDUE_AFTER)
-            .get_result(&mut conn)
-            .await?;
-        let counts: Vec<Counted> = diesel::sql_query(
-            "SELECT status AS key, close_reason AS detail, sum(orders)::bigint AS n \
-             FROM order_counts GROUP BY status, close_reason",
+        let kept: Vec<Kept> = diesel::sql_query(
+            "SELECT status, close_reason, announced, sum(orders)::bigint AS n \
+             FROM order_counts GROUP BY status, close_reason, announced",
         )
         .load(&mut conn)
         .await?;
-        let mut figures = OrderFigures {
-            pending: count(in_flight.pending),
-            due_next_minute: count(in_flight.due_next_minute),
-            due_next_hour: count(in_flight.due_next_hour),
-            overdue: count(in_flight.overdue),
-            events_owed: count(in_flight.events_owed),
-            events_owed_late: count(late.owed_late),
-            ..OrderFigures::default()
-        };
-        for counted in counts {
-            match counted.key.as_str() {
-                "paid" => figures.paid += count(counted.n),
+        let mut figures = OrderFigures::default();
+        for row in kept {
+            let n = count(row.n);
+            match row.status.as_str() {
+                "pending" => figures.pending += n,
+                "paid" => figures.paid += n,
                 "closed" => {
-                    figures.closed += count(counted.n);
-                    *figures.closed_by_reason.entry(counted.detail).or_default() +=
-                        count(counted.n);
+                    figures.closed += n;
+                    *figures
+                        .closed_by_reason
+                        .entry(row.close_reason)
+                        .or_default() += n;
                 }
                 _ => {}
             }
+            if !row.announced && row.status != "pending" {
+                figures.events_owed += n;
+            }
         }
         figures.closed_by_reason.retain(|_, n| *n > 0);
+        let due = |until: DateTime<Utc>| {
+            diesel::sql_query(DUE)
+                .bind::<Timestamptz, _>(now)
+                .bind::<Timestamptz, _>(until)
+                .bind::<BigInt, _>(COUNT_CAP as i64)
+        };
+        figures.due_next_minute = count(
+            due(now + chrono::TimeDelta::minutes(1))
+                .get_result::<Count>(&mut conn)
+                .await?
+                .n,
+        );
+        figures.due_next_hour = count(
+            due(now + chrono::TimeDelta::hours(1))
+                .get_result::<Count>(&mut conn)
+                .await?
+                .n,
+        );
+        for (query, into) in [
+            (OVERDUE, &mut figures.overdue),
+            (OWED_LATE, &mut figures.events_owed_late),
+        ] {
+            *into = count(
+                diesel::sql_query(query)
+                    .bind::<Timestamptz, _>(now - OVERDUE_AFTER)
+                    .bind::<BigInt, _>(COUNT_CAP as i64)
+                    .get_result::<Count>(&mut conn)
+                    .await?
+                    .n,
+            );
+        }
         Ok(figures)
     }
 
@@ -114,7 +138,7 @@ impl Database {
     pub async fn parked_by_reason(&self) -> Result<BTreeMap<String, u64>> {
         let mut conn = self.conn().await?;
         let counts: Vec<Counted> = diesel::sql_query(
-            "SELECT reason AS key, '' AS detail, count(*) AS n \
+            "SELECT reason AS key, count(*) AS n \
              FROM parked_messages GROUP BY reason",
         )
         .load(&mut conn)

@@ -2,7 +2,7 @@
 
 mod batch;
 mod figures;
-pub use figures::{IN_FLIGHT, OWED_LATE};
+pub use figures::{DUE, OVERDUE, OWED_LATE};
 mod prepared;
 mod rows;
 mod schema;
@@ -47,7 +47,7 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// The sweeper's claim: `$1` the new `next_check_at`, `$2` the cutoff, `$3`
 /// the batch size. The inner select walks the partial index
-/// `orders_unsettled_next_check_at_status`, which holds only orders whose event is
+/// `orders_unsettled_next_check_at`, which holds only orders whose event is
 /// still owed, from the most overdue on.
 pub const CLAIM_OVERDUE: &str = "UPDATE orders SET next_check_at = $1 WHERE order_id IN ( \
         SELECT order_id FROM orders \

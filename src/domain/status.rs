@@ -11,7 +11,12 @@ use serde::{Deserialize, Serialize};
 /// owed for too long: longer than any healthy daemon takes.
 pub const OVERDUE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
-/// The orders, as the database counts them.
+/// Where the counts that could run long (due, overdue, owed for long)
+/// stop: the figure is then "at least this many".
+pub const COUNT_CAP: u64 = 10_000;
+
+/// The orders, as the database counts them. The counts by status are
+/// exact; the others stop at [`COUNT_CAP`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFigures {
     pub pending: u64,
@@ -130,16 +135,19 @@ impl Status {
         } else {
             let _ = writeln!(out, "paywait: NOT HEALTHY: {}", self.problems.join("; "));
         }
-        let _ = writeln!(out, "overdue     {} checks", self.overdue);
+        let _ = writeln!(out, "overdue     {} checks", at_least(self.overdue));
         let _ = writeln!(
             out,
             "owed        {} events ({} for over a minute)",
-            self.events_owed, o.events_owed_late
+            self.events_owed,
+            at_least(o.events_owed_late)
         );
         let _ = writeln!(
             out,
             "pending     {} orders: {} due in the next minute, {} in the next hour",
-            self.pending, o.due_next_minute, o.due_next_hour
+            self.pending,
+            at_least(o.due_next_minute),
+            at_least(o.due_next_hour)
         );
         let _ = writeln!(
             out,
@@ -170,6 +178,15 @@ impl Status {
             );
         }
         out
+    }
+}
+
+/// A count that stopped at [`COUNT_CAP`] reads "10000+".
+pub fn at_least(n: u64) -> String {
+    if n >= COUNT_CAP {
+        format!("{COUNT_CAP}+")
+    } else {
+        n.to_string()
     }
 }
 
@@ -296,6 +313,12 @@ mod tests {
             "{}",
             status.render()
         );
+    }
+
+    #[test]
+    fn a_count_that_stopped_at_the_cap_reads_at_least() {
+        assert_eq!(at_least(COUNT_CAP - 1), "9999");
+        assert_eq!(at_least(COUNT_CAP), "10000+");
     }
 
     #[test]

@@ -230,24 +230,38 @@ async fn the_sweeper_and_the_status_read_an_index_of_unsettled_orders_not_the_ta
     // The status figures: in-flight orders through the same index, settled
     // ones from the counts the triggers keep.
     let minute_ago = now - chrono::TimeDelta::minutes(1);
-    for (query, binds) in [
-        (paywait::db::IN_FLIGHT, vec![now, minute_ago]),
-        (paywait::db::OWED_LATE, vec![minute_ago]),
+    for (query, index, times) in [
+        (
+            paywait::db::DUE,
+            "orders_pending_expires_at",
+            vec![now, now + chrono::TimeDelta::hours(1)],
+        ),
+        (
+            paywait::db::OVERDUE,
+            "orders_unsettled_next_check_at",
+            vec![minute_ago],
+        ),
+        (
+            paywait::db::OWED_LATE,
+            "orders_unsettled_next_check_at",
+            vec![minute_ago],
+        ),
     ] {
         let mut explain = diesel::sql_query(format!("EXPLAIN {query}")).into_boxed();
-        for bind in binds {
-            explain = explain.bind::<Timestamptz, _>(bind);
+        for time in times {
+            explain = explain.bind::<Timestamptz, _>(time);
         }
-        let plan: Vec<PlanLine> = explain.load(&mut conn).await.unwrap();
+        let plan: Vec<PlanLine> = explain
+            .bind::<BigInt, _>(10_000)
+            .load(&mut conn)
+            .await
+            .unwrap();
         let text = plan
             .into_iter()
             .map(|p| p.line)
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(
-            text.contains("orders_unsettled_next_check_at_status"),
-            "{text}"
-        );
+        assert!(text.contains(index), "{text}");
         assert!(!text.contains("Seq Scan"), "{text}");
     }
     let figures = paywait::db::Database::new(&sandbox.settings_for("1m").database)
