@@ -65,8 +65,12 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
         /// Only list the parked messages, leaving them in place
-        #[arg(long)]
+        #[arg(long, conflicts_with = "discard")]
         dry_run: bool,
+        /// Take the parked messages off the dead queue for good, for
+        /// messages that are simply wrong (a sender's bug)
+        #[arg(long)]
+        discard: bool,
     },
     /// Show an order's row
     Show {

@@ -5,7 +5,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    amqp::{self, Broker, Replayed},
+    amqp::{self, Broker, ReplayMode, Replayed},
     cli::{Cli, Command},
     configuration::{Settings, Sources},
     db::{self, Database},
@@ -52,7 +52,18 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Cancel { order_id, reason } => cancel(&settings, &order_id, reason).await,
         Command::Show { order_id, json } => show(&settings, &order_id, json).await,
-        Command::Replay { limit, dry_run } => replay(&settings, limit, dry_run).await,
+        Command::Replay {
+            limit,
+            dry_run,
+            discard,
+        } => {
+            let mode = match (dry_run, discard) {
+                (true, _) => ReplayMode::List,
+                (false, true) => ReplayMode::Discard,
+                (false, false) => ReplayMode::Move,
+            };
+            replay(&settings, limit, mode).await
+        }
         Command::Watch { json } => watch(&settings, json).await,
         Command::Status { json } => status(&settings, json).await,
     }
@@ -165,7 +176,7 @@ async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>)
     publish_inbound(settings, Inbox::Cancellations, order_id, body).await
 }
 
-async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
+async fn replay(settings: &Settings, limit: u32, mode: ReplayMode) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let topology = Topology::from_settings(settings);
     let mut moved = Vec::new();
@@ -174,7 +185,7 @@ async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
         &topology,
         settings.amqp.confirm_timeout,
         limit,
-        dry_run,
+        mode,
         |parked, outcome| {
             println!(
                 "{}\t{}\t{}",
@@ -185,7 +196,9 @@ async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
             if outcome == Replayed::Skipped {
                 eprintln!("paywait: skipped a parked message that names no source queue");
             }
-            if let (Replayed::Moved, Some(parked_id)) = (outcome, &parked.parked_id) {
+            if let (Replayed::Moved | Replayed::Discarded, Some(parked_id)) =
+                (outcome, &parked.parked_id)
+            {
                 moved.push(parked_id.clone());
             }
         },
@@ -198,8 +211,10 @@ async fn replay(settings: &Settings, limit: u32, dry_run: bool) -> Result<()> {
             .await?;
     }
     let replayed = replayed?;
-    if !dry_run {
-        println!("replayed {replayed} message(s)");
+    match mode {
+        ReplayMode::List => {}
+        ReplayMode::Move => println!("replayed {replayed} message(s)"),
+        ReplayMode::Discard => println!("discarded {replayed} message(s)"),
     }
     Ok(())
 }

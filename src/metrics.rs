@@ -1,4 +1,5 @@
-//! The Prometheus metrics paywait exports on `/metrics`.
+//! The Prometheus metrics paywait exports on `/metrics`, and the last
+//! events it published, which the status page shows.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -6,7 +7,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::domain::{CheckOutcome, EventKind, OrderFigures, Rejection, gateway::GatewayAnswer};
+use std::{collections::VecDeque, sync::Mutex};
+
+use crate::domain::{
+    CheckOutcome, EventKind, OrderEvent, OrderFigures, Rejection, gateway::GatewayAnswer,
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -58,6 +63,19 @@ pub struct Metrics {
     orders_pending: Gauge,
     checks_overdue: Gauge,
     events_owed: Gauge,
+    recent_events: Mutex<VecDeque<RecentEvent>>,
+}
+
+/// How many of the last published events the status page shows.
+const RECENT_EVENTS: usize = 20;
+
+/// An event this daemon published, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecentEvent {
+    pub event: &'static str,
+    pub order_id: String,
+    pub message_id: String,
+    pub published_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Default for Metrics {
@@ -263,6 +281,7 @@ impl Metrics {
             orders_pending,
             checks_overdue,
             events_owed,
+            recent_events: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
         }
     }
 
@@ -360,12 +379,62 @@ impl Metrics {
             .inc();
     }
 
-    pub fn event_published(&self, event: EventKind) {
+    /// The broker confirmed `event`.
+    pub fn event_published(&self, event: &OrderEvent) {
         self.events_published
             .get_or_create(&EventLabels {
-                event: event.name(),
+                event: event.event.name(),
             })
             .inc();
+        let mut recent = self.recent_events.lock().expect("recent events lock");
+        recent.push_front(RecentEvent {
+            event: event.event.name(),
+            order_id: event.order_id.to_string(),
+            message_id: event.message_id(),
+            published_at: chrono::Utc::now(),
+        });
+        recent.truncate(RECENT_EVENTS);
+    }
+
+    /// The last events this daemon published, newest first.
+    pub fn recent_events(&self) -> Vec<RecentEvent> {
+        self.recent_events
+            .lock()
+            .expect("recent events lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// `paywait_close_lateness_seconds` as it stands: each bucket's upper
+    /// bound (the last is infinite) and the closes that fell in it (not
+    /// cumulative).
+    pub fn close_lateness_buckets(&self) -> Vec<(f64, u64)> {
+        let mut cumulative = Vec::new();
+        for line in self.encode().lines() {
+            let Some(rest) = line.strip_prefix("paywait_close_lateness_seconds_bucket{le=\"")
+            else {
+                continue;
+            };
+            let Some((bound, count)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().unwrap_or(f64::NAN)
+            };
+            cumulative.push((bound, count.trim().parse::<u64>().unwrap_or(0)));
+        }
+        let mut below = 0;
+        cumulative
+            .into_iter()
+            .map(|(bound, total)| {
+                let in_bucket = total.saturating_sub(below);
+                below = total;
+                (bound, in_bucket)
+            })
+            .collect()
     }
 
     pub fn message_parked(&self, reason: &'static str) {
@@ -385,5 +454,30 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_close_lateness_buckets_count_each_close_once() {
+        let metrics = Metrics::new();
+        for millis in [2, 3, 40, 40, 7_000] {
+            metrics.order_closed(chrono::TimeDelta::milliseconds(millis));
+        }
+        let buckets = metrics.close_lateness_buckets();
+        assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 5);
+        assert_eq!(buckets.last().unwrap().0, f64::INFINITY);
+        let holding = |millis: f64| {
+            buckets
+                .iter()
+                .find(|(bound, _)| millis / 1e3 <= *bound)
+                .map(|(_, n)| *n)
+                .unwrap()
+        };
+        assert_eq!(holding(40.0), 2);
+        assert!(holding(3.0) >= 1);
     }
 }

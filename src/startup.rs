@@ -97,6 +97,11 @@ impl Application {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             db: db.clone(),
+            broker: broker.clone(),
+            topology: Topology::from_settings(&settings),
+            address: listener
+                .local_addr()
+                .map_or_else(|_| settings.http.listen.to_string(), |a| a.to_string()),
         });
         let server = tokio::spawn(
             axum::serve(listener, app)

@@ -39,18 +39,31 @@ pub enum Replayed {
     Moved,
     /// It names no source queue, so it stays in the dead queue.
     Skipped,
+    /// Taken off the dead queue for good.
+    Discarded,
 }
 
-/// Reads up to `limit` parked messages, reporting each; unless `dry_run`,
-/// moves each back to the queue it came from (its properties as they were
-/// before it was parked) and only then takes it off the dead queue.
-/// Returns how many were moved.
+/// What [`replay_parked`] does with each parked message it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// List it, leaving it in the dead queue.
+    List,
+    /// Move it back to the queue it came from.
+    Move,
+    /// Take it off the dead queue, for a message that is simply wrong.
+    Discard,
+}
+
+/// Reads up to `limit` parked messages, reporting each, and does with each
+/// what `mode` says: a message moved goes back to the queue it came from
+/// (its properties as they were before it was parked) before it is taken
+/// off the dead queue. Returns how many were moved or discarded.
 pub async fn replay_parked(
     broker: &Broker,
     topology: &Topology,
     confirm_timeout: Duration,
     limit: u32,
-    dry_run: bool,
+    mode: ReplayMode,
     mut report: impl FnMut(&ParkedMessage, Replayed),
 ) -> Result<u32> {
     let publisher = broker.publisher(confirm_timeout).await?;
@@ -67,10 +80,18 @@ pub async fn replay_parked(
             break;
         };
         let parked = describe(&delivery);
-        let outcome = match (&parked.source_queue, dry_run) {
-            (_, true) => Replayed::Listed,
-            (None, false) => Replayed::Skipped,
-            (Some(queue), false) => {
+        let outcome = match (&parked.source_queue, mode) {
+            (_, ReplayMode::List) => Replayed::Listed,
+            (_, ReplayMode::Discard) => {
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(failed("acknowledging a discarded message"))?;
+                moved += 1;
+                Replayed::Discarded
+            }
+            (None, ReplayMode::Move) => Replayed::Skipped,
+            (Some(queue), ReplayMode::Move) => {
                 publisher
                     .publish(Outgoing {
                         what: &format!("a parked message back to {queue}"),

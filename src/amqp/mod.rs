@@ -15,7 +15,7 @@ mod watch;
 pub use backlog::queue_figures;
 use connector::Connection;
 pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header};
-pub use dead::{ParkedMessage, Replayed, replay_parked};
+pub use dead::{ParkedMessage, ReplayMode, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
 pub use publisher::{
     ERROR_HEADER, Outgoing, PARKED_ID_HEADER, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER,

@@ -14,7 +14,7 @@ use diesel_async::RunQueryDsl;
 use super::Database;
 use crate::{
     domain::{
-        OrderFigures, Parked,
+        OrderFigures, Parked, ParkedSample,
         status::{COUNT_CAP, OVERDUE_AFTER},
     },
     error::Result,
@@ -41,6 +41,20 @@ pub const OWED_LATE: &str = "SELECT count(*) AS n FROM ( \
         WHERE event_published_at IS NULL AND next_check_at IS NULL AND status <> 'pending' \
           AND coalesce(closed_at, paid_at, created_at) < $1 \
         LIMIT $2) AS owed";
+
+#[derive(QueryableByName)]
+struct ParkedRow {
+    #[diesel(sql_type = Timestamptz)]
+    parked_at: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    reason: String,
+    #[diesel(sql_type = Text)]
+    source_queue: String,
+    #[diesel(sql_type = Text)]
+    error: String,
+    #[diesel(sql_type = Text)]
+    preview: String,
+}
 
 #[derive(QueryableByName)]
 struct Count {
@@ -146,6 +160,33 @@ impl Database {
         Ok(counts
             .into_iter()
             .map(|counted| (counted.key, count(counted.n)))
+            .collect())
+    }
+
+    /// The newest `per_reason` parked messages of each reason, newest first
+    /// within a reason.
+    pub async fn recent_parked(&self, per_reason: i64) -> Result<Vec<ParkedSample>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<ParkedRow> = diesel::sql_query(
+            "SELECT p.parked_at, p.reason, p.source_queue, p.error, p.preview \
+             FROM (SELECT DISTINCT reason FROM parked_messages) AS r \
+             CROSS JOIN LATERAL ( \
+                 SELECT * FROM parked_messages WHERE reason = r.reason \
+                 ORDER BY parked_at DESC LIMIT $1) AS p \
+             ORDER BY p.reason, p.parked_at DESC",
+        )
+        .bind::<BigInt, _>(per_reason)
+        .load(&mut conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ParkedSample {
+                parked_at: row.parked_at,
+                reason: row.reason,
+                source_queue: row.source_queue,
+                error: row.error,
+                preview: row.preview,
+            })
             .collect())
     }
 

@@ -14,6 +14,7 @@ mod order_id;
 pub mod payment;
 mod schedule;
 pub mod status;
+mod story;
 pub mod sweep;
 pub mod timer;
 
@@ -31,6 +32,7 @@ pub use order::{CloseReason, Order, OrderStatus};
 pub use order_id::{InvalidOrderId, OrderId};
 pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
-pub use status::{DaemonFigures, OrderFigures, QueueFigures, Status};
+pub use status::{DaemonFigures, OrderFigures, ParkedSample, QueueFigures, Status};
+pub use story::{EventRecord, OrderStory};
 pub use sweep::Sweep;
 pub use timer::{Route, Timers};

@@ -49,6 +49,16 @@ pub struct QueueFigures {
     pub consumed: bool,
 }
 
+/// A message parked in the dead queue, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedSample {
+    pub parked_at: DateTime<Utc>,
+    pub reason: String,
+    pub source_queue: String,
+    pub error: String,
+    pub preview: String,
+}
+
 /// The daemon at `http.listen`, as its `/readyz` answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonFigures {

@@ -73,14 +73,14 @@ mod tests {
 
     #[test]
     fn a_pending_order_has_no_event_yet() {
-        let story = OrderStory::tell(test_order(), vec![]);
+        let story = OrderStory::tell(test_order(OrderStatus::Pending), vec![]);
         assert!(story.events.is_empty());
         assert!(!story.gateway_asked);
     }
 
     #[test]
     fn a_paid_order_tells_its_event_and_each_refund_owed() {
-        let mut order = test_order();
+        let mut order = test_order(OrderStatus::Paid);
         order.status = OrderStatus::Paid;
         order.paid_at = Some(Utc::now());
         order.payment_id = Some("PAY-1".into());

@@ -81,7 +81,7 @@ impl Worker {
         self.db
             .mark_announced(&order.order_id, order.status, order.attempts)
             .await?;
-        self.metrics.event_published(event.event);
+        self.metrics.event_published(&event);
         tracing::info!(
             order_id = %order.order_id,
             event = event.event.name(),

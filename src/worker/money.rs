@@ -94,7 +94,7 @@ impl Worker {
         );
         self.publisher.announce(&self.topology, &event).await?;
         self.db.mark_payment_announced(&payment.payment_id).await?;
-        self.metrics.event_published(event.event);
+        self.metrics.event_published(&event);
         Ok(())
     }
 

@@ -15,5 +15,6 @@ mod operations;
 mod packaging;
 mod race;
 mod resilience;
+mod status_page;
 mod tls;
 mod toolbox;

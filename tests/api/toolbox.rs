@@ -173,7 +173,7 @@ async fn status_reports_what_the_database_and_broker_hold_and_exits_by_health() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_message_leaves_the_parked_figures() {
+async fn replayed_and_discarded_messages_leave_the_parked_figures() {
     let app = TestApp::spawn("1m").await;
     let live = environment(&app, &app.http.to_string());
     app.publish("order.placed", b"{\"order_id\": \"bad id!\"}")
@@ -194,6 +194,19 @@ async fn a_replayed_message_leaves_the_parked_figures() {
     )
     .await;
     assert_eq!(records, [("invalid_order_id".to_owned(), 1)]);
+
+    // A message that is simply wrong is discarded, record and all.
+    let discarded = paywait(&live, &["replay", "--discard"]);
+    assert!(
+        String::from_utf8_lossy(&discarded.stdout).contains("discarded 1 message(s)"),
+        "{discarded:?}"
+    );
+    let (code, document, _) = status_json(&live);
+    assert_eq!(document["parked"], json!({}));
+    assert_eq!(code, Some(0));
+    assert_eq!(app.queue_depth("paywait.dead").await, 0);
+    let both = paywait(&live, &["replay", "--discard", "--dry-run"]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
 }
 
 /// `paywait watch` as a child, its lines sent on as they come.
