@@ -286,7 +286,16 @@ async fn watch(settings: &Settings, as_json: bool) -> Result<()> {
         &broker,
         &topology,
         stop,
-        || eprintln!("watching {} (Ctrl-C to stop)", topology.events_exchange()),
+        |unrouted| {
+            eprintln!("watching {} (Ctrl-C to stop)", topology.events_exchange());
+            if unrouted > 0 {
+                eprintln!(
+                    "note: {unrouted} events wait in {}, so some events have no downstream \
+                     queue; while this watch runs, such events reach only the watch",
+                    topology.unrouted_queue()
+                );
+            }
+        },
         |routing_key, body| {
             if as_json {
                 println!("{}", String::from_utf8_lossy(body).trim_end());

@@ -11,7 +11,11 @@ use diesel::{QueryableByName, sql_types::BigInt};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
-use crate::{Options, harness::Harness, stats::MillionRun};
+use crate::{
+    Options,
+    harness::Harness,
+    stats::{MillionRun, Samples},
+};
 
 pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<MillionRun> {
     let orders = options.million;
@@ -52,6 +56,10 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<MillionRun>
     )
     .await? as f64;
     let peak_rss_mib = harness.peak_rss_mib()?;
+    let mut pages = Vec::new();
+    for path in ["/", "/api/status", "/orders/M-1"] {
+        pages.push((path, page_times(&harness, path).await?));
+    }
     drop(conn);
     harness.stop().await?;
     Ok(MillionRun {
@@ -64,7 +72,21 @@ pub async fn run(options: &Options, binary: &Path) -> anyhow::Result<MillionRun>
         broker_disk_bytes_per_timer: (disk_after - disk_before) / orders as f64,
         database_bytes_per_order: database_bytes / orders as f64,
         database_bytes,
+        pages,
     })
+}
+
+/// How long the daemon takes to answer `path`, asked 20 times in a row
+/// (the first answer warms nothing up: every request reads afresh).
+async fn page_times(harness: &Harness, path: &str) -> anyhow::Result<Samples> {
+    let mut seconds = Vec::new();
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let (status, _) = harness.daemon.get(path).await;
+        anyhow::ensure!(status == 200, "{path} answered {status}");
+        seconds.push(asked.elapsed().as_secs_f64());
+    }
+    Ok(Samples::new(seconds))
 }
 
 /// Timers waiting in the run's TTL queues.

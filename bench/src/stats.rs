@@ -116,7 +116,7 @@ pub struct StormRun {
 }
 
 /// A million pending orders.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MillionRun {
     pub orders: usize,
     pub published_in: Duration,
@@ -127,6 +127,9 @@ pub struct MillionRun {
     pub broker_disk_bytes_per_timer: f64,
     pub database_bytes_per_order: f64,
     pub database_bytes: f64,
+    /// How long the status page, its JSON and an order's page took to
+    /// answer with every order pending, in seconds.
+    pub pages: Vec<(&'static str, Samples)>,
 }
 
 /// One scanner run.
@@ -310,6 +313,14 @@ pub fn report_million(million: &MillionRun) {
         million.database_bytes / MIB,
         million.database_bytes_per_order
     );
+    for (path, seconds) in &million.pages {
+        println!(
+            "| `GET {path}` answered in (median / slowest of {}) | {:.1} / {:.1} ms |",
+            seconds.len(),
+            seconds.percentile(50.0) * 1e3,
+            seconds.max() * 1e3
+        );
+    }
     println!();
 }
 

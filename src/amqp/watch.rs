@@ -8,23 +8,32 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, failed};
+use super::{Broker, failed, passive_declare};
 use crate::{
     error::{Error, Result},
     topology::Topology,
 };
 
 /// Hands every event published from now on to `on_event` (routing key,
-/// body) until `stop`, once `on_watching` was told the watch began; fails
-/// when the broker goes away.
+/// body) until `stop`, once `on_watching` was told the watch began and how
+/// many events wait in the unrouted queue; fails when the broker goes away.
+///
+/// While the watch's queue is bound, every event is routed to it: an event
+/// that no downstream queue is bound for reaches the watch only, and is not
+/// kept in the unrouted queue. Events already waiting there tell that
+/// some downstream queue is missing.
 pub async fn watch_events(
     broker: &Broker,
     topology: &Topology,
     stop: CancellationToken,
-    on_watching: impl FnOnce(),
+    on_watching: impl FnOnce(u32),
     mut on_event: impl FnMut(&str, &[u8]),
 ) -> Result<()> {
     let channel = broker.channel().await?;
+    let unrouted = passive_declare(&channel, topology.unrouted_queue())
+        .await
+        .map_err(failed(format!("counting {}", topology.unrouted_queue())))?
+        .message_count();
     let queue = channel
         .queue_declare(
             "".into(),
@@ -63,7 +72,7 @@ pub async fn watch_events(
         )
         .await
         .map_err(failed("watching the events"))?;
-    on_watching();
+    on_watching(unrouted);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
