@@ -201,7 +201,7 @@ impl Default for CheckSettings {
             schedule: Schedule::parse(&["1m", "4m", "10m", "15m"]).expect("the default is valid"),
             max_deadline: Duration::from_secs(30 * 24 * 3600),
             max_clock_skew: Duration::from_secs(60),
-            early_margin: Duration::from_millis(100),
+            early_margin: Duration::from_millis(400),
         }
     }
 }

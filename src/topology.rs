@@ -326,21 +326,21 @@ mod tests {
         let t = topology(QueueType::Quorum);
         let names: Vec<_> = t.wait_queues().iter().map(|q| q.name.as_str()).collect();
         // The ladder from 64 ms, and each wait of the default schedule less
-        // the early margin of 100 ms.
+        // the early margin of 400 ms.
         assert_eq!(names[0], "paywait.timer.64ms");
         for name in [
-            "paywait.timer.59900ms",
-            "paywait.timer.239900ms",
-            "paywait.timer.599900ms",
-            "paywait.timer.899900ms",
+            "paywait.timer.59600ms",
+            "paywait.timer.239600ms",
+            "paywait.timer.599600ms",
+            "paywait.timer.899600ms",
             "paywait.timer.1073741824ms",
         ] {
             assert!(names.contains(&name), "{name} in {names:?}");
         }
         assert_eq!(names.len(), 13 + 4);
         assert_eq!(
-            t.wait_queue(Duration::from_millis(59_900)).name,
-            "paywait.timer.59900ms"
+            t.wait_queue(Duration::from_millis(59_600)).name,
+            "paywait.timer.59600ms"
         );
     }
 
@@ -400,7 +400,7 @@ mod tests {
                 .map(|queue| queue.name.clone())
                 .collect()
         };
-        assert!(!names(&settings).contains(&"paywait.timer.29900ms".to_owned()));
+        assert!(!names(&settings).contains(&"paywait.timer.29600ms".to_owned()));
         settings.gateway.url = Some(
             serde_json::from_value::<crate::configuration::GatewaySettings>(
                 serde_json::json!({"url": "http://gateway.test/ask"}),
@@ -409,7 +409,7 @@ mod tests {
             .url
             .unwrap(),
         );
-        assert!(names(&settings).contains(&"paywait.timer.29900ms".to_owned()));
+        assert!(names(&settings).contains(&"paywait.timer.29600ms".to_owned()));
         // A retry equal to a wait of the schedule shares its queue.
         let without = names(&Settings::default()).len();
         settings.gateway.retry = Duration::from_secs(60);
@@ -422,11 +422,11 @@ mod tests {
         let ttl_queue = t
             .queues()
             .into_iter()
-            .find(|q| q.name == "paywait.timer.59900ms")
+            .find(|q| q.name == "paywait.timer.59600ms")
             .unwrap();
         let args = &ttl_queue.arguments;
         assert!(args.contains(&("x-queue-type", Argument::Text("quorum".into()))));
-        assert!(args.contains(&("x-message-ttl", Argument::Number(59_900))));
+        assert!(args.contains(&("x-message-ttl", Argument::Number(59_600))));
         assert!(args.contains(&(
             "x-dead-letter-exchange",
             Argument::Text("paywait.expired".into())

@@ -53,6 +53,13 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
                 Some(as_of) => (order, as_of),
                 None => {
                     tokio::time::sleep_until(wake).await;
+                    // The gateway must never be asked about an order paid
+                    // meanwhile: read it again. Without one, the close is
+                    // a conditional write that a payment wins anyway.
+                    let order = match &worker.gateway {
+                        Some(_) => worker.db.find(&order_id).await?,
+                        None => order,
+                    };
                     (order, Utc::now())
                 }
             }
@@ -199,13 +206,16 @@ async fn ask_gateway(
         }
         AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
         AfterAnswer::AskAgain => {
-            // The wait runs from the answer, however long it took.
+            // The wait runs from the answer, however long it took. The ask
+            // is recorded before the timer is armed: a short retry comes
+            // back at once to wait in process, and must find it counted.
+            // Should arming fail, the sweeper finds the check overdue.
             let due_at = Utc::now() + time_delta(gateway.policy().retry);
-            worker.arm(order_id, attempt.next(), due_at).await?;
             worker
                 .db
                 .record_check(order_id, attempt.get(), due_at, true)
                 .await?;
+            worker.arm(order_id, attempt.next(), due_at).await?;
             Ok(AfterAsk::AskedAgain)
         }
     }

@@ -434,8 +434,8 @@ async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
             "paywait.unrouted",
             "paywait.checks",
             "paywait.timer.64ms",
-            "paywait.timer.59900ms",
-            "paywait.timer.239900ms",
+            "paywait.timer.59600ms",
+            "paywait.timer.239600ms",
         ] {
             assert!(listing.contains(name), "{name} missing from {listing}");
         }

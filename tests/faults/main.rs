@@ -42,7 +42,7 @@ const SWEEPER_GRACE: Duration = Duration::from_secs(30);
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 const DOWNSTREAM: &str = "downstream.audit";
 /// Where the schedule's timers wait: 1 s less the early margin.
-const WAIT_QUEUE: &str = "paywait.timer.900ms";
+const WAIT_QUEUE: &str = "paywait.timer.600ms";
 
 /// Starts `paywait run` with its JSON log in a file of its own, noted in `logs`.
 fn start_daemon(environment: &[(String, String)], name: &str, logs: &mut Vec<PathBuf>) -> Daemon {
