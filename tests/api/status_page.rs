@@ -82,9 +82,13 @@ struct Counted {
     n: i64,
 }
 
+/// The text of the element `id`, waiting for it to appear: a submitted
+/// form's page loads after `submit` returns.
 async fn text_of(browser: &Client, id: &str) -> String {
     browser
-        .find(Locator::Id(id))
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Id(id))
         .await
         .unwrap_or_else(|error| panic!("#{id}: {error}"))
         .text()
@@ -169,6 +173,7 @@ async fn the_status_page_shows_what_the_database_holds_in_a_real_browser() {
         .submit()
         .await
         .unwrap();
+    assert_eq!(text_of(&browser, "order-status").await, "paid");
     assert!(
         browser
             .current_url()
@@ -177,7 +182,6 @@ async fn the_status_page_shows_what_the_database_holds_in_a_real_browser() {
             .as_str()
             .ends_with("/orders/B-paid")
     );
-    assert_eq!(text_of(&browser, "order-status").await, "paid");
     let events = text_of(&browser, "order-events").await;
     assert!(events.contains("B-paid/order.paid"), "{events}");
     browser
