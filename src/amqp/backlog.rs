@@ -55,6 +55,10 @@ pub async fn queue_figures(broker: &Broker, topology: &Topology) -> Result<Vec<Q
         };
         figures.push(QueueFigures {
             consumed: topology.inbox_of(&queue.name).is_some(),
+            timers: topology
+                .wait_queues()
+                .iter()
+                .any(|wait| wait.name == queue.name),
             name: queue.name,
             messages: u64::from(messages),
             consumers: u64::from(consumers),

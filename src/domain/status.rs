@@ -47,6 +47,8 @@ pub struct QueueFigures {
     pub consumers: u64,
     /// Whether the daemon consumes it (TTL queues have no consumer).
     pub consumed: bool,
+    /// A TTL queue: its messages are timers waiting.
+    pub timers: bool,
 }
 
 /// A message parked in the dead queue, as the status page lists it.
@@ -136,6 +138,15 @@ impl Status {
         self.parked.values().sum()
     }
 
+    /// Timers waiting in the TTL queues, and how many TTL queues there are.
+    pub fn timers_waiting(&self) -> (u64, usize) {
+        let ttl_queues = self.queues.iter().filter(|q| q.timers);
+        (
+            ttl_queues.clone().map(|q| q.messages).sum(),
+            ttl_queues.count(),
+        )
+    }
+
     /// The report for a terminal: the verdict first, then the figures.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -178,9 +189,15 @@ impl Status {
             Some(false) => "NOT READY",
         };
         let _ = writeln!(out, "daemon      {} {readiness}", self.daemon.address);
-        let width = self.queues.iter().map(|q| q.name.len()).max().unwrap_or(0);
+        let (timers, ttl_queues) = self.timers_waiting();
+        let _ = writeln!(
+            out,
+            "timers      {timers} waiting in {ttl_queues} TTL queues"
+        );
+        let others: Vec<&QueueFigures> = self.queues.iter().filter(|q| !q.timers).collect();
+        let width = others.iter().map(|q| q.name.len()).max().unwrap_or(0);
         let _ = writeln!(out, "queues      {:width$}  messages  consumers", "");
-        for queue in &self.queues {
+        for queue in others {
             let _ = writeln!(
                 out,
                 "            {:width$}  {:>8}  {:>9}",
@@ -228,6 +245,7 @@ mod tests {
             messages: 0,
             consumers,
             consumed,
+            timers: name.contains(".timer."),
         }
     }
 
@@ -257,7 +275,14 @@ mod tests {
             ready_daemon(),
         );
         assert!(status.healthy, "{:?}", status.problems);
-        assert!(status.render().starts_with("paywait: healthy\n"));
+        let shown = status.render();
+        assert!(shown.starts_with("paywait: healthy\n"));
+        // TTL queues are summed up in one line, the others listed.
+        assert!(
+            shown.contains("timers      0 waiting in 1 TTL queues"),
+            "{shown}"
+        );
+        assert!(shown.contains("paywait.checks") && !shown.contains("paywait.timer.64ms"));
     }
 
     #[test]

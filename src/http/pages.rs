@@ -160,14 +160,33 @@ pub fn status_page(
                 p class="muted" { code { "paywait replay" } " moves them back to the queue they came from once what failed is fixed." }
             }
             h2 { "Queues" }
+            @let (timers, ttl_queues) = status.timers_waiting();
             table id="queues" {
                 thead { tr { th { "queue" } th class="num" { "messages" } th class="num" { "consumers" } } }
                 tbody {
-                    @for queue in &status.queues {
+                    @for queue in status.queues.iter().filter(|q| !q.timers) {
                         tr {
                             td { code { (queue.name) } }
                             td class="num" { (queue.messages) }
                             td class="num" { (queue.consumers) }
+                        }
+                    }
+                    tr {
+                        td { "timers waiting, in " (ttl_queues) " TTL queues" }
+                        td class="num" id="timers" { (timers) }
+                        td class="num" { "–" }
+                    }
+                }
+            }
+            details {
+                summary class="muted" { "each TTL queue" }
+                table id="ttl-queues" {
+                    tbody {
+                        @for queue in status.queues.iter().filter(|q| q.timers) {
+                            tr {
+                                td { code { (queue.name) } }
+                                td class="num" { (queue.messages) }
+                            }
                         }
                     }
                 }
