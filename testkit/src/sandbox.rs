@@ -48,6 +48,33 @@ impl Sandbox {
         format!("{}/{}", self.postgres, self.database)
     }
 
+    /// Counts read straight from the tables, to hold what paywait reports
+    /// to: `query` selects a text column `key` and a bigint column `n`.
+    pub async fn count_by(&self, query: &str) -> Vec<(String, i64)> {
+        use diesel::{
+            QueryableByName,
+            sql_types::{BigInt, Text},
+        };
+        use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+        #[derive(QueryableByName)]
+        struct Counted {
+            #[diesel(sql_type = Text)]
+            key: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+
+        let mut conn = AsyncPgConnection::establish(&self.database_url())
+            .await
+            .expect("connecting to the sandbox's database");
+        let rows: Vec<Counted> = diesel::sql_query(query)
+            .load(&mut conn)
+            .await
+            .unwrap_or_else(|error| panic!("{query}: {error}"));
+        rows.into_iter().map(|row| (row.key, row.n)).collect()
+    }
+
     /// The environment a daemon of this sandbox runs with: its broker and
     /// database, `schedule` (e.g. "200ms,200ms"), any free HTTP port.
     pub fn environment(&self, schedule: &str) -> Vec<(String, String)> {

@@ -7,11 +7,6 @@ use std::{
 };
 
 use chrono::{SecondsFormat, Utc};
-use diesel::{
-    QueryableByName,
-    sql_types::{BigInt, Text},
-};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fantoccini::{Client, ClientBuilder, Locator};
 use paywait::domain::{Inbox, OrderStatus};
 use paywait_testkit::{TestApp, free_port};
@@ -74,12 +69,18 @@ impl Drop for ChromeDriver {
     }
 }
 
-#[derive(QueryableByName)]
-struct Counted {
-    #[diesel(sql_type = Text)]
-    key: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
+/// Types `order_id` into the page's search box and submits it.
+async fn search(browser: &Client, order_id: &str) {
+    browser
+        .form(Locator::Css("form[role=search]"))
+        .await
+        .unwrap()
+        .set_by_name("order_id", order_id)
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
 }
 
 /// The text of the element `id`, waiting for it to appear: a submitted
@@ -124,19 +125,15 @@ async fn the_status_page_shows_what_the_database_holds_in_a_real_browser() {
     let home = format!("http://{}/", app.http);
     browser.goto(&home).await.unwrap();
 
-    let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
-        .await
-        .unwrap();
-    let counted: Vec<Counted> =
-        diesel::sql_query("SELECT status AS key, count(*) AS n FROM orders GROUP BY status")
-            .load(&mut conn)
-            .await
-            .unwrap();
+    let counted = app
+        .sandbox
+        .count_by("SELECT status AS key, count(*) AS n FROM orders GROUP BY status")
+        .await;
     for status in ["pending", "paid", "closed"] {
         let in_database = counted
             .iter()
-            .find(|row| row.key == status)
-            .map_or(0, |row| row.n);
+            .find(|(key, _)| key == status)
+            .map_or(0, |(_, n)| *n);
         assert_eq!(
             text_of(&browser, status).await,
             in_database.to_string(),
@@ -163,16 +160,7 @@ async fn the_status_page_shows_what_the_database_holds_in_a_real_browser() {
     }
 
     // The search box finds an order, and says so when there is none.
-    browser
-        .form(Locator::Css("form[role=search]"))
-        .await
-        .unwrap()
-        .set_by_name("order_id", "B-paid")
-        .await
-        .unwrap()
-        .submit()
-        .await
-        .unwrap();
+    search(&browser, "B-paid").await;
     assert_eq!(text_of(&browser, "order-status").await, "paid");
     assert!(
         browser
@@ -184,16 +172,7 @@ async fn the_status_page_shows_what_the_database_holds_in_a_real_browser() {
     );
     let events = text_of(&browser, "order-events").await;
     assert!(events.contains("B-paid/order.paid"), "{events}");
-    browser
-        .form(Locator::Css("form[role=search]"))
-        .await
-        .unwrap()
-        .set_by_name("order_id", "B-unknown")
-        .await
-        .unwrap()
-        .submit()
-        .await
-        .unwrap();
+    search(&browser, "B-unknown").await;
     assert!(text_of(&browser, "not-found").await.contains("B-unknown"));
     browser.close().await.unwrap();
 

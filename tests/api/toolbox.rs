@@ -9,13 +9,8 @@ use std::{
 };
 
 use chrono::{SecondsFormat, Utc};
-use diesel::{
-    QueryableByName,
-    sql_types::{BigInt, Text},
-};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use paywait::domain::{Inbox, OrderStatus};
-use paywait_testkit::{Sandbox, TestApp};
+use paywait_testkit::TestApp;
 use serde_json::{Value, json};
 
 /// The sandbox's environment, the daemon's HTTP listener at `http`.
@@ -49,23 +44,6 @@ fn status_json(environment: &[(String, String)]) -> (Option<i32>, Value, String)
         document,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-#[derive(QueryableByName)]
-struct Counted {
-    #[diesel(sql_type = Text)]
-    key: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-/// Counts straight from the tables, to hold the status figures to.
-async fn counted(sandbox: &Sandbox, query: &str) -> Vec<(String, i64)> {
-    let mut conn = AsyncPgConnection::establish(&sandbox.database_url())
-        .await
-        .unwrap();
-    let rows: Vec<Counted> = diesel::sql_query(query).load(&mut conn).await.unwrap();
-    rows.into_iter().map(|row| (row.key, row.n)).collect()
 }
 
 fn in_seconds(seconds: i64) -> String {
@@ -109,12 +87,13 @@ async fn status_reports_what_the_database_and_broker_hold_and_exits_by_health() 
     let (code, document, stderr) = status_json(&live);
     assert_eq!(code, Some(0), "{document:#}{stderr}");
     assert_eq!(document["healthy"], true, "{document:#}");
-    let by_status = counted(
-        &app.sandbox,
-        "SELECT status || coalesce(':' || close_reason, '') AS key, count(*) AS n \
+    let by_status = app
+        .sandbox
+        .count_by(
+            "SELECT status || coalesce(':' || close_reason, '') AS key, count(*) AS n \
          FROM orders GROUP BY 1",
-    )
-    .await;
+        )
+        .await;
     let table = |key: &str| {
         by_status
             .iter()
@@ -137,23 +116,25 @@ async fn status_reports_what_the_database_and_broker_hold_and_exits_by_health() 
         json!({"wrong_type": 1, "not_json": 1}),
         "{document:#}"
     );
-    let dead = document["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|queue| queue["name"] == "paywait.dead")
-        .cloned()
-        .unwrap();
+    let queue = |name: &str| {
+        document["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|queue| queue["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {document:#}"))
+    };
+    let dead = queue("paywait.dead");
     assert_eq!(dead["messages"], 2, "{dead}");
-    let checks = document["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|queue| queue["name"] == "paywait.checks")
-        .cloned()
-        .unwrap();
+    let checks = queue("paywait.checks");
     assert_eq!(checks["consumers"], 1, "{checks}");
     assert_eq!(document["daemon"]["ready"], true);
+    // The daemon exports the same figures as gauges.
+    app.expect_metric("paywait_ready", 1.0).await;
+    app.expect_metric("paywait_orders_pending", 3.0).await;
+    app.expect_metric("paywait_checks_overdue", 0.0).await;
+    app.expect_metric("paywait_events_owed", 0.0).await;
 
     let text = paywait(&live, &["status"]);
     let shown = String::from_utf8_lossy(&text.stdout);
@@ -188,11 +169,10 @@ async fn replayed_and_discarded_messages_leave_the_parked_figures() {
     app.expect_handled(Inbox::Placed, 2).await;
     let (_, document, _) = status_json(&live);
     assert_eq!(document["parked"], json!({"invalid_order_id": 1}));
-    let records = counted(
-        &app.sandbox,
-        "SELECT reason AS key, count(*) AS n FROM parked_messages GROUP BY 1",
-    )
-    .await;
+    let records = app
+        .sandbox
+        .count_by("SELECT reason AS key, count(*) AS n FROM parked_messages GROUP BY 1")
+        .await;
     assert_eq!(records, [("invalid_order_id".to_owned(), 1)]);
 
     // A message that is simply wrong is discarded, record and all.
