@@ -83,7 +83,68 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+/// Words of PostgreSQL's messages for the data exceptions (SQLSTATE class
+/// 22) a message's values could meet. diesel names the kind of every
+/// integrity violation (class 23) but reports other SQLSTATEs as `Unknown`,
+/// so these are told by their message, as the server writes it in English.
+const DATA_EXCEPTIONS: [&str; 7] = [
+    "invalid byte sequence",
+    "out of range",
+    "value too long",
+    "invalid input syntax",
+    "unsupported Unicode escape",
+    "null character not permitted",
+    "invalid input value",
+];
+
 impl Error {
+    /// What PostgreSQL said, when it refused the data of a statement itself
+    /// (SQLSTATE classes 22 and 23): the same data would be refused again,
+    /// however often it is tried. `None` for every other failure.
+    pub fn refused_data(&self) -> Option<String> {
+        use diesel::result::{DatabaseErrorKind as Kind, Error as Diesel};
+        match self {
+            Self::Shared(error) => error.refused_data(),
+            Self::Database(error) => match error.as_ref() {
+                Diesel::DatabaseError(
+                    Kind::UniqueViolation
+                    | Kind::ForeignKeyViolation
+                    | Kind::RestrictViolation
+                    | Kind::ExclusionViolation
+                    | Kind::NotNullViolation
+                    | Kind::CheckViolation,
+                    info,
+                ) => Some(info.message().to_owned()),
+                Diesel::DatabaseError(Kind::Unknown, info)
+                    if DATA_EXCEPTIONS
+                        .iter()
+                        .any(|words| info.message().contains(words)) =>
+                {
+                    Some(info.message().to_owned())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether the server answered a statement with an error that one
+    /// request of a batch may have caused alone (a refused value, rather
+    /// than a lost connection): the batch's requests are then tried one by
+    /// one, so that the others go on.
+    pub fn may_be_one_requests_fault(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as Kind, Error as Diesel};
+        match self {
+            Self::Shared(error) => error.may_be_one_requests_fault(),
+            Self::Database(error) => matches!(
+                error.as_ref(),
+                Diesel::DatabaseError(kind, _)
+                    if !matches!(kind, Kind::UnableToSendCommand | Kind::ClosedConnection)
+            ),
+            _ => false,
+        }
+    }
+
     /// The process exit status for this error (sysexits.h where one fits).
     pub fn exit_code(&self) -> u8 {
         match self {

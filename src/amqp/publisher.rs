@@ -191,8 +191,9 @@ impl Publisher {
 
     /// Moves a message that cannot be processed to the dead queue, body and
     /// properties untouched, with the reason in `x-paywait-error` — but for
-    /// `user_id`, which the broker accepts only from its own publisher: it
-    /// travels in `x-paywait-user-id`.
+    /// `user_id`, which the broker accepts only from its own publisher (it
+    /// travels in `x-paywait-user-id`), and `expiration`, which would let it
+    /// expire out of the dead queue.
     pub(super) async fn park(
         &self,
         topology: &Topology,
@@ -221,7 +222,7 @@ impl Publisher {
                 AMQPValue::LongString(LongString::from(user.as_str())),
             );
         }
-        let properties = without_user_id(properties)
+        let properties = parked_properties(properties)
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT);
         self.publish(Outgoing {
@@ -235,9 +236,10 @@ impl Publisher {
     }
 }
 
-/// The same properties without `user_id`, for a message published again by
-/// another user than its first publisher.
-pub(super) fn without_user_id(properties: &BasicProperties) -> BasicProperties {
+/// The properties of a parked copy: the same, without `user_id` (the copy is
+/// published by another user than its first publisher) and without
+/// `expiration` (nothing expires out of the dead queue).
+fn parked_properties(properties: &BasicProperties) -> BasicProperties {
     let mut copy = BasicProperties::default();
     if let Some(value) = properties.content_type() {
         copy = copy.with_content_type(value.clone());
@@ -259,9 +261,6 @@ pub(super) fn without_user_id(properties: &BasicProperties) -> BasicProperties {
     }
     if let Some(value) = properties.reply_to() {
         copy = copy.with_reply_to(value.clone());
-    }
-    if let Some(value) = properties.expiration() {
-        copy = copy.with_expiration(value.clone());
     }
     if let Some(value) = properties.message_id() {
         copy = copy.with_message_id(value.clone());
@@ -337,7 +336,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_user_id_is_left_out_of_a_copy() {
+    fn a_parked_copy_keeps_everything_but_user_id_and_expiration() {
         let mut headers = FieldTable::default();
         headers.insert("x-attempt".into(), AMQPValue::LongInt(2));
         let without = BasicProperties::default()
@@ -348,15 +347,18 @@ mod tests {
             .with_priority(3)
             .with_correlation_id("c".into())
             .with_reply_to("r".into())
-            .with_expiration("60000".into())
             .with_message_id("m".into())
             .with_timestamp(1_700_000_000)
             .with_type("payment.succeeded".into())
             .with_app_id("shop".into())
             .with_cluster_id("k".into());
-        let full = without.clone().with_user_id("payment-service".into());
-        let copy = without_user_id(&full);
+        let full = without
+            .clone()
+            .with_user_id("payment-service".into())
+            .with_expiration("60000".into());
+        let copy = parked_properties(&full);
         assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy.expiration(), &None);
         assert_eq!(copy, without);
     }
 }

@@ -1,6 +1,10 @@
 //! Natural batching of database writes: requests that arrive while a batch
 //! is running wait for the next one, so under load many orders share one
 //! statement and one commit, and at rest a request runs at once.
+//!
+//! A batch the server refuses (rather than one lost with its connection)
+//! may have been refused for one request's data: its requests are then run
+//! one by one, so that only the culprit gets the error and the others go on.
 
 use std::future::Future;
 
@@ -23,7 +27,7 @@ impl<I, O> Clone for Batcher<I, O> {
     }
 }
 
-impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
+impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Spawns the batching task; `run` gets the items of one batch and
     /// returns one output per item, in order. The task ends when every
     /// `Batcher` handle is dropped.
@@ -43,14 +47,26 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     }
                 }
                 let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-                match run(items).await {
-                    Ok(outputs) => {
+                let alone = (items.len() > 1).then(|| items.clone());
+                match (run(items).await, alone) {
+                    (Ok(outputs), _) => {
                         debug_assert_eq!(outputs.len(), replies.len());
                         for (reply, output) in replies.into_iter().zip(outputs) {
                             let _ = reply.send(Ok(output));
                         }
                     }
-                    Err(error) => {
+                    (Err(error), Some(items)) if error.may_be_one_requests_fault() => {
+                        for (item, reply) in items.into_iter().zip(replies) {
+                            let output = run(vec![item]).await.and_then(|mut outputs| {
+                                outputs.pop().ok_or_else(|| Error::TaskFailed {
+                                    task: "a batched statement",
+                                    message: "it answered nothing for its request".into(),
+                                })
+                            });
+                            let _ = reply.send(output);
+                        }
+                    }
+                    (Err(error), _) => {
                         let error = std::sync::Arc::new(error);
                         for reply in replies {
                             let _ = reply.send(Err(Error::Shared(error.clone())));
@@ -69,5 +85,72 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
             .send((item, reply))
             .map_err(|_| Error::BatcherStopped)?;
         answer.await.map_err(|_| Error::BatcherStopped)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as Diesel};
+
+    use super::*;
+
+    /// A statement that doubles each number, refused by the server (as a
+    /// check constraint would) for any batch holding a 13.
+    async fn double_unless_13(items: Vec<u32>) -> Result<Vec<u32>> {
+        if items.contains(&13) {
+            return Err(Diesel::DatabaseError(
+                DatabaseErrorKind::CheckViolation,
+                Box::new("violates check constraint \"no_13\"".to_owned()),
+            )
+            .into());
+        }
+        Ok(items.into_iter().map(|n| n * 2).collect())
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_fails_alone_and_the_rest_of_its_batch_goes_on() {
+        let batcher = Batcher::spawn(16, double_unless_13);
+        let answers = futures_util::future::join_all([1, 13, 2, 3].map(|n| {
+            let batcher = batcher.clone();
+            async move { batcher.run(n).await }
+        }))
+        .await;
+        assert_eq!(answers[0].as_ref().ok(), Some(&2));
+        let refused = answers[1].as_ref().unwrap_err();
+        assert!(
+            refused.refused_data().unwrap().contains("no_13"),
+            "{refused}"
+        );
+        assert_eq!(answers[2].as_ref().ok(), Some(&4));
+        assert_eq!(answers[3].as_ref().ok(), Some(&6));
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_fails_the_whole_batch_at_once() {
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        let batcher = Batcher::spawn(16, move |_items: Vec<u32>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                Err::<Vec<u32>, _>(
+                    Diesel::DatabaseError(
+                        DatabaseErrorKind::ClosedConnection,
+                        Box::new("connection closed".to_owned()),
+                    )
+                    .into(),
+                )
+            }
+        });
+        let answers = futures_util::future::join_all([1, 2, 3].map(|n| {
+            let batcher = batcher.clone();
+            async move { batcher.run(n).await }
+        }))
+        .await;
+        for answer in &answers {
+            let error = answer.as_ref().unwrap_err();
+            assert!(error.refused_data().is_none(), "{error}");
+        }
+        // However the requests were batched, none was tried alone again.
+        assert!(runs.load(std::sync::atomic::Ordering::SeqCst) <= 3);
     }
 }

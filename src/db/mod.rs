@@ -173,7 +173,7 @@ fn batcher<I, O, F, Fut>(
     statement: F,
 ) -> Batcher<I, O>
 where
-    I: Send + 'static,
+    I: Clone + Send + 'static,
     O: Send + 'static,
     F: Fn(statements::Conn, Vec<I>) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Result<Vec<O>>> + Send,

@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome, RecordedPayment,
-    Rejection, Schedule, payment::PaymentDecision, payment::decide, time_delta,
+    Rejection, Schedule, payment::PaymentDecision, payment::decide, time_delta, to_the_microsecond,
 };
 
 /// An order ready to be stored.
@@ -52,6 +52,7 @@ pub fn new_order(
     schedule: &Schedule,
     limits: &Limits,
 ) -> Result<(NewOrder, Option<TimeDelta>), Rejection> {
+    let now = to_the_microsecond(now);
     let stated = placed.placed_at.unwrap_or(now);
     let window = match placed.expires_at {
         None => schedule.total(),

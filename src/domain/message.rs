@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -73,11 +73,24 @@ pub enum Rejection {
     UnknownOrder(OrderId),
     #[error("{0}")]
     UntrustedPublisher(String),
+    #[error("field `{0}` contains a NUL character, which PostgreSQL cannot store")]
+    NulCharacter(&'static str),
+    #[error(
+        "expires_at is less than a microsecond after placed_at, the finest time PostgreSQL keeps"
+    )]
+    DeadlineTooClose,
+    #[error("`{field}` is {time}, outside the times PostgreSQL can store")]
+    TimeOutOfRange {
+        field: &'static str,
+        time: DateTime<Utc>,
+    },
+    #[error("PostgreSQL refused the message's data: {0}")]
+    RefusedByDatabase(String),
 }
 
 impl Rejection {
     /// Every [`Rejection::reason`].
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 15] = [
         "too_large",
         "not_utf8",
         "not_json",
@@ -89,6 +102,10 @@ impl Rejection {
         "bad_due_at",
         "unknown_order",
         "untrusted_publisher",
+        "nul_character",
+        "deadline_too_close",
+        "time_out_of_range",
+        "refused_by_database",
     ];
 
     /// A short, stable label for metrics.
@@ -105,6 +122,10 @@ impl Rejection {
             Self::BadDueAt(_) => "bad_due_at",
             Self::UnknownOrder(_) => "unknown_order",
             Self::UntrustedPublisher(_) => "untrusted_publisher",
+            Self::NulCharacter(_) => "nul_character",
+            Self::DeadlineTooClose => "deadline_too_close",
+            Self::TimeOutOfRange { .. } => "time_out_of_range",
+            Self::RefusedByDatabase(_) => "refused_by_database",
         }
     }
 }
@@ -159,12 +180,24 @@ pub struct TimerBody<'a> {
 impl OrderPlaced {
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let amount_cents = fields.amount_cents()?;
+        let currency = fields.currency()?;
+        let placed_at = fields.optional_precise_time("placed_at")?;
+        let expires_at = fields.optional_precise_time("expires_at")?;
+        // Stored to the microsecond, a shorter window would be no window.
+        if let (Some(placed_at), Some(expires_at)) = (placed_at, expires_at) {
+            let window = expires_at - placed_at;
+            if window > TimeDelta::zero() && window < TimeDelta::microseconds(1) {
+                return Err(Rejection::DeadlineTooClose);
+            }
+        }
         Ok(Self {
-            order_id: fields.order_id()?,
-            amount_cents: fields.amount_cents()?,
-            currency: fields.currency()?,
-            placed_at: fields.optional_time("placed_at")?,
-            expires_at: fields.optional_time("expires_at")?,
+            order_id,
+            amount_cents,
+            currency,
+            placed_at: placed_at.map(to_the_microsecond),
+            expires_at: expires_at.map(to_the_microsecond),
         })
     }
 }
@@ -228,14 +261,15 @@ impl CheckDue {
                     "expected an integer, found {kind}"
                 )));
             }
-            IntegerHeader::Integer(millis) => Some(
+            IntegerHeader::Integer(millis) => Some(storable(
+                DUE_AT_HEADER,
                 i64::try_from(*millis)
                     .ok()
                     .and_then(DateTime::from_timestamp_millis)
                     .ok_or_else(|| {
                         Rejection::BadDueAt(format!("{millis} is not a time in milliseconds"))
                     })?,
-            ),
+            )?),
         };
         Ok(Self {
             order_id,
@@ -376,15 +410,20 @@ impl Fields {
         self.0.get(field).filter(|value| !value.is_null())
     }
 
+    /// A text field; PostgreSQL stores no NUL character in text, so none is
+    /// accepted.
     fn optional_str(&self, field: &'static str) -> Result<Option<&str>, Rejection> {
-        self.get(field)
-            .map(|value| {
-                value.as_str().ok_or(Rejection::WrongType {
-                    field,
-                    expected: "a string",
-                })
-            })
-            .transpose()
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let text = value.as_str().ok_or(Rejection::WrongType {
+            field,
+            expected: "a string",
+        })?;
+        if text.contains('\0') {
+            return Err(Rejection::NulCharacter(field));
+        }
+        Ok(Some(text))
     }
 
     fn required_str(&self, field: &'static str) -> Result<&str, Rejection> {
@@ -429,18 +468,52 @@ impl Fields {
         }
     }
 
-    fn optional_time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, Rejection> {
+    /// A time as stated, to the nanosecond, that PostgreSQL can store (once
+    /// cut to the microsecond).
+    fn optional_precise_time(
+        &self,
+        field: &'static str,
+    ) -> Result<Option<DateTime<Utc>>, Rejection> {
         self.optional_str(field)?
             .map(|text| {
-                DateTime::parse_from_rfc3339(text)
+                let time = DateTime::parse_from_rfc3339(text)
                     .map(|time| time.with_timezone(&Utc))
                     .map_err(|error| Rejection::InvalidField {
                         field,
                         why: format!("{text:?} is not an RFC 3339 time ({error})"),
-                    })
+                    })?;
+                storable(field, time)
             })
             .transpose()
     }
+
+    /// A time, cut to the microsecond as PostgreSQL keeps it.
+    fn optional_time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, Rejection> {
+        Ok(self.optional_precise_time(field)?.map(to_the_microsecond))
+    }
+}
+
+/// `time` cut to the microsecond, the finest PostgreSQL keeps: what paywait
+/// holds of a time is what the database holds.
+pub fn to_the_microsecond(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// The earliest time PostgreSQL stores: 4714-11-24 BC, 00:00 UTC. (Its
+/// latest, in the year 294276, is later than any time chrono holds.)
+fn postgres_earliest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .expect("a valid date")
+        .and_utc()
+}
+
+/// `time`, if PostgreSQL can store it.
+fn storable(field: &'static str, time: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+    if time < postgres_earliest() {
+        return Err(Rejection::TimeOutOfRange { field, time });
+    }
+    Ok(time)
 }
 
 #[cfg(test)]
@@ -466,6 +539,13 @@ mod tests {
             Rejection::BadDueAt(String::new()),
             Rejection::UnknownOrder(OrderId::parse("A-1").unwrap()),
             Rejection::UntrustedPublisher(String::new()),
+            Rejection::NulCharacter("reason"),
+            Rejection::DeadlineTooClose,
+            Rejection::TimeOutOfRange {
+                field: "x-due-at",
+                time: DateTime::<Utc>::MIN_UTC,
+            },
+            Rejection::RefusedByDatabase(String::new()),
         ];
         let reasons: std::collections::BTreeSet<&str> =
             one_of_each.iter().map(Rejection::reason).collect();
@@ -769,6 +849,122 @@ mod tests {
                 .unwrap_err()
                 .reason(),
             "not_json"
+        );
+    }
+
+    #[test]
+    fn no_text_field_may_hold_a_nul_character() {
+        type Parse = fn(&[u8]) -> Result<(), Rejection>;
+        let cases: [(&[u8], Parse, &str); 5] = [
+            (
+                br#"{"order_id":"NOPE-1","reason":"a\u0000b"}"#,
+                |body| OrderCancelled::parse(body).map(drop),
+                "reason",
+            ),
+            (
+                br#"{"order_id":"A-1","currency":"C\u0000Y"}"#,
+                |body| OrderPlaced::parse(body).map(drop),
+                "currency",
+            ),
+            (
+                br#"{"order_id":"A\u0000"}"#,
+                |body| OrderPlaced::parse(body).map(drop),
+                "order_id",
+            ),
+            (
+                br#"{"order_id":"A-1","placed_at":"2026-11-27T08:00:00Z\u0000"}"#,
+                |body| OrderPlaced::parse(body).map(drop),
+                "placed_at",
+            ),
+            (
+                br#"{"order_id":"A-1","payment_id":"P\u0000"}"#,
+                |body| PaymentSucceeded::parse(body).map(drop),
+                "payment_id",
+            ),
+        ];
+        for (body, parse, field) in cases {
+            let refused = parse(body).unwrap_err();
+            assert_eq!(refused, Rejection::NulCharacter(field));
+            assert_eq!(refused.reason(), "nul_character");
+            assert!(refused.to_string().contains("NUL"), "{refused}");
+        }
+        // Elsewhere than in a field paywait reads, it is ignored.
+        assert!(OrderPlaced::parse(br#"{"order_id":"A-1","note":"\u0000"}"#).is_ok());
+    }
+
+    #[test]
+    fn times_are_kept_to_the_microsecond_and_a_window_is_at_least_one() {
+        let order = |placed_at: &str, expires_at: &str| {
+            OrderPlaced::parse(
+                format!(
+                    r#"{{"order_id":"A-1","placed_at":"{placed_at}","expires_at":"{expires_at}"}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        for expires_at in [
+            "2026-12-07T08:00:00.0000001Z",
+            "2026-12-07T08:00:00.000000999Z",
+        ] {
+            assert_eq!(
+                order("2026-12-07T08:00:00Z", expires_at),
+                Err(Rejection::DeadlineTooClose)
+            );
+        }
+        assert_eq!(
+            order(
+                "2026-12-07T08:00:00.0000009Z",
+                "2026-12-07T08:00:00.0000015Z"
+            ),
+            Err(Rejection::DeadlineTooClose)
+        );
+        let shortest = order(
+            "2026-12-07T08:00:00.0000009Z",
+            "2026-12-07T08:00:00.0000019Z",
+        )
+        .unwrap();
+        assert_eq!(
+            shortest.placed_at,
+            Some("2026-12-07T08:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            shortest.expires_at,
+            Some("2026-12-07T08:00:00.000001Z".parse().unwrap())
+        );
+        // A deadline before placed_at is another refusal, made with the
+        // schedule (see `intake`).
+        assert!(order("2026-12-07T08:00:00Z", "2026-12-07T07:00:00Z").is_ok());
+        let payment = PaymentSucceeded::parse(
+            br#"{"order_id":"A-1","payment_id":"P","paid_at":"2026-12-07T08:00:00.123456789Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            payment.paid_at,
+            Some("2026-12-07T08:00:00.123456Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_due_time_postgresql_cannot_store_is_refused() {
+        let body = br#"{"order_id":"A-1"}"#;
+        let one = IntegerHeader::Integer(1);
+        let ancient = DateTime::from_timestamp(-300_000_000_000, 0).unwrap();
+        let refused = CheckDue::parse(
+            body,
+            &one,
+            &IntegerHeader::Integer(ancient.timestamp_millis().into()),
+        )
+        .unwrap_err();
+        assert_eq!(refused.reason(), "time_out_of_range");
+        assert!(refused.to_string().contains("x-due-at"), "{refused}");
+        let earliest = postgres_earliest();
+        assert!(
+            CheckDue::parse(
+                body,
+                &one,
+                &IntegerHeader::Integer(earliest.timestamp_millis().into())
+            )
+            .is_ok()
         );
     }
 

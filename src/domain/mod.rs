@@ -25,6 +25,7 @@ pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancel
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
     OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody, due_at_header,
+    to_the_microsecond,
 };
 #[cfg(test)]
 pub(crate) use order::test_order;

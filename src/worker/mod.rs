@@ -19,8 +19,8 @@ use crate::{
     amqp::{Handler, Publisher},
     db::Database,
     domain::{
-        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked, Schedule, Timers,
-        Verdict,
+        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked, Rejection, Schedule,
+        Timers, Verdict,
     },
     error::Result,
     gateway::Gateway,
@@ -47,11 +47,20 @@ pub struct Worker {
 
 impl Handler for Worker {
     async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
-        match inbound.inbox {
+        let handled = match inbound.inbox {
             Inbox::Placed => intake::order_placed(self, inbound).await,
             Inbox::Payments => payments::payment_succeeded(self, inbound).await,
             Inbox::Cancellations => cancellations::order_cancelled(self, inbound).await,
             Inbox::Checks => checks::timer_fired(self, inbound).await,
+        };
+        // Data PostgreSQL refused would be refused on every retry: the
+        // message is parked, and only failures of the outside world retried.
+        match handled {
+            Err(error) => match error.refused_data() {
+                Some(why) => Ok(Verdict::Reject(Rejection::RefusedByDatabase(why))),
+                None => Err(error),
+            },
+            verdict => verdict,
         }
     }
 

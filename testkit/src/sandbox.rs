@@ -98,6 +98,15 @@ impl Sandbox {
         .expect("test settings are valid")
     }
 
+    /// Runs `statements` on the sandbox's database, as an operator (or a
+    /// service sharing it) would.
+    pub async fn execute(&self, statements: &[&str]) {
+        let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+        execute_on(&self.database_url(), &statements)
+            .await
+            .unwrap_or_else(|error| panic!("{statements:?}: {error}"));
+    }
+
     /// Lets clients connect to the sandbox's database again, or refuses new
     /// sessions and ends every open one, as a database that went away would.
     pub async fn set_database_reachable(&self, reachable: bool) {
@@ -145,8 +154,13 @@ impl Drop for DropDatabase {
 
 /// Runs `statements` on the server's `postgres` database.
 async fn execute_on_server(postgres: &str, statements: &[String]) -> Result<(), String> {
+    execute_on(&format!("{postgres}/postgres"), statements).await
+}
+
+/// Runs `statements` on the database at `url`.
+async fn execute_on(url: &str, statements: &[String]) -> Result<(), String> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let mut conn = AsyncPgConnection::establish(&format!("{postgres}/postgres"))
+    let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|error| error.to_string())?;
     for statement in statements {

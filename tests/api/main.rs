@@ -13,6 +13,7 @@ mod lifecycle;
 mod money;
 mod operations;
 mod packaging;
+mod poison;
 mod race;
 mod resilience;
 mod status_page;
