@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use lapin::BasicProperties;
 use paywait::domain::{CloseReason, OrderStatus};
-use paywait_testkit::TestApp;
+use paywait_testkit::{ORDERS_EXCHANGE, TestApp};
 use serde_json::json;
 
 const SOON: Duration = Duration::from_secs(10);
@@ -38,9 +39,13 @@ async fn poison_values_are_parked_at_once_while_the_orders_beside_them_close_on_
     for (n, order_id) in good.iter().enumerate() {
         place(&app, order_id).await;
         if n == 10 {
-            app.publish(
+            // With an expiration of its own, which the parked copy must
+            // not keep.
+            app.publish_to(
+                ORDERS_EXCHANGE,
                 "order.placed",
                 br#"{"order_id":"P-WINDOW","placed_at":"2026-12-07T08:00:00Z","expires_at":"2026-12-07T08:00:00.0000001Z"}"#,
+                BasicProperties::default().with_expiration("600000".into()),
             )
             .await;
         }
@@ -66,6 +71,7 @@ async fn poison_values_are_parked_at_once_while_the_orders_beside_them_close_on_
             .unwrap_or_else(|| panic!("{order_id} parked with its error"))
     };
     assert!(error_of("P-WINDOW").contains("microsecond"));
+    assert!(parked.iter().all(|m| m.properties.expiration().is_none()));
     assert!(error_of("NOPE-1").contains("NUL"));
     expect_parked(&app, &[("deadline_too_close", 1.0), ("nul_character", 1.0)]).await;
     // Refused messages leave nothing behind.
