@@ -70,7 +70,7 @@ struct Batches {
     place: Batcher<NewOrder, Placement>,
     waiting: Batcher<OrderId, Waiting>,
     record_payment: Batcher<PaymentRow, (bool, RecordedPayment)>,
-    decide_payment: Batcher<(String, PaymentOutcome), (bool, RecordedPayment)>,
+    decide_payment: Batcher<(String, PaymentOutcome, u32), (bool, RecordedPayment)>,
     claim_announcement: Batcher<OrderId, Option<Order>>,
     find: Batcher<OrderId, Option<Order>>,
     settle: Batcher<Settling, Option<Order>>,
@@ -270,22 +270,37 @@ impl Database {
             received_at,
             outcome: None,
             event_published_at: None,
+            decided_attempts: None,
         };
         self.batches.record_payment.run(row).await
     }
 
-    /// Keeps `outcome` as what a payment did, unless something was decided
-    /// about it before; returns the payment as it stands, and whether this
-    /// call decided it (and so owes its event).
+    /// Keeps `outcome` as what a payment did, decided when its order had
+    /// had `attempts` checks, unless something was decided about it before;
+    /// returns the payment as it stands, and whether this call decided it
+    /// (and so owes its event).
     pub async fn decide_payment(
         &self,
         payment_id: &str,
         outcome: PaymentOutcome,
+        attempts: u32,
     ) -> Result<(bool, RecordedPayment)> {
         self.batches
             .decide_payment
-            .run((payment_id.to_owned(), outcome))
+            .run((payment_id.to_owned(), outcome, attempts))
             .await
+    }
+
+    /// Takes an undecided payment as the one that paid an order marked paid
+    /// in SQL, unless another was taken first; whether it was.
+    pub async fn adopt(&self, order_id: &OrderId, payment_id: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let adopted = prepared(statements::ADOPT)
+            .bind::<Text, _>(order_id.as_str())
+            .bind::<Text, _>(payment_id)
+            .execute(&mut conn)
+            .await?;
+        Ok(adopted == 1)
     }
 
     /// Claims the announcement of a terminal order whose event is owed, when

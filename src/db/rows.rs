@@ -33,6 +33,7 @@ pub(super) struct OrderRow {
     payment_id: Option<String>,
     event_published_at: Option<DateTime<Utc>>,
     next_check_at: Option<DateTime<Utc>>,
+    adopted_payment_id: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -63,6 +64,7 @@ impl TryFrom<OrderRow> for Order {
             payment_id: row.payment_id,
             event_published_at: row.event_published_at,
             next_check_at: row.next_check_at,
+            adopted_payment_id: row.adopted_payment_id,
         })
     }
 }
@@ -79,6 +81,7 @@ pub(super) struct PaymentRow {
     pub received_at: DateTime<Utc>,
     pub outcome: Option<String>,
     pub event_published_at: Option<DateTime<Utc>>,
+    pub decided_attempts: Option<i32>,
 }
 
 impl TryFrom<PaymentRow> for RecordedPayment {
@@ -105,6 +108,7 @@ impl TryFrom<PaymentRow> for RecordedPayment {
             paid_at: row.paid_at,
             received_at: row.received_at,
             event_published_at: row.event_published_at,
+            decided_attempts: row.decided_attempts.map(|n| n.max(0) as u32),
         })
     }
 }
@@ -148,6 +152,7 @@ impl Waiting {
                 received_at: row.received_at,
                 outcome: None,
                 event_published_at: None,
+                decided_attempts: None,
             }),
             None => {
                 self.cancellation = Some(WaitingCancellation {

@@ -195,21 +195,39 @@ static CLAIM_ANNOUNCEMENTS: LazyLock<String> = LazyLock::new(|| {
     .sql()
 });
 
+/// Takes a payment as the one that paid an order marked paid in SQL, if no
+/// other was and it is undecided. `$1`: the order, `$2`: the payment.
+pub(super) const ADOPT: &str = "\
+    WITH v AS (SELECT $1::text AS order_id, $2::text AS payment_id), \
+         adopted AS (UPDATE orders SET adopted_payment_id = v.payment_id FROM v \
+                      WHERE orders.order_id = v.order_id AND orders.status = 'paid' \
+                        AND orders.payment_id IS NULL AND orders.adopted_payment_id IS NULL \
+                        AND EXISTS (SELECT 1 FROM payments p \
+                                    WHERE p.payment_id = v.payment_id \
+                                      AND p.order_id = v.order_id AND p.outcome IS NULL) \
+                      RETURNING orders.order_id, orders.adopted_payment_id) \
+    UPDATE payments SET outcome = 'settled' FROM adopted \
+    WHERE payments.payment_id = adopted.adopted_payment_id \
+      AND payments.order_id = adopted.order_id";
+
 /// Keeps the first decision about each payment. `$1`: payment ids, `$2`:
-/// the outcome decided now. Returns every payment as it stands after.
+/// the outcome decided now, `$3`: the order's checks when decided. Returns
+/// every payment as it stands after.
 const DECIDE_PAYMENTS: &str = "\
     WITH v AS (SELECT DISTINCT ON (payment_id) * \
-               FROM unnest($1::text[], $2::text[]) AS v(payment_id, outcome) ORDER BY payment_id), \
+               FROM unnest($1::text[], $2::text[], $3::int4[]) AS v(payment_id, outcome, attempts) \
+               ORDER BY payment_id), \
          locked AS (SELECT payment_id FROM payments \
                     WHERE payment_id IN (SELECT payment_id FROM v) AND outcome IS NULL \
                     ORDER BY payment_id FOR UPDATE), \
-         decided AS (UPDATE payments SET outcome = v.outcome FROM v \
+         decided AS (UPDATE payments SET outcome = v.outcome, decided_attempts = v.attempts FROM v \
                      WHERE payments.payment_id = v.payment_id \
                        AND payments.payment_id IN (SELECT payment_id FROM locked) \
                        AND payments.outcome IS NULL \
-                     RETURNING payments.payment_id, payments.outcome) \
+                     RETURNING payments.payment_id, payments.outcome, payments.decided_attempts) \
     SELECT p.payment_id, p.order_id, p.amount_cents, p.currency, p.paid_at, p.received_at, \
            COALESCE(d.outcome, p.outcome) AS outcome, p.event_published_at, \
+           COALESCE(d.decided_attempts, p.decided_attempts) AS decided_attempts, \
            d.payment_id IS NOT NULL AS decided_now \
     FROM payments p LEFT JOIN decided d ON d.payment_id = p.payment_id \
     WHERE p.payment_id IN (SELECT payment_id FROM v)";
@@ -384,15 +402,21 @@ struct Decided {
 /// stands after, and whether this batch decided it.
 pub(super) async fn decide_payments(
     mut conn: Conn,
-    batch: Vec<(String, PaymentOutcome)>,
+    batch: Vec<(String, PaymentOutcome, u32)>,
 ) -> Result<Vec<(bool, RecordedPayment)>> {
     let conn: &mut AsyncPgConnection = &mut conn;
     let rows: Vec<Decided> = prepared(DECIDE_PAYMENTS)
-        .bind::<Array<Text>, _>(ids(batch.iter().map(|(id, _)| id)))
+        .bind::<Array<Text>, _>(ids(batch.iter().map(|(id, _, _)| id)))
         .bind::<Array<Text>, _>(
             batch
                 .iter()
-                .map(|(_, outcome)| outcome.as_str())
+                .map(|(_, outcome, _)| outcome.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Int4>, _>(
+            batch
+                .iter()
+                .map(|(_, _, attempts)| i32::try_from(*attempts).unwrap_or(i32::MAX))
                 .collect::<Vec<_>>(),
         )
         .load(conn)
@@ -404,7 +428,7 @@ pub(super) async fn decide_payments(
     let mut answered = HashSet::new();
     batch
         .iter()
-        .map(|(id, _)| {
+        .map(|(id, _, _)| {
             let row = by_id
                 .get(id)
                 .ok_or_else(|| Error::CorruptRow(format!("payment {id} vanished")))?;
@@ -559,6 +583,7 @@ mod tests {
             MARK_ANNOUNCED.as_str(),
             CLAIM_ANNOUNCEMENTS.as_str(),
             DECIDE_PAYMENTS,
+            ADOPT,
             WAITING,
             crate::db::CLAIM_OVERDUE,
         ] {

@@ -106,7 +106,8 @@ impl OrderEvent {
     /// owed, or the mismatch must be looked into), or `None` for one that
     /// settled it or is not decided yet.
     pub fn about_payment(order: &Order, payment: &RecordedPayment) -> Option<Self> {
-        let kind = match payment.outcome? {
+        let outcome = payment.outcome?;
+        let kind = match outcome {
             PaymentOutcome::Settled => return None,
             PaymentOutcome::Mismatch => EventKind::PaymentMismatch,
             PaymentOutcome::Twice => EventKind::PaidTwice,
@@ -118,6 +119,10 @@ impl OrderEvent {
             payment.received_at,
             Some(payment.payment_id.clone()),
         );
+        // As decided, whatever became of the order since: every copy of
+        // the event is the same.
+        event.status = outcome.order_status();
+        event.attempts = payment.decided_attempts.unwrap_or(order.attempts);
         if kind == EventKind::PaymentMismatch {
             event.stated = Some(PaymentStated {
                 payment_amount_cents: payment.amount_cents,
@@ -285,6 +290,7 @@ mod tests {
             received_at: at("2026-11-27T08:31:00Z"),
             outcome,
             event_published_at: None,
+            decided_attempts: None,
         }
     }
 
@@ -326,6 +332,48 @@ mod tests {
             OrderEvent::about_payment(&paid, &payment("PAY-1", None)),
             None
         );
+    }
+
+    #[test]
+    fn every_copy_of_a_payments_event_says_what_was_decided() {
+        // Decided a mismatch while the order was pending after one check;
+        // announced again once the order was paid, after three.
+        let mismatched = RecordedPayment {
+            decided_attempts: Some(1),
+            ..payment("PAY-9", Some(PaymentOutcome::Mismatch))
+        };
+        let first = OrderEvent::about_payment(
+            &Order {
+                attempts: 1,
+                ..order(OrderStatus::Pending)
+            },
+            &mismatched,
+        )
+        .unwrap();
+        let again = OrderEvent::about_payment(
+            &Order {
+                attempts: 3,
+                payment_id: Some("PAY-10".into()),
+                paid_at: Some(at("2026-11-27T08:20:00Z")),
+                ..order(OrderStatus::Paid)
+            },
+            &mismatched,
+        )
+        .unwrap();
+        assert_eq!(first.to_json(), again.to_json());
+        assert_eq!(again.status, OrderStatus::Pending);
+        assert_eq!(again.attempts, 1);
+        for (outcome, status) in [
+            (PaymentOutcome::Twice, OrderStatus::Paid),
+            (PaymentOutcome::AfterClose, OrderStatus::Closed),
+        ] {
+            let event = OrderEvent::about_payment(
+                &order(OrderStatus::Pending),
+                &payment("P", Some(outcome)),
+            )
+            .unwrap();
+            assert_eq!(event.status, status, "{outcome:?}");
+        }
     }
 
     #[test]

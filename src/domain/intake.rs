@@ -167,6 +167,9 @@ pub enum Transition {
 pub struct Arrival {
     /// The write that moves the order out of `pending`, if one does.
     pub transition: Option<Transition>,
+    /// For an order found marked paid in SQL: the payment taken as the one
+    /// that paid it.
+    pub adopted: Option<String>,
     /// What each other waiting payment did, in the order they came.
     pub outcomes: Vec<(String, PaymentOutcome)>,
 }
@@ -215,6 +218,10 @@ pub fn on_arrival(
                     state.status = OrderStatus::Paid;
                     state.payment_id = Some(payment.payment_id.clone());
                     arrival.transition = Some(Transition::Settle(payment.clone()));
+                }
+                PaymentDecision::Adopt => {
+                    state.adopted_payment_id = Some(payment.payment_id.clone());
+                    arrival.adopted = Some(payment.payment_id.clone());
                 }
                 PaymentDecision::Keep(outcome) => {
                     arrival.outcomes.push((payment.payment_id.clone(), outcome));
@@ -462,6 +469,7 @@ mod tests {
             received_at: at(&format!("2026-11-27T07:59:{second:02}Z")),
             outcome: None,
             event_published_at: None,
+            decided_attempts: None,
         }
     }
 

@@ -93,6 +93,9 @@ pub struct Order {
     pub event_published_at: Option<DateTime<Utc>>,
     /// When the next check of a pending order is due.
     pub next_check_at: Option<DateTime<Utc>>,
+    /// For an order a payment service marked paid in SQL: the payment
+    /// message taken as the one that paid it.
+    pub adopted_payment_id: Option<String>,
 }
 
 /// An order for the core's tests: `A-1001`, 12,900 CNY, placed
@@ -115,6 +118,7 @@ pub(crate) fn test_order(status: OrderStatus) -> Order {
         payment_id: None,
         event_published_at: None,
         next_check_at: None,
+        adopted_payment_id: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct RecordedPayment {
     pub outcome: Option<PaymentOutcome>,
     /// When its own event (not `order.paid`) was confirmed by the broker.
     pub event_published_at: Option<DateTime<Utc>>,
+    /// The order's number of checks when the outcome was decided.
+    pub decided_attempts: Option<u32>,
 }
 
 impl RecordedPayment {
@@ -55,6 +57,16 @@ pub enum PaymentOutcome {
 }
 
 impl PaymentOutcome {
+    /// The status the order had when a payment was decided this way, which
+    /// its event carries on every copy.
+    pub fn order_status(self) -> OrderStatus {
+        match self {
+            Self::Mismatch => OrderStatus::Pending,
+            Self::Settled | Self::Twice => OrderStatus::Paid,
+            Self::AfterClose => OrderStatus::Closed,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Settled => "settled",
@@ -81,6 +93,9 @@ pub enum PaymentDecision {
     /// Pay the pending order with it: one conditional write. If the order
     /// left `pending` meanwhile, decide again on the order as it is then.
     Settle,
+    /// Take it as the payment that paid an order marked paid in SQL: one
+    /// conditional write, lost to any other payment taken first.
+    Adopt,
     /// Keep it with this outcome, and publish its event.
     Keep(PaymentOutcome),
     /// It paid this order already: nothing new to do.
@@ -117,9 +132,16 @@ pub fn decide(order: Option<&Order>, payment: &RecordedPayment) -> PaymentDecisi
         OrderStatus::Paid if order.payment_id.as_deref() == Some(payment.payment_id.as_str()) => {
             PaymentDecision::AlreadySettled
         }
-        // Paid in SQL by the payment service, which names no payment: this
-        // message is that payment, not a second one.
-        OrderStatus::Paid if order.payment_id.is_none() => PaymentDecision::AlreadySettled,
+        // Paid in SQL by the payment service, which names no payment: the
+        // first message that matches it is that payment; any other is a
+        // second one.
+        OrderStatus::Paid if order.payment_id.is_none() => {
+            match order.adopted_payment_id.as_deref() {
+                Some(adopted) if adopted == payment.payment_id => PaymentDecision::AlreadySettled,
+                None if matches(order, payment) => PaymentDecision::Adopt,
+                _ => PaymentDecision::Keep(PaymentOutcome::Twice),
+            }
+        }
         OrderStatus::Paid => PaymentDecision::Keep(PaymentOutcome::Twice),
         OrderStatus::Closed => PaymentDecision::Keep(PaymentOutcome::AfterClose),
     }
@@ -158,6 +180,7 @@ mod tests {
             received_at: "2026-11-27T08:03:00Z".parse().unwrap(),
             outcome: None,
             event_published_at: None,
+            decided_attempts: None,
         }
     }
 
@@ -225,7 +248,12 @@ mod tests {
                 &wrong,
                 PaymentDecision::Keep(PaymentOutcome::Twice),
             ),
-            (Some(&paid_in_sql), &right, PaymentDecision::AlreadySettled),
+            (Some(&paid_in_sql), &right, PaymentDecision::Adopt),
+            (
+                Some(&paid_in_sql),
+                &wrong,
+                PaymentDecision::Keep(PaymentOutcome::Twice),
+            ),
             (
                 Some(&closed),
                 &right,
@@ -239,6 +267,28 @@ mod tests {
                 expected,
                 "{:?} {payment:?}",
                 order.map(|o| o.status)
+            );
+        }
+    }
+
+    #[test]
+    fn an_order_paid_in_sql_takes_its_first_matching_payment_and_refunds_the_rest() {
+        let adopted = Order {
+            adopted_payment_id: Some("PAY-1".into()),
+            ..test_order(OrderStatus::Paid)
+        };
+        let pay = |id: &str, amount: i64| RecordedPayment {
+            payment_id: id.into(),
+            ..payment(Some(amount), None)
+        };
+        assert_eq!(
+            decide(Some(&adopted), &pay("PAY-1", 12900)),
+            PaymentDecision::AlreadySettled
+        );
+        for other in [pay("PAY-2", 12900), pay("PAY-3", 1)] {
+            assert_eq!(
+                decide(Some(&adopted), &other),
+                PaymentDecision::Keep(PaymentOutcome::Twice)
             );
         }
     }

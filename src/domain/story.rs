@@ -68,6 +68,7 @@ mod tests {
             received_at: Utc::now(),
             outcome: Some(outcome),
             event_published_at: None,
+            decided_attempts: None,
         }
     }
 

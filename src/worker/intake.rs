@@ -89,8 +89,18 @@ async fn play_what_waited(
             continue;
         };
         order = moved;
+        if let Some(payment_id) = &arrival.adopted
+            && !worker.db.adopt(&order_id, payment_id).await?
+        {
+            // Another payment was taken first: plan again.
+            order = worker.db.find(&order_id).await?.unwrap_or(order);
+            continue;
+        }
         for (payment_id, outcome) in arrival.outcomes {
-            let (decided_now, kept) = worker.db.decide_payment(&payment_id, outcome).await?;
+            let (decided_now, kept) = worker
+                .db
+                .decide_payment(&payment_id, outcome, order.attempts)
+                .await?;
             if decided_now || seen_before {
                 worker.announce_payment(&order, &kept).await?;
             }

@@ -42,9 +42,31 @@ impl Worker {
                         payment = now;
                     }
                 }
+                PaymentDecision::Adopt => {
+                    if self.db.adopt(order_id, &payment.payment_id).await? {
+                        tracing::info!(
+                            %order_id,
+                            payment_id = payment.payment_id,
+                            "the payment of an order marked paid in SQL"
+                        );
+                        if let Some(order) = &order {
+                            self.announce_owed(order, seen_before).await?;
+                        }
+                        return Ok(order);
+                    }
+                    // Another payment was taken first, or this one decided
+                    // otherwise: decide again on both as they are.
+                    order = self.db.find(order_id).await?;
+                    if let Some(now) = self.db.payment(&payment.payment_id).await? {
+                        payment = now;
+                    }
+                }
                 PaymentDecision::Keep(outcome) => {
-                    let (decided_now, kept) =
-                        self.db.decide_payment(&payment.payment_id, outcome).await?;
+                    let attempts = order.as_ref().map_or(0, |order| order.attempts);
+                    let (decided_now, kept) = self
+                        .db
+                        .decide_payment(&payment.payment_id, outcome, attempts)
+                        .await?;
                     if kept.outcome == Some(PaymentOutcome::Settled) {
                         payment = kept;
                         continue;

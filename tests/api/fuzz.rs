@@ -298,6 +298,7 @@ fn order(status: OrderStatus, attempts: u32, announced: bool) -> Order {
         payment_id: None,
         event_published_at: announced.then_some(placed_at),
         next_check_at: None,
+        adopted_payment_id: None,
     }
 }
 

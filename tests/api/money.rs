@@ -343,3 +343,67 @@ async fn a_user_not_among_the_trusted_is_refused() {
     );
     assert_eq!(app.order("T-3").await.unwrap().status, OrderStatus::Pending);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_paid_in_sql_takes_its_first_matching_payment_and_refunds_every_other() {
+    let mut app = TestApp::spawn("30s").await;
+    place_priced(&app, "S-1").await;
+    app.sandbox
+        .execute(&["UPDATE orders SET status = 'paid', paid_at = now() WHERE order_id = 'S-1' AND status = 'pending'"])
+        .await;
+
+    // Of any amount, a payment before the matching one is a second payment.
+    pay_with(&app, "S-1", "PAY-0", json!({"amount_cents": 5})).await;
+    let twice = app.expect_event(SOON).await;
+    assert_event(&twice, "order.paid_twice", "S-1/order.paid_twice/PAY-0");
+    // PAY-0 found the order.paid owed and announced it too, or did not:
+    // the next payment must, being the one that paid it.
+    pay_with(&app, "S-1", "PAY-1", json!({"amount_cents": 12900})).await;
+    app.wait_until_recorded("PAY-1", PaymentOutcome::Settled)
+        .await;
+    pay_with(&app, "S-1", "PAY-2", json!({"amount_cents": 12900})).await;
+    pay_with(&app, "S-1", "PAY-3", json!({"amount_cents": 1})).await;
+    // PAY-1 again is the same payment: nothing new.
+    pay_with(&app, "S-1", "PAY-1", json!({"amount_cents": 12900})).await;
+    app.expect_handled(Inbox::Payments, 5).await;
+
+    let mut events = Vec::new();
+    while let Some(event) = app.next_event(Duration::from_secs(2)).await {
+        events.push(event);
+    }
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|event| event.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids,
+        [
+            "S-1/order.paid",
+            "S-1/order.paid_twice/PAY-2",
+            "S-1/order.paid_twice/PAY-3",
+        ],
+        "{events:?}"
+    );
+    for event in &events {
+        if event.name() == "order.paid_twice" {
+            assert_eq!(event.body["status"], "paid");
+        } else {
+            // The order was paid in SQL: its event names no payment.
+            assert!(event.body["payment_id"].is_null(), "{event:?}");
+        }
+    }
+    for (payment_id, outcome) in [
+        ("PAY-0", PaymentOutcome::Twice),
+        ("PAY-1", PaymentOutcome::Settled),
+        ("PAY-2", PaymentOutcome::Twice),
+        ("PAY-3", PaymentOutcome::Twice),
+    ] {
+        app.wait_until_recorded(payment_id, outcome).await;
+    }
+    let order = app.order("S-1").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.payment_id, None);
+    assert_eq!(order.adopted_payment_id.as_deref(), Some("PAY-1"));
+}
