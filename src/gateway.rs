@@ -61,16 +61,21 @@ impl Gateway {
         &self.policy
     }
 
-    /// Asks about `order`. Never fails and never waits longer than the
-    /// time-out: every trouble is an unusable answer, and so is a question
-    /// that finds the allowed number already in flight.
+    /// The wait before asking about an order again: the policy's, spread
+    /// at random.
+    pub fn wait_before_asking_again(&self) -> std::time::Duration {
+        self.policy.wait_before_asking_again(fastrand::f64())
+    }
+
+    /// Asks about `order`. Never fails, and once asked never waits longer
+    /// than the time-out: every trouble is an unusable answer. A question
+    /// that finds `gateway.concurrency` others in flight waits for one of
+    /// them to end first; it has not been asked yet, so that is no answer
+    /// of the gateway's. (The wait is bounded: every question in flight
+    /// ends within the time-out, and at most a prefetch of checks wait.)
     pub async fn ask(&self, order: &Order) -> GatewayAnswer {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            let answer =
-                GatewayAnswer::Unusable("too many questions to the gateway in flight".into());
-            self.metrics
-                .gateway_asked(answer.label(), std::time::Duration::ZERO);
-            return answer;
+        let Ok(_permit) = self.permits.acquire().await else {
+            return GatewayAnswer::Unusable("the gateway's client is shutting down".into());
         };
         let started = Instant::now();
         let answer = self.post(order).await;

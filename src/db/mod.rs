@@ -56,6 +56,13 @@ pub const CLAIM_OVERDUE: &str = "UPDATE orders SET next_check_at = $1 WHERE orde
         FOR UPDATE SKIP LOCKED) \
     RETURNING order_id, attempts";
 
+/// Payments whose own event is owed since before `$1`, oldest first, at
+/// most `$2`: a range scan of the partial index `payments_event_owed`.
+pub const OWED_PAYMENT_EVENTS: &str = "SELECT * FROM payments \
+    WHERE event_published_at IS NULL AND outcome IN ('mismatch', 'twice', 'after_close') \
+      AND received_at < $1 \
+    ORDER BY received_at LIMIT $2";
+
 /// The database paywait keeps its orders in.
 #[derive(Clone)]
 pub struct Database {
@@ -458,6 +465,22 @@ impl Database {
                 Ok((order_id, claimed.attempts.max(0) as u32))
             })
             .collect()
+    }
+
+    /// Up to `batch` payments whose own event (a refund, a mismatch) is owed
+    /// and that were received before `cutoff`.
+    pub async fn owed_payment_events(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: std::num::NonZeroU32,
+    ) -> Result<Vec<RecordedPayment>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<PaymentRow> = prepared(OWED_PAYMENT_EVENTS)
+            .bind::<Timestamptz, _>(cutoff)
+            .bind::<BigInt, _>(i64::from(batch.get()))
+            .load(&mut conn)
+            .await?;
+        rows.into_iter().map(RecordedPayment::try_from).collect()
     }
 
     /// Records that the event of one payment was confirmed.

@@ -111,6 +111,28 @@ pub fn decide(
     }
 }
 
+/// Decides what a check delivered again (its first handling may have stopped
+/// part-way) does: as [`decide`], but a check the order has recorded may
+/// have died before its successor's timer was confirmed (a gateway's ask is
+/// recorded before its timer is armed), so that timer is armed again, due
+/// when recorded. A duplicate it makes is dropped as stale in its turn.
+pub fn decide_redelivered(
+    order: Option<&Order>,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+    schedule: &Schedule,
+) -> CheckDecision {
+    match (decide(order, attempt, now, schedule), order) {
+        (CheckDecision::Stale, Some(order)) if order.attempts == attempt.get() => {
+            CheckDecision::Reschedule {
+                next: attempt.next(),
+                due_at: order.next_check_at.unwrap_or(now),
+            }
+        }
+        (decision, _) => decision,
+    }
+}
+
 /// When a check that arrived `early` (before `due_at`) is made, given the
 /// order as read on its arrival: a check that may close the order (pending,
 /// its deadline at or before `due_at`) waits for its due time, because no
@@ -310,6 +332,36 @@ mod tests {
             CheckDecision::Stale
         );
         assert_eq!(CheckDecision::Stale.outcome(), None);
+    }
+
+    #[test]
+    fn a_redelivered_check_that_was_recorded_arms_its_successor_again() {
+        let recorded = Order {
+            next_check_at: Some(at(5, 400)),
+            ..pending(2)
+        };
+        assert_eq!(
+            decide_redelivered(Some(&recorded), attempt(2), at(5, 1), &schedule()),
+            CheckDecision::Reschedule {
+                next: attempt(3),
+                due_at: at(5, 400)
+            }
+        );
+        // Delivered once, the same check is a duplicate.
+        assert_eq!(
+            decide(Some(&recorded), attempt(2), at(5, 1), &schedule()),
+            CheckDecision::Stale
+        );
+        // Older checks are stale however often they come.
+        assert_eq!(
+            decide_redelivered(Some(&recorded), attempt(1), at(5, 1), &schedule()),
+            CheckDecision::Stale
+        );
+        // Otherwise it decides as any check.
+        assert_eq!(
+            decide_redelivered(Some(&pending(3)), attempt(4), at(30, 0), &schedule()),
+            CheckDecision::Close
+        );
     }
 
     #[test]

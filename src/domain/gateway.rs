@@ -22,6 +22,21 @@ pub struct AskPolicy {
     pub max_retries: u32,
 }
 
+impl AskPolicy {
+    /// How much later than `retry` an ask may come, at most, as a share of
+    /// it: orders due together are asked about again spread over this.
+    pub const SPREAD: f64 = 0.2;
+
+    /// The wait before asking again, `spread` (from 0 to 1, drawn at
+    /// random by the caller) of the way from `retry` to its latest: never
+    /// sooner than `retry`, so that a burst of deadlines does not come back
+    /// as one.
+    pub fn wait_before_asking_again(&self, spread: f64) -> Duration {
+        self.retry
+            .mul_f64(1.0 + Self::SPREAD * spread.clamp(0.0, 1.0))
+    }
+}
+
 /// What the gateway said about an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayAnswer {
@@ -200,6 +215,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn asks_again_after_the_retry_spread_over_a_fifth_of_it() {
+        let policy = policy();
+        assert_eq!(
+            policy.wait_before_asking_again(0.0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            policy.wait_before_asking_again(0.5),
+            Duration::from_secs(33)
+        );
+        assert_eq!(
+            policy.wait_before_asking_again(1.0),
+            Duration::from_secs(36)
+        );
+        // Out of range draws are held to it.
+        assert_eq!(
+            policy.wait_before_asking_again(-1.0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            policy.wait_before_asking_again(7.0),
+            Duration::from_secs(36)
+        );
     }
 
     #[test]

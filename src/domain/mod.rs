@@ -18,7 +18,9 @@ mod story;
 pub mod sweep;
 pub mod timer;
 
-pub use check::{CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of};
+pub use check::{
+    CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of, decide_redelivered,
+};
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
 pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};

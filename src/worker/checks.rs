@@ -11,6 +11,7 @@ use crate::{
     domain::{
         Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
         OrderStatus, Rejection, Route, Verdict, after_lost_close, decide, decide_early_as_of,
+        decide_redelivered,
         gateway::{AfterAnswer, GatewayAnswer, after_answer},
         time_delta,
     },
@@ -70,19 +71,25 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         }
     };
     let schedule = &worker.schedule;
+    let decide = if inbound.seen_before {
+        decide_redelivered
+    } else {
+        decide
+    };
     let (decision, order) = match (decide(order.as_ref(), attempt, now, schedule), order) {
         (CheckDecision::Close, Some(order)) => {
-            let reason = match ask_gateway(worker, &order, attempt, now).await? {
-                AfterAsk::Close(reason) => reason,
-                AfterAsk::Paid => {
-                    worker.metrics.check_made(CheckOutcome::Paid);
-                    return Ok(Verdict::Done);
-                }
-                AfterAsk::AskedAgain => {
-                    worker.metrics.check_made(CheckOutcome::Rescheduled);
-                    return Ok(Verdict::Done);
-                }
-            };
+            let reason =
+                match ask_gateway(worker, &order, attempt, now, inbound.seen_before).await? {
+                    AfterAsk::Close(reason) => reason,
+                    AfterAsk::Paid => {
+                        worker.metrics.check_made(CheckOutcome::Paid);
+                        return Ok(Verdict::Done);
+                    }
+                    AfterAsk::AskedAgain => {
+                        worker.metrics.check_made(CheckOutcome::Rescheduled);
+                        return Ok(Verdict::Done);
+                    }
+                };
             close(worker, &order_id, attempt, now, reason).await?
         }
         (decision, order) => (decision, order),
@@ -171,6 +178,7 @@ async fn ask_gateway(
     order: &Order,
     attempt: Attempt,
     now: DateTime<Utc>,
+    seen_before: bool,
 ) -> Result<AfterAsk> {
     let Some(gateway) = &worker.gateway else {
         return Ok(AfterAsk::Close(CloseReason::Expired));
@@ -197,7 +205,9 @@ async fn ask_gateway(
             if first_time {
                 worker.metrics.payment_recorded();
             }
-            let after = worker.apply_payment(order_id, recorded, false).await?;
+            let after = worker
+                .apply_payment(order_id, recorded, seen_before)
+                .await?;
             match after.map(|order| order.status) {
                 // The payment did not match: the deadline has come unpaid.
                 Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
@@ -209,8 +219,9 @@ async fn ask_gateway(
             // The wait runs from the answer, however long it took. The ask
             // is recorded before the timer is armed: a short retry comes
             // back at once to wait in process, and must find it counted.
-            // Should arming fail, the sweeper finds the check overdue.
-            let due_at = Utc::now() + time_delta(gateway.policy().retry);
+            // Should arming fail, the check is delivered again and arms the
+            // recorded timer (`decide_redelivered`).
+            let due_at = Utc::now() + time_delta(gateway.wait_before_asking_again());
             worker
                 .db
                 .record_check(order_id, attempt.get(), due_at, true)

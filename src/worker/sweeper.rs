@@ -8,7 +8,11 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::{configuration::SweeperSettings, domain::Sweep, error::Result};
+use crate::{
+    configuration::SweeperSettings,
+    domain::{OrderId, Sweep},
+    error::{Error, Result},
+};
 
 /// Sweeps every `settings.interval` until `stop` is cancelled.
 pub async fn sweep_periodically(
@@ -23,20 +27,52 @@ pub async fn sweep_periodically(
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        // A full batch means more may be waiting: go on at once.
-        loop {
-            match sweep(&worker, &settings).await {
-                Ok(rearmed) if rearmed >= settings.batch.get() as usize && !stop.is_cancelled() => {
-                    continue;
-                }
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "sweep failed; trying again next interval");
-                    break;
-                }
+        let full = settings.batch.get() as usize;
+        until_done(&stop, full, || sweep(&worker, &settings)).await;
+        until_done(&stop, full, || announce_owed_payments(&worker, &settings)).await;
+    }
+}
+
+/// Runs `round` again while it did a full batch (more may be waiting; each
+/// round takes what it does off the list, so this ends), until it fails or
+/// `stop` is cancelled.
+async fn until_done<F, Fut>(stop: &CancellationToken, full: usize, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
+    loop {
+        match round().await {
+            Ok(done) if done >= full && !stop.is_cancelled() => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "sweep failed; trying again next interval");
+                return;
             }
         }
     }
+}
+
+/// Announces the events of payments owed longer than the grace (their
+/// announcer failed, and the message that brought them may not come back);
+/// returns how many were announced.
+pub async fn announce_owed_payments(worker: &Worker, settings: &SweeperSettings) -> Result<usize> {
+    let cutoff = Sweep::at(Utc::now(), settings.grace).cutoff;
+    let owed = worker
+        .db
+        .owed_payment_events(cutoff, settings.batch)
+        .await?;
+    let mut announced = 0;
+    for payment in &owed {
+        let order_id = OrderId::parse(payment.order_id.as_str())
+            .map_err(|error| Error::CorruptRow(error.to_string()))?;
+        if let Some(order) = worker.db.find(&order_id).await? {
+            tracing::warn!(%order_id, payment_id = payment.payment_id, "announcing a payment's owed event");
+            worker.announce_payment(&order, payment).await?;
+            announced += 1;
+        }
+    }
+    Ok(announced)
 }
 
 /// Re-arms the timers of overdue orders once; returns how many.

@@ -209,7 +209,7 @@ async fn each_answer_of_the_gateway_decides_how_the_order_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_gateway_holds_up_neither_payments_nor_other_checks() {
-    let (gateway, address) = FakeGateway::start(Duration::from_secs(60)).await;
+    let (gateway, address) = FakeGateway::start(Duration::from_secs(3)).await;
     let mut app = spawn_with_gateway(
         address,
         &[
@@ -224,33 +224,61 @@ async fn a_slow_gateway_holds_up_neither_payments_nor_other_checks() {
         assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // While that question hangs: a payment settles another order at once…
+    // While that question is open: a payment settles another order at once…
     app.place("FAST-1").await;
     app.pay("FAST-1", "PAY-FAST").await;
     let paid = app.expect_event(Duration::from_secs(2)).await;
     assert_eq!(paid.order_id(), "FAST-1");
     assert_eq!(paid.name(), "order.paid");
-    // …and another order at its deadline finds no free place to ask: that is
-    // no usable answer, asked again later, not a wait. After the retries it
-    // closes unverified, long before the hanging question times out.
+    // …and another order at its deadline waits for the only place to ask:
+    // not asked yet is no answer, so it is neither closed unverified nor
+    // asked again, but asked once the first question is answered.
     app.place("SLOW-2").await;
-    let closed = app.expect_event(Duration::from_secs(10)).await;
-    assert_eq!(closed.order_id(), "SLOW-2");
-    assert_eq!(closed.body["reason"], "unverified");
-    let order = app.order("SLOW-2").await.unwrap();
-    assert!(
-        order.closed_at.unwrap() - order.expires_at < chrono::TimeDelta::seconds(5),
-        "SLOW-2 waited for the slow question: {order:?}"
-    );
-    assert!(
-        gateway.asked("SLOW-2").is_empty(),
-        "a second question was let through"
-    );
-    app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 3.0)
-        .await;
+    let first = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(first.order_id(), "SLOW-1");
+    assert_eq!(first.body["reason"], "expired");
     assert_eq!(
-        app.order("SLOW-1").await.unwrap().status,
+        app.order("SLOW-2").await.unwrap().status,
         OrderStatus::Pending,
-        "the first question is still open"
+        "SLOW-2 was decided before it could be asked"
     );
+    let second = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(second.order_id(), "SLOW-2");
+    assert_eq!(second.body["reason"], "expired");
+    assert_eq!(gateway.asked("SLOW-2").len(), 1);
+    app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 0.0)
+        .await;
+    app.expect_metric(r#"paywait_gateway_requests_total{answer="unpaid"}"#, 2.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deadlines_is_asked_about_in_full_and_closed_expired() {
+    let (gateway, address) = FakeGateway::start(Duration::from_millis(50)).await;
+    let app = spawn_with_gateway(address, &[("PAYWAIT_CHECKS__MAX_CLOCK_SKEW", "1m")]).await;
+    let placed_at = chrono::Utc::now();
+    let expires_at = placed_at + chrono::TimeDelta::seconds(4);
+    let orders: Vec<String> = (0..300).map(|n| format!("BURST-SLOW-{n:03}")).collect();
+    for order_id in &orders {
+        app.publish(
+            "order.placed",
+            json!({"order_id": order_id, "placed_at": placed_at, "expires_at": expires_at})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    }
+    for order_id in &orders {
+        let order = app
+            .wait_for_status(order_id, OrderStatus::Closed, Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            order.close_reason,
+            Some(paywait::domain::CloseReason::Expired),
+            "{order_id}"
+        );
+        assert_eq!(gateway.asked(order_id).len(), 1, "{order_id}");
+    }
+    app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 0.0)
+        .await;
 }

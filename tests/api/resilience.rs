@@ -70,6 +70,46 @@ async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_announces_a_payments_event_its_announcer_left_owed() {
+    let mut app = TestApp::spawn_with("30s", true, SWEEPER_FAST).await;
+    app.place("P-OWE").await;
+    app.expect_handled(Inbox::Placed, 1).await;
+    // A mismatch decided, whose event was never confirmed: its announcer
+    // failed, and its message did not come back.
+    app.sandbox
+        .execute(&[
+            "INSERT INTO payments (payment_id, order_id, amount_cents, received_at, outcome, decided_attempts) \
+             VALUES ('PAY-LOST', 'P-OWE', 1, now() - interval '1 minute', 'mismatch', 0)",
+        ])
+        .await;
+    let event = app.expect_event(Duration::from_secs(15)).await;
+    assert_eq!(event.name(), "order.payment_mismatch");
+    assert_eq!(
+        event.properties.message_id().as_ref().unwrap().as_str(),
+        "P-OWE/order.payment_mismatch/PAY-LOST"
+    );
+    assert_eq!(event.body["status"], "pending");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .db
+        .payment("PAY-LOST")
+        .await
+        .unwrap()
+        .unwrap()
+        .event_published_at
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked announced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Announced once: nothing more for it.
+    assert!(app.next_event(Duration::from_secs(1)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_under_load_loses_nothing() {
     let mut app = TestApp::spawn("300ms").await;
     let ids: Vec<String> = (0..300).map(|i| format!("L-{i:03}")).collect();
@@ -204,14 +244,24 @@ async fn the_sweeper_and_the_status_read_an_index_of_unsettled_orders_not_the_ta
         "INSERT INTO orders (order_id, placed_at, expires_at, next_check_at) \
          SELECT 'O-' || g, now() - interval '10 minutes', now() + interval '20 minutes', now() - interval '5 minutes' \
          FROM generate_series(1, 20) g",
+        // Many payments that settled their orders, a few owing an event.
+        "INSERT INTO payments (payment_id, order_id, received_at, outcome, event_published_at) \
+         SELECT 'PAY-' || g, 'S-' || g, now() - interval '2 days', \
+                CASE WHEN g % 10 = 0 THEN 'twice' ELSE 'settled' END, \
+                CASE WHEN g % 10 = 0 THEN now() END \
+         FROM generate_series(1, 50000) g",
+        "INSERT INTO payments (payment_id, order_id, received_at, outcome) \
+         SELECT 'OWED-' || g, 'S-' || g, now() - interval '5 minutes', 'after_close' \
+         FROM generate_series(1, 10) g",
         "ANALYZE orders",
+        "ANALYZE payments",
     ] {
         diesel::sql_query(statement)
             .execute(&mut conn)
             .await
             .unwrap();
     }
-    // The sweeper's claim, and the status figures (in-flight orders
+    // The sweeper's claims, and the status figures (in-flight orders
     // through partial indexes, settled ones from the counts the triggers
     // keep); each statement's times first, then its row limit.
     let now = chrono::Utc::now();
@@ -235,6 +285,11 @@ async fn the_sweeper_and_the_status_read_an_index_of_unsettled_orders_not_the_ta
         (
             paywait::db::OWED_LATE,
             "orders_unsettled_next_check_at",
+            vec![minute_ago],
+        ),
+        (
+            paywait::db::OWED_PAYMENT_EVENTS,
+            "payments_event_owed",
             vec![minute_ago],
         ),
     ] {
