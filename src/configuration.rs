@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::domain::{Limits, Schedule, Timers, parse_duration};
+use crate::domain::{Attempt, Limits, Schedule, Timers, parse_duration};
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/paywait";
@@ -667,6 +667,22 @@ impl Settings {
             ));
         }
         settings.amqp.tls.check(&settings.amqp.nodes()[0])?;
+        let most_checks = settings
+            .checks
+            .schedule
+            .most_checks(settings.checks.max_deadline)
+            + u128::from(settings.gateway.max_retries);
+        if most_checks > u128::from(Attempt::MAX) {
+            return Err(ConfigError::invalid(
+                "checks.schedule",
+                format!(
+                    "an order due checks.max_deadline after it was placed could be checked \
+                     {most_checks} times, more than the {} counted: make the last wait longer \
+                     or checks.max_deadline shorter",
+                    Attempt::MAX
+                ),
+            ));
+        }
         settings.database.url = with_password_from(
             settings.database.url,
             settings.database.password_file.as_deref(),
@@ -940,6 +956,8 @@ mod tests {
                 "database.url",
             ),
             ("PAYWAIT_SHUTDOWN__TIMEOUT", "later", "shutdown.timeout"),
+            // Counted every millisecond for 30 days: past what attempts hold.
+            ("PAYWAIT_CHECKS__SCHEDULE", "1ms", "checks.schedule"),
             ("PAYWAIT_AMQP__PREFETCH", "0", "amqp.prefetch"),
             ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),
             ("PAYWAIT_SWEEPER__GRACE", "soon", "sweeper.grace"),

@@ -133,6 +133,16 @@ pub fn decide_redelivered(
     }
 }
 
+/// The number a check whose `x-attempt` is unusable is made as: the next
+/// check of a pending order (a check is never refused for its header while
+/// its order waits for it), or `None` for any other order, whose check is
+/// parked.
+pub fn number_of_unnumbered(order: Option<&Order>) -> Option<Attempt> {
+    order
+        .filter(|order| order.status == OrderStatus::Pending)
+        .and_then(|order| Attempt::new(order.attempts.checked_add(1)?))
+}
+
 /// When a check that arrived `early` (before `due_at`) is made, given the
 /// order as read on its arrival: a check that may close the order (pending,
 /// its deadline at or before `due_at`) waits for its due time, because no
@@ -362,6 +372,17 @@ mod tests {
             decide_redelivered(Some(&pending(3)), attempt(4), at(30, 0), &schedule()),
             CheckDecision::Close
         );
+    }
+
+    #[test]
+    fn a_check_with_an_unusable_number_checks_a_pending_order_next() {
+        assert_eq!(number_of_unnumbered(Some(&pending(2))), Some(attempt(3)));
+        assert_eq!(number_of_unnumbered(Some(&pending(0))), Some(attempt(1)));
+        for status in [OrderStatus::Paid, OrderStatus::Closed] {
+            assert_eq!(number_of_unnumbered(Some(&test_order(status))), None);
+        }
+        assert_eq!(number_of_unnumbered(None), None);
+        assert_eq!(number_of_unnumbered(Some(&pending(Attempt::MAX))), None);
     }
 
     #[test]

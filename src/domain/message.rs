@@ -165,7 +165,9 @@ pub struct OrderCancelled {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckDue {
     pub order_id: OrderId,
-    pub attempt: Attempt,
+    /// The number of the check, or why its `x-attempt` is unusable: such a
+    /// check still checks a pending order (see `check::number_of`).
+    pub attempt: Result<Attempt, Rejection>,
     /// When the check is due; `None` for a timer that says not (one armed
     /// before timers carried it), which is due when it arrives.
     pub due_at: Option<DateTime<Utc>>,
@@ -253,7 +255,7 @@ impl CheckDue {
     ) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
         let order_id = fields.order_id()?;
-        let attempt = Attempt::from_header(attempt)?;
+        let attempt = Attempt::from_header(attempt);
         let due_at = match due_at {
             IntegerHeader::Missing => None,
             IntegerHeader::NotAnInteger(kind) => {
@@ -284,8 +286,9 @@ impl CheckDue {
 pub struct Attempt(NonZeroU32);
 
 impl Attempt {
-    /// Far beyond any real schedule: a larger number means a corrupt header.
-    pub const MAX: u32 = 100_000;
+    /// The largest number PostgreSQL's `attempts` column holds; the
+    /// configuration refuses a schedule that could count further.
+    pub const MAX: u32 = i32::MAX as u32;
 
     pub const FIRST: Self = Self(NonZeroU32::MIN);
 
@@ -763,7 +766,7 @@ mod tests {
                 &IntegerHeader::Missing,
             )
             .unwrap();
-            assert_eq!(i128::from(due.attempt.get()), number);
+            assert_eq!(i128::from(due.attempt.unwrap().get()), number);
             assert_eq!(due.order_id.as_str(), "A-1");
         }
     }
@@ -823,15 +826,21 @@ mod tests {
         let body = br#"{"order_id":"A-1"}"#;
         let cases = [
             (IntegerHeader::Missing, "the header is missing"),
-            (IntegerHeader::Integer(0), "0 is not between 1 and 100000"),
-            (IntegerHeader::Integer(-2), "-2 is not between 1 and 100000"),
+            (
+                IntegerHeader::Integer(0),
+                "0 is not between 1 and 2147483647",
+            ),
+            (
+                IntegerHeader::Integer(-2),
+                "-2 is not between 1 and 2147483647",
+            ),
             (
                 IntegerHeader::Integer(i128::from(Attempt::MAX) + 1),
-                "100001 is not between 1 and 100000",
+                "2147483648 is not between 1 and 2147483647",
             ),
             (
                 IntegerHeader::Integer(i128::from(i64::MAX)),
-                "is not between 1 and 100000",
+                "is not between 1 and 2147483647",
             ),
             (
                 IntegerHeader::NotAnInteger("LongString".into()),
@@ -839,7 +848,10 @@ mod tests {
             ),
         ];
         for (header, says) in cases {
-            let rejection = CheckDue::parse(body, &header, &IntegerHeader::Missing).unwrap_err();
+            let rejection = CheckDue::parse(body, &header, &IntegerHeader::Missing)
+                .unwrap()
+                .attempt
+                .unwrap_err();
             assert_eq!(rejection.reason(), "bad_attempt", "{header:?}");
             assert!(rejection.to_string().contains(says), "{rejection}");
         }

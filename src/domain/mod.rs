@@ -20,6 +20,7 @@ pub mod timer;
 
 pub use check::{
     CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of, decide_redelivered,
+    number_of_unnumbered,
 };
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
 pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};

@@ -72,6 +72,14 @@ impl Schedule {
         self.waits.iter().sum()
     }
 
+    /// The most checks an order whose deadline is `deadline` after it was
+    /// placed can be given: every planned one, and one at the deadline.
+    pub fn most_checks(&self, deadline: Duration) -> u128 {
+        let last = self.waits.last().expect("a schedule is never empty");
+        let beyond = deadline.saturating_sub(self.total());
+        self.waits.len() as u128 + beyond.as_nanos().div_ceil(last.as_nanos()) + 1
+    }
+
     /// Each distinct wait once, shortest first.
     pub fn distinct_waits(&self) -> Vec<Duration> {
         let mut waits = self.waits.clone();
@@ -190,6 +198,20 @@ mod tests {
 
     fn at(minutes: i64, seconds: i64) -> TimeDelta {
         TimeDelta::minutes(minutes) + TimeDelta::seconds(seconds)
+    }
+
+    #[test]
+    fn the_most_checks_an_order_can_be_given() {
+        let s = schedule(&["1m", "4m"]);
+        // 1 and 5 minutes in, then the deadline.
+        assert_eq!(s.most_checks(minutes(5)), 3);
+        assert_eq!(s.most_checks(minutes(2)), 3);
+        // Then every 4 minutes: 9, 13, 17, and 20.
+        assert_eq!(s.most_checks(minutes(20)), 7);
+        assert_eq!(
+            schedule(&["1ms"]).most_checks(Duration::from_secs(30 * 24 * 3600)),
+            2_592_000_001
+        );
     }
 
     #[test]

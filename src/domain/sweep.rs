@@ -29,12 +29,10 @@ impl Sweep {
         }
     }
 
-    /// The check a re-armed timer is for: the one after the `checks_made`.
+    /// The check a re-armed timer is for: the one after the `checks_made`
+    /// (at most [`Attempt::MAX`], which the configuration keeps out of reach).
     pub fn next_attempt(checks_made: u32) -> Attempt {
-        checks_made
-            .checked_add(1)
-            .and_then(Attempt::new)
-            .unwrap_or(Attempt::FIRST)
+        Attempt::new(checks_made.saturating_add(1).min(Attempt::MAX)).unwrap_or(Attempt::FIRST)
     }
 }
 
@@ -58,7 +56,10 @@ mod tests {
     fn a_rearmed_timer_is_for_the_next_check() {
         assert_eq!(Sweep::next_attempt(0), Attempt::FIRST);
         assert_eq!(Sweep::next_attempt(3).get(), 4);
-        assert_eq!(Sweep::next_attempt(Attempt::MAX), Attempt::FIRST);
-        assert_eq!(Sweep::next_attempt(u32::MAX), Attempt::FIRST);
+        // Never back to the first check, which would be dropped as stale.
+        let last = Attempt::new(Attempt::MAX).unwrap();
+        assert_eq!(Sweep::next_attempt(Attempt::MAX - 1), last);
+        assert_eq!(Sweep::next_attempt(Attempt::MAX), last);
+        assert_eq!(Sweep::next_attempt(u32::MAX), last);
     }
 }

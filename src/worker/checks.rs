@@ -13,7 +13,7 @@ use crate::{
         OrderStatus, Rejection, Route, Verdict, after_lost_close, decide, decide_early_as_of,
         decide_redelivered,
         gateway::{AfterAnswer, GatewayAnswer, after_answer},
-        time_delta,
+        number_of_unnumbered, time_delta,
     },
     error::Result,
 };
@@ -28,6 +28,16 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         attempt,
         due_at,
     } = due;
+    let attempt = match attempt {
+        Ok(attempt) => attempt,
+        Err(rejection) => match number_of_unnumbered(worker.db.find(&order_id).await?.as_ref()) {
+            Some(attempt) => {
+                tracing::warn!(%order_id, %rejection, attempt = attempt.get(), "a check with an unusable number checks its pending order as the next one");
+                attempt
+            }
+            None => return Ok(Verdict::Reject(rejection)),
+        },
+    };
     let arrived = Utc::now();
     let due_at = due_at.unwrap_or(arrived);
     let (order, now) = match worker.timers.route(due_at, arrived) {

@@ -136,22 +136,27 @@ fn attempt_headers(value: AMQPValue) -> BasicProperties {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unusable_check_messages_are_parked() {
-    let app = TestApp::spawn("30s").await;
+async fn unusable_check_messages_are_parked_unless_their_order_waits_for_them() {
+    let mut app = TestApp::spawn("30s").await;
     app.place("A-KNOWN").await;
     app.wait_for_status("A-KNOWN", OrderStatus::Pending, SOON)
         .await;
+    app.place("A-SETTLED").await;
+    app.pay("A-SETTLED", "PAY-SETTLED").await;
+    app.wait_for_status("A-SETTLED", OrderStatus::Paid, SOON)
+        .await;
+    assert_eq!(app.expect_event(SOON).await.name(), "order.paid");
     let checks = app.topology.queue(Inbox::Checks).to_owned();
-    let known = br#"{"order_id":"A-KNOWN"}"#.to_vec();
-    let cases: Vec<(Vec<u8>, BasicProperties, &str)> = vec![
-        (known.clone(), BasicProperties::default(), "bad_attempt"),
+    let settled = br#"{"order_id":"A-SETTLED"}"#.to_vec();
+    let parked_cases: Vec<(Vec<u8>, BasicProperties, &str)> = vec![
+        (settled.clone(), BasicProperties::default(), "bad_attempt"),
         (
-            known.clone(),
+            settled.clone(),
             attempt_headers(AMQPValue::LongInt(0)),
             "bad_attempt",
         ),
         (
-            known.clone(),
+            settled.clone(),
             attempt_headers(AMQPValue::LongString(LongString::from("two"))),
             "bad_attempt",
         ),
@@ -161,37 +166,73 @@ async fn unusable_check_messages_are_parked() {
             "unknown_order",
         ),
         (
+            br#"{"order_id":"A-UNKNOWN"}"#.to_vec(),
+            BasicProperties::default(),
+            "bad_attempt",
+        ),
+        (
             b"[]".to_vec(),
             attempt_headers(AMQPValue::LongInt(1)),
             "not_json",
         ),
     ];
-    for (body, properties, _) in &cases {
+    for (body, properties, _) in &parked_cases {
         app.publish_to("", &checks, body, properties.clone()).await;
     }
+    // One more is taken than expected, to see that there is no other.
     let parked = app
-        .take_messages(app.topology.dead_queue(), cases.len(), SOON)
+        .take_messages(
+            app.topology.dead_queue(),
+            parked_cases.len() + 1,
+            Duration::from_secs(3),
+        )
         .await;
-    assert_eq!(parked.len(), cases.len());
+    assert_eq!(parked.len(), parked_cases.len());
     for reason in ["bad_attempt", "unknown_order", "not_json"] {
-        let expected = cases.iter().filter(|(_, _, r)| *r == reason).count() as f64;
+        let expected = parked_cases.iter().filter(|(_, _, r)| *r == reason).count() as f64;
         let series = format!(r#"paywait_messages_dead_total{{reason="{reason}"}}"#);
         app.expect_metric(&series, expected).await;
     }
     let unknown = parked
         .iter()
-        .find(|m| m.body == br#"{"order_id":"A-UNKNOWN"}"#)
-        .unwrap();
-    assert!(
-        unknown
-            .header("x-paywait-error")
-            .unwrap()
-            .contains("A-UNKNOWN")
+        .find(|m| m.header("x-paywait-error").unwrap().contains("A-UNKNOWN"))
+        .expect("the check of an unknown order names it");
+    assert_eq!(unknown.body, br#"{"order_id":"A-UNKNOWN"}"#);
+    assert_eq!(
+        app.order("A-SETTLED").await.unwrap().status,
+        OrderStatus::Paid
     );
-    // The known order was not touched by the bad checks.
+
+    // A check of a pending order is never refused for its number: it is
+    // made as the order's next check.
+    let unusable = [
+        attempt_headers(AMQPValue::LongInt(0)),
+        attempt_headers(AMQPValue::LongLongInt(i64::MAX)),
+        attempt_headers(AMQPValue::LongString(LongString::from("two"))),
+        BasicProperties::default(),
+    ];
+    for (made, properties) in (1..).zip(unusable) {
+        app.publish_to("", &checks, br#"{"order_id":"A-KNOWN"}"#, properties)
+            .await;
+        let deadline = std::time::Instant::now() + SOON;
+        while app.order("A-KNOWN").await.unwrap().attempts < made {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "check {made} was not made"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let order = app.order("A-KNOWN").await.unwrap();
     assert_eq!(order.status, OrderStatus::Pending);
-    assert_eq!(order.attempts, 0);
+    assert_eq!(order.attempts, 4);
+    assert!(
+        app.take_messages(app.topology.dead_queue(), 1, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "a check of a pending order was parked"
+    );
+    assert!(app.next_event(Duration::from_millis(200)).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

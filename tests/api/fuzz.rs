@@ -13,8 +13,8 @@ use lapin::{
 use paywait::{
     amqp::{attempt_header, due_at_header},
     domain::{
-        Attempt, CheckDecision, CheckDue, CloseReason, Inbox, Order, OrderCancelled, OrderId,
-        OrderPlaced, OrderStatus, PaymentSucceeded, Schedule, decide,
+        Attempt, CheckDecision, CheckDue, CloseReason, Inbox, Limits, Order, OrderCancelled,
+        OrderId, OrderPlaced, OrderStatus, PaymentSucceeded, Schedule, decide, intake::new_order,
     },
 };
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
@@ -35,8 +35,13 @@ fn json_value() -> impl Strategy<Value = Value> {
         "\\PC{0,20}".prop_map(Value::from),
         "[A-Z]{2,4}".prop_map(Value::from),
         Just(json!("2026-11-27T08:00:00Z")),
+        Just(json!("2026-11-27T08:00:00.0000001Z")),
+        Just(json!("2026-11-27T08:00:00.000001999Z")),
+        Just(json!("0000-01-01T00:00:00Z")),
         Just(json!("2026-11-27T16:00:00+08:00")),
         Just(json!("2026-11-27 08:00")),
+        Just(json!("a\u{0}b")),
+        Just(json!("CN\u{0}")),
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
@@ -48,12 +53,13 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 /// Every field an inbound message may carry.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "order_id",
     "payment_id",
     "amount_cents",
     "currency",
     "placed_at",
+    "expires_at",
     "paid_at",
     "reason",
 ];
@@ -71,6 +77,7 @@ fn near_valid_message() -> impl Strategy<Value = Vec<u8>> {
             json!({
                 "order_id": order_id, "payment_id": payment_id, "amount_cents": cents,
                 "currency": currency, "placed_at": time, "paid_at": time, "reason": "customer",
+                "expires_at": "2026-11-27T08:30:00Z",
             })
         });
     let field = proptest::sample::select(&FIELDS[..]);
@@ -116,7 +123,9 @@ fn header_value() -> impl Strategy<Value = AMQPValue> {
         any::<u32>().prop_map(AMQPValue::LongUInt),
         any::<i64>().prop_map(AMQPValue::LongLongInt),
         (1i64..5).prop_map(AMQPValue::LongLongInt),
-        (99_998i64..100_003).prop_map(AMQPValue::LongLongInt),
+        (2_147_483_645i64..2_147_483_650).prop_map(AMQPValue::LongLongInt),
+        // Times in milliseconds about PostgreSQL's earliest.
+        (-210_866_803_200_005i64..-210_866_803_199_995).prop_map(AMQPValue::LongLongInt),
         any::<bool>().prop_map(AMQPValue::Boolean),
         any::<f64>().prop_map(AMQPValue::Double),
         any::<u64>().prop_map(AMQPValue::Timestamp),
@@ -177,8 +186,13 @@ mod reference {
         }
     }
 
+    /// A text field: PostgreSQL stores no NUL in text.
+    fn text(value: &Value) -> Option<&str> {
+        value.as_str().filter(|text| !text.contains('\0'))
+    }
+
     fn order_id(map: &Map<String, Value>) -> Option<String> {
-        let id = field(map, "order_id")?.as_str()?;
+        let id = text(field(map, "order_id")?)?;
         let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:".contains(c);
         ((1..=64).contains(&id.len()) && id.chars().all(allowed)).then(|| id.to_owned())
     }
@@ -188,17 +202,31 @@ mod reference {
     }
 
     fn currency(value: &Value) -> Option<String> {
-        let text = value.as_str()?;
+        let text = text(value)?;
         (text.len() == 3 && text.chars().all(|c| c.is_ascii_uppercase())).then(|| text.to_owned())
     }
 
-    fn time(value: &Value) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(value.as_str()?)
+    /// A time as written, to the nanosecond.
+    fn precise_time(value: &Value) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text(value)?)
             .ok()
             .map(|time| time.with_timezone(&Utc))
     }
 
-    pub type Placed = (String, Option<i64>, Option<String>, Option<DateTime<Utc>>);
+    /// A time as PostgreSQL keeps it: to the microsecond, rounded down.
+    fn time(value: &Value) -> Option<DateTime<Utc>> {
+        let time = precise_time(value)?;
+        let nanos = time.timestamp_subsec_nanos();
+        Some(time - TimeDelta::nanoseconds(i64::from(nanos % 1_000)))
+    }
+
+    pub type Placed = (
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
     pub type Payment = (
         String,
         String,
@@ -210,18 +238,30 @@ mod reference {
 
     pub fn order_placed(body: &[u8]) -> Option<Placed> {
         let map = object(body)?;
-        Some((
+        let placed = (
             order_id(&map)?,
             optional(&map, "amount_cents", cents)?,
             optional(&map, "currency", currency)?,
             optional(&map, "placed_at", time)?,
-        ))
+            optional(&map, "expires_at", time)?,
+        );
+        // A window of less than a microsecond is none once stored.
+        if let (Some(Some(placed_at)), Some(Some(expires_at))) = (
+            optional(&map, "placed_at", precise_time),
+            optional(&map, "expires_at", precise_time),
+        ) {
+            let window = expires_at - placed_at;
+            if window > TimeDelta::zero() && window < TimeDelta::microseconds(1) {
+                return None;
+            }
+        }
+        Some(placed)
     }
 
     pub fn payment_succeeded(body: &[u8]) -> Option<Payment> {
         let map = object(body)?;
         let order_id = order_id(&map)?;
-        let payment_id = field(&map, "payment_id")?.as_str()?;
+        let payment_id = text(field(&map, "payment_id")?)?;
         let length = payment_id.chars().count();
         if !(1..=128).contains(&length) || payment_id.chars().any(char::is_control) {
             return None;
@@ -239,7 +279,7 @@ mod reference {
         let map = object(body)?;
         let order_id = order_id(&map)?;
         let reason = optional(&map, "reason", |value| {
-            let text = value.as_str()?;
+            let text = text(value)?;
             (text.chars().count() <= 256).then(|| text.to_owned())
         })?;
         Some((order_id, reason))
@@ -263,21 +303,25 @@ mod reference {
         Some(Some(number))
     }
 
-    pub type Due = (String, u32, Option<DateTime<Utc>>);
+    /// The order, the check's number if it is usable, and when it is due.
+    pub type Due = (String, Option<u32>, Option<DateTime<Utc>>);
 
     pub fn check_due(body: &[u8], headers: Option<&FieldTable>) -> Option<Due> {
         let order_id = order_id(&object(body)?)?;
-        let attempt = integer(headers, "x-attempt")??;
-        if !(1..=100_000).contains(&attempt) {
-            return None;
-        }
+        let attempt = integer(headers, "x-attempt")
+            .flatten()
+            .filter(|attempt| (1..=i128::from(i32::MAX)).contains(attempt))
+            .map(|attempt| attempt as u32);
         let due_at = match integer(headers, "x-due-at")? {
             None => None,
-            Some(millis) => Some(DateTime::from_timestamp_millis(
-                i64::try_from(millis).ok()?,
-            )?),
+            Some(millis) => {
+                let time = DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)?;
+                // PostgreSQL's earliest: 4714-11-24 BC.
+                let earliest = DateTime::from_timestamp(-210_866_803_200, 0)?;
+                Some(time).filter(|time| *time >= earliest)?.into()
+            }
         };
-        Some((order_id, attempt as u32, due_at))
+        Some((order_id, attempt, due_at))
     }
 }
 
@@ -311,6 +355,7 @@ proptest! {
                 placed.amount_cents,
                 placed.currency.map(|c| c.as_str().to_owned()),
                 placed.placed_at,
+                placed.expires_at,
             )
         });
         prop_assert_eq!(placed, reference::order_placed(&body));
@@ -337,7 +382,13 @@ proptest! {
             &due_at_header(headers.as_ref()),
         )
         .ok()
-        .map(|due| (due.order_id.as_str().to_owned(), due.attempt.get(), due.due_at));
+        .map(|due| {
+            (
+                due.order_id.as_str().to_owned(),
+                due.attempt.ok().map(Attempt::get),
+                due.due_at,
+            )
+        });
         prop_assert_eq!(due, reference::check_due(&body, headers.as_ref()));
     }
 
@@ -428,6 +479,17 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     for (index, inbox) in INBOUND.iter().enumerate() {
         app.expect_handled(*inbox, sent(index)).await;
     }
+    // Each order as the inbound messages left it, before any check.
+    let statuses_before: HashMap<String, OrderStatus> = app
+        .sandbox
+        .count_by("SELECT order_id || ' ' || status AS key, 1::bigint AS n FROM orders")
+        .await
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let (id, status) = key.split_once(' ')?;
+            Some((id.to_owned(), OrderStatus::parse(status)?))
+        })
+        .collect();
 
     let known: Vec<String> = inbound
         .iter()
@@ -478,8 +540,9 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
         assert_eq!(app.queue_depth(queue).await, 0, "{queue} kept messages");
     }
 
-    // The oracle: the parsers, and for a payment id used for two orders,
-    // the order the database recorded it for.
+    // The oracle: the parsers and the intake's own refusals, and for a
+    // payment id used for two orders, the order the database recorded it
+    // for; for a check, the order as the database held it.
     let mut conn = AsyncPgConnection::establish(&app.sandbox.database_url())
         .await
         .unwrap();
@@ -498,42 +561,81 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
             .into_iter()
             .map(|row| (row.payment_id, row.order_id))
             .collect();
-    let mut expected: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
+    let schedule = Schedule::parse(&["1h"]).unwrap();
+    let limits = Limits {
+        max_deadline: Duration::from_secs(30 * 24 * 3600),
+        max_clock_skew: Duration::from_secs(60),
+    };
+    // (queue, body) → the reason it must be parked for; and those that may
+    // be parked or not, as the order of concurrent checks has it.
+    let mut expected: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut either: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut accepted_orders = std::collections::HashSet::new();
+    let mut refused_orders = std::collections::HashSet::new();
     for (index, body, _) in &inbound {
-        let refused = match INBOUND[*index] {
-            Inbox::Placed => OrderPlaced::parse(body).is_err(),
-            Inbox::Payments => match PaymentSucceeded::parse(body) {
-                Err(_) => true,
-                Ok(payment) => recorded[payment.payment_id.as_str()] != payment.order_id.as_str(),
+        let refusal = match INBOUND[*index] {
+            Inbox::Placed => match OrderPlaced::parse(body)
+                .and_then(|placed| new_order(placed, Utc::now(), &schedule, &limits))
+            {
+                Err(rejection) => {
+                    if let Some(id) = serde_json::from_slice::<Value>(body)
+                        .ok()
+                        .and_then(|body| body["order_id"].as_str().map(str::to_owned))
+                    {
+                        refused_orders.insert(id);
+                    }
+                    Some(rejection.reason())
+                }
+                Ok((order, _)) => {
+                    accepted_orders.insert(order.order_id.as_str().to_owned());
+                    None
+                }
             },
-            _ => OrderCancelled::parse(body).is_err(),
+            Inbox::Payments => match PaymentSucceeded::parse(body) {
+                Err(rejection) => Some(rejection.reason()),
+                Ok(payment) => (recorded[payment.payment_id.as_str()] != payment.order_id.as_str())
+                    .then_some("invalid_field"),
+            },
+            _ => OrderCancelled::parse(body).err().map(|r| r.reason()),
         };
-        if refused {
-            expected
-                .entry(&inbound_queues[*index])
-                .or_default()
-                .push(body.clone());
+        if let Some(reason) = refusal {
+            expected.push((&inbound_queues[*index], body.clone(), reason));
         }
     }
     for (_, body, headers) in &timers {
-        let refused = match CheckDue::parse(
+        let due = match CheckDue::parse(
             body,
             &attempt_header(headers.as_ref()),
             &due_at_header(headers.as_ref()),
         ) {
-            Err(_) => true,
+            Err(rejection) => {
+                expected.push((&checks, body.clone(), rejection.reason()));
+                continue;
+            }
+            Ok(due) => due,
+        };
+        let before = statuses_before.get(due.order_id.as_str()).copied();
+        let after = app.order(due.order_id.as_str()).await.map(|o| o.status);
+        match due.attempt {
+            // A check of a pending order is never refused for its number;
+            // an order closed while the checks ran may have been either.
+            Err(rejection) => match (before, after) {
+                (Some(OrderStatus::Pending), Some(OrderStatus::Pending)) => {}
+                (Some(OrderStatus::Pending), _) => {
+                    either.push((&checks, body.clone(), rejection.reason()));
+                }
+                _ => expected.push((&checks, body.clone(), rejection.reason())),
+            },
             // A timer not due yet goes on to its next hop, unread; one that
             // is due meets the database.
-            Ok(due) => match due.due_at {
-                Some(due_at) if due_at > Utc::now() + TimeDelta::hours(1) => false,
+            Ok(_) => match due.due_at {
+                Some(due_at) if due_at > Utc::now() + TimeDelta::hours(1) => {}
                 Some(due_at) if due_at > sent_at => {
                     panic!("a timer due {due_at}, too near the test's time to judge")
                 }
-                _ => app.order(due.order_id.as_str()).await.is_none(),
+                _ if before.is_none() => expected.push((&checks, body.clone(), "unknown_order")),
+                _ => {}
             },
-        };
-        if refused {
-            expected.entry(&checks).or_default().push(body.clone());
         }
     }
 
@@ -541,7 +643,17 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
     let parked = app
         .take_messages(&dead, 1_000, Duration::from_millis(500))
         .await;
-    let mut actual: HashMap<&str, Vec<Vec<u8>>> = HashMap::new();
+    let reasons: HashMap<String, String> = app
+        .sandbox
+        .count_by("SELECT parked_id || ' ' || reason AS key, 1::bigint AS n FROM parked_messages")
+        .await
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let (id, reason) = key.split_once(' ')?;
+            Some((id.to_owned(), reason.to_owned()))
+        })
+        .collect();
+    let mut actual: HashMap<&str, Vec<(Vec<u8>, String)>> = HashMap::new();
     for message in &parked {
         assert!(message.header("x-paywait-error").is_some());
         let source = message.header("x-paywait-queue").expect("the source queue");
@@ -550,25 +662,71 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
             .chain([&checks])
             .find(|queue| **queue == source)
             .unwrap_or_else(|| panic!("parked from an unknown queue {source}"));
-        actual.entry(name).or_default().push(message.body.clone());
+        let parked_id = message.header("x-paywait-parked-id").expect("a parked id");
+        let reason = reasons
+            .get(&parked_id)
+            .unwrap_or_else(|| panic!("no record of parked message {parked_id}"));
+        actual
+            .entry(name)
+            .or_default()
+            .push((message.body.clone(), reason.clone()));
     }
     let sent_to = |queue: &str| match inbound_queues.iter().position(|q| q == queue) {
         Some(index) => sent(index),
         None => timers.len(),
     };
     for queue in inbound_queues.iter().chain([&checks]) {
-        let mut want = expected.remove(queue.as_str()).unwrap_or_default();
+        let of_queue = |list: &[(&str, Vec<u8>, &str)]| -> Vec<(Vec<u8>, String)> {
+            let mut picked: Vec<(Vec<u8>, String)> = list
+                .iter()
+                .filter(|(q, _, _)| q == queue)
+                .map(|(_, body, reason)| (body.clone(), (*reason).to_owned()))
+                .collect();
+            picked.sort();
+            picked
+        };
+        let want = of_queue(&expected);
+        let maybe = of_queue(&either);
         let mut got = actual.remove(queue.as_str()).unwrap_or_default();
+        got.sort();
         let sent = sent_to(queue);
-        println!("{queue}: {sent} sent, {} parked", got.len());
+        println!(
+            "{queue}: {sent} sent, {} parked ({} may or may not have been)",
+            got.len(),
+            maybe.len()
+        );
         assert!(
             !want.is_empty() && want.len() < sent,
             "{queue}: the draw should hold good and bad messages ({} of {sent} bad)",
             want.len()
         );
-        want.sort();
-        got.sort();
-        assert_eq!(got.len(), want.len(), "{queue}: parked count");
-        assert_eq!(got, want, "{queue}: parked bodies");
+        // Every message that must be parked is, with its reason; any other
+        // parked one is among those that may be.
+        let mut extra = got.clone();
+        for item in &want {
+            let position = extra.iter().position(|got| got == item).unwrap_or_else(|| {
+                panic!(
+                    "{queue}: not parked as {:?}: {:?}",
+                    item.1,
+                    String::from_utf8_lossy(&item.0)
+                )
+            });
+            extra.remove(position);
+        }
+        for item in &extra {
+            assert!(
+                maybe.contains(item),
+                "{queue}: parked as {:?} but should not be: {:?}",
+                item.1,
+                String::from_utf8_lossy(&item.0)
+            );
+        }
+    }
+    // A refused order left no row behind.
+    for order_id in refused_orders.difference(&accepted_orders) {
+        assert!(
+            app.order(order_id).await.is_none(),
+            "refused order {order_id} was stored"
+        );
     }
 }
