@@ -18,7 +18,7 @@ use crate::{
     metrics::Metrics,
     service,
     topology::Topology,
-    worker::{self, Worker},
+    worker::{self, ChecksInFlight, Worker},
 };
 
 /// The daemon, with its HTTP listener bound and nothing else started yet.
@@ -189,6 +189,7 @@ async fn session(
         metrics: metrics.clone(),
         trusted_users: settings.payments.trusted_users.clone(),
         gateway: gateway.clone(),
+        checks_in_flight: ChecksInFlight::default(),
     });
 
     let stop_session = stop.child_token();

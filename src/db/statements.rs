@@ -3,7 +3,9 @@
 //!
 //! Statements that move pending orders lock their rows in `order_id` order
 //! first, so two batches touching the same orders never deadlock; those
-//! that decide payments lock them in `payment_id` order.
+//! that decide payments lock them in `payment_id` order, and inserts write
+//! their rows in key order, for the same reason. Where one batch names an
+//! order twice, the first request wins and is answered with the row.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -123,13 +125,14 @@ static SETTLE: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Closes pending orders. `$1`: order ids, `$2`: the check closing each (0
-/// for none), `$3`: when, `$4`: why.
+/// for none), `$3`: when, `$4`: why. An order named twice is closed as its
+/// first request says, which [`first_claim`] answers.
 static CLOSE: LazyLock<String> = LazyLock::new(|| {
     LockedUpdate {
         source: "SELECT DISTINCT ON (order_id) * \
                  FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[]) \
-                   AS v(order_id, attempt, closed_at, reason) \
-                 ORDER BY order_id",
+                   WITH ORDINALITY AS v(order_id, attempt, closed_at, reason, nth) \
+                 ORDER BY order_id, nth",
         pending_only: true,
         set: "status = 'closed', closed_at = src.closed_at, close_reason = src.reason, \
               attempts = GREATEST(orders.attempts, src.attempt), \
@@ -279,7 +282,7 @@ fn first_claim(
 /// Stores placed orders, unless they are known already.
 pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Placement>> {
     let conn: &mut AsyncPgConnection = &mut conn;
-    let rows: Vec<OrderInsert<'_>> = batch
+    let mut rows: Vec<OrderInsert<'_>> = batch
         .iter()
         .map(|new| OrderInsert {
             order_id: new.order_id.as_str(),
@@ -291,6 +294,8 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
             next_check_at: Some(new.next_check_at),
         })
         .collect();
+    // In key order, as every batch writes them: two never wait on each other.
+    rows.sort_by_key(|row| row.order_id);
     let inserted: Vec<OrderRow> = diesel::insert_into(orders::table)
         .values(&rows)
         .on_conflict_do_nothing()
@@ -349,8 +354,11 @@ pub(super) async fn record_payments(
     batch: Vec<PaymentRow>,
 ) -> Result<Vec<(bool, RecordedPayment)>> {
     let conn: &mut AsyncPgConnection = &mut conn;
+    let mut rows: Vec<&PaymentRow> = batch.iter().collect();
+    // In key order, as every batch writes them: two never wait on each other.
+    rows.sort_by_key(|row| row.payment_id.as_str());
     let inserted: Vec<PaymentRow> = diesel::insert_into(payments::table)
-        .values(&batch)
+        .values(rows)
         .on_conflict_do_nothing()
         .returning(PaymentRow::as_returning())
         .get_results(conn)

@@ -4,6 +4,11 @@
 //! first, when one is configured, before an unpaid order is closed. The
 //! order of the steps, and why it is safe, is in `domain::check`.
 
+use std::{
+    collections::HashSet,
+    sync::{Mutex, PoisonError},
+};
+
 use chrono::{DateTime, Utc};
 
 use super::Worker;
@@ -17,6 +22,46 @@ use crate::{
     },
     error::Result,
 };
+
+/// The checks a daemon is making now, by order and number: a second copy
+/// of a timer that arrives while the first is handled is a duplicate
+/// (whatever the first does, it does for both, and its message stays
+/// unacknowledged until it is done).
+#[derive(Default)]
+pub struct ChecksInFlight(Mutex<HashSet<(OrderId, Attempt)>>);
+
+/// A check claimed in [`ChecksInFlight`], until dropped.
+struct Claim<'a> {
+    in_flight: &'a ChecksInFlight,
+    key: (OrderId, Attempt),
+}
+
+impl ChecksInFlight {
+    fn claim(&self, order_id: &OrderId, attempt: Attempt) -> Option<Claim<'_>> {
+        let key = (order_id.clone(), attempt);
+        let claimed = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone());
+        // Built only once the lock is let go: a claim unlocks it when dropped.
+        claimed.then(|| Claim {
+            in_flight: self,
+            key,
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut checks = self
+            .in_flight
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        checks.remove(&self.key);
+    }
+}
 
 pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
     let due = match CheckDue::parse(&inbound.body, &inbound.attempt, &inbound.due_at) {
@@ -37,6 +82,10 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
             }
             None => return Ok(Verdict::Reject(rejection)),
         },
+    };
+    let Some(_claim) = worker.checks_in_flight.claim(&order_id, attempt) else {
+        tracing::debug!(%order_id, attempt = attempt.get(), "a copy of a timer in hand dropped");
+        return Ok(Verdict::Done);
     };
     let arrived = Utc::now();
     let due_at = due_at.unwrap_or(arrived);
@@ -239,5 +288,25 @@ async fn ask_gateway(
             worker.arm(order_id, attempt.next(), due_at).await?;
             Ok(AfterAsk::AskedAgain)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_in_hand_is_claimed_once_until_it_is_done() {
+        let in_flight = ChecksInFlight::default();
+        let order_id = OrderId::parse("A-1").unwrap();
+        let first = in_flight.claim(&order_id, Attempt::FIRST).unwrap();
+        assert!(in_flight.claim(&order_id, Attempt::FIRST).is_none());
+        // Another check of the order, or another order, is its own.
+        let next = in_flight.claim(&order_id, Attempt::FIRST.next()).unwrap();
+        let other = OrderId::parse("A-2").unwrap();
+        assert!(in_flight.claim(&other, Attempt::FIRST).is_some());
+        drop(first);
+        assert!(in_flight.claim(&order_id, Attempt::FIRST).is_some());
+        drop(next);
     }
 }

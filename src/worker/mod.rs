@@ -9,6 +9,7 @@ mod money;
 mod payments;
 mod sweeper;
 
+pub use checks::ChecksInFlight;
 pub use sweeper::{sweep, sweep_periodically};
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Worker {
     pub trusted_users: Vec<String>,
     /// Asked before an unpaid order is closed, when configured.
     pub gateway: Option<Arc<Gateway>>,
+    /// The checks being made now, so that a copy of one is dropped.
+    pub checks_in_flight: ChecksInFlight,
 }
 
 impl Handler for Worker {

@@ -423,3 +423,24 @@ async fn payments_racing_their_orders_are_never_left_unapplied() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_one_timer_arm_one_successor() {
+    let app = TestApp::spawn("30s,30s").await;
+    app.place("T-DUP").await;
+    app.expect_handled(Inbox::Placed, 1).await;
+    assert_eq!(app.timers_waiting().await, 1, "the order's own first timer");
+    // Three copies of check 1 at once, as a lost timer re-armed beside the
+    // original would bring.
+    for _ in 0..3 {
+        app.fire_timer("T-DUP", 1).await;
+    }
+    app.expect_handled(Inbox::Checks, 3).await;
+    let order = app.order("T-DUP").await.unwrap();
+    assert_eq!(order.attempts, 1);
+    assert_eq!(
+        app.timers_waiting().await,
+        2,
+        "the first timer and one successor, not one per copy"
+    );
+}
