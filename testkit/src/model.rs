@@ -596,7 +596,7 @@ mod tests {
                 "A/order.payment_mismatch/P1"
             ]
         );
-        let mismatch = m.events().into_iter().last().unwrap();
+        let mismatch = m.events().into_iter().next_back().unwrap();
         assert_eq!(mismatch.status, Status::Pending);
     }
 
