@@ -12,6 +12,7 @@
 //! replays the run, `PROPTEST_CASES=<n>` sets how many sequences are tried.
 
 mod driver;
+mod known_disagreements;
 mod scenarios;
 mod steps;
 
