@@ -422,7 +422,7 @@ fn quiet_panics_on_this_thread() {
 static CONFIG: LazyLock<Config> = LazyLock::new(|| {
     let mut config = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = 3000;
+        config.cases = 5000;
     }
     if config.rng_seed == RngSeed::Random {
         config.rng_seed = RngSeed::Fixed(RandomState::new().hash_one("paywait"));
