@@ -2,13 +2,15 @@
 //! sandbox (vhost and database) per test on the real broker and database,
 //! the daemon in-process ([`TestApp`]) or as a child process ([`Daemon`]),
 //! clients that publish with paywait's own publisher, a PostgreSQL server
-//! of the test's own, and the management API calls the tests make.
+//! of the test's own, the management API calls the tests make, and
+//! [`model`], the contract as a reference model.
 
 mod app;
 mod client;
 mod cluster;
 pub mod contract;
 mod daemon;
+pub mod model;
 mod postgres;
 mod sandbox;
 mod services;

@@ -1,0 +1,185 @@
+//! Where paywait's core (as `src/worker` drives it) does not do what SPEC.md
+//! says: each test states the shortest sequence found, and fails until the
+//! core is fixed. None is ignored: the report of each says what differs,
+//! and once the core is fixed each stays as a regression test.
+
+use crate::{
+    Setup, agree,
+    steps::{Answer, MINUTE, Message, Step, cancel, paid_in_sql, pay, place, timer},
+};
+
+const DEADLINE: i64 = 5 * MINUTE;
+
+/// SPEC: for an order marked paid in SQL, "the first payment.succeeded that
+/// matches it is taken as the payment that paid it (recorded, nothing
+/// published); every other payment for it, of any amount, publishes
+/// order.paid_twice".
+#[test]
+fn regression_sql_paid_order_takes_the_first_matching_payment_as_its_own() {
+    agree(
+        Setup::PLAIN,
+        &[
+            place("A-1", Some(100), Some("CNY")),
+            paid_in_sql("A-1"),
+            pay("A-1", 1, Some(100), Some("CNY")),
+        ],
+    );
+}
+
+/// The same rule: a second matching payment is `order.paid_twice`.
+#[test]
+fn regression_sql_paid_order_second_payment_is_paid_twice() {
+    agree(
+        Setup::PLAIN,
+        &[
+            place("A-1", Some(100), Some("CNY")),
+            paid_in_sql("A-1"),
+            pay("A-1", 1, Some(100), Some("CNY")),
+            pay("A-1", 2, Some(100), Some("CNY")),
+        ],
+    );
+}
+
+/// The same rule: a payment that does not match an order paid in SQL is
+/// `order.paid_twice` too (it is not a mismatch: the order is not pending).
+#[test]
+fn regression_sql_paid_order_mismatched_payment_is_paid_twice() {
+    agree(
+        Setup::PLAIN,
+        &[
+            place("A-1", Some(100), Some("CNY")),
+            paid_in_sql("A-1"),
+            pay("A-1", 1, Some(1), None),
+            timer("A-1", DEADLINE, Answer::Unpaid),
+        ],
+    );
+}
+
+/// SPEC: an event about a payment carries "the status it was decided with,
+/// not the order's later one"; a mismatch is decided on a pending order.
+#[test]
+fn regression_mismatch_before_its_order_is_announced_as_pending_when_another_payment_settles_it() {
+    agree(
+        Setup::PLAIN,
+        &[
+            pay("A-1", 1, Some(1), None),
+            pay("A-1", 2, Some(100), None),
+            place("A-1", Some(100), None),
+        ],
+    );
+}
+
+/// The same with a cancellation that came after the mismatched payment.
+#[test]
+fn regression_mismatch_before_a_cancellation_before_its_order_is_announced_as_pending() {
+    agree(
+        Setup::PLAIN,
+        &[
+            pay("A-1", 1, Some(1), None),
+            cancel("A-1"),
+            place("A-1", Some(100), None),
+        ],
+    );
+}
+
+/// SPEC: what waited for an order is "played in the order they came", and
+/// a worker killed at any instant loses no event. When the worker dies
+/// after the arrival's close (of a cancellation that waited) is written but
+/// before the payment that came before the cancellation is decided, the
+/// redelivered `order.placed` decides that payment against the closed
+/// order: `order.paid_after_close` instead of `order.payment_mismatch`.
+#[test]
+fn regression_worker_dying_on_arrival_decides_an_earlier_payment_after_the_close() {
+    agree(
+        Setup::PLAIN,
+        &[
+            pay("A-1", 1, Some(1), None),
+            cancel("A-1"),
+            Step::Deliver {
+                message: Message::Placed {
+                    order: "A-1",
+                    amount_cents: Some(100),
+                    currency: None,
+                    placed_at: 0,
+                    expires_in: None,
+                },
+                redelivered: false,
+                dies_after: Some(2),
+            },
+        ],
+    );
+}
+
+/// The same with a payment that settled on arrival: the earlier
+/// mismatched payment turns into `order.paid_twice`.
+#[test]
+fn regression_worker_dying_on_arrival_decides_an_earlier_payment_after_the_settlement() {
+    agree(
+        Setup::PLAIN,
+        &[
+            pay("A-1", 1, Some(1), None),
+            pay("A-1", 2, Some(100), None),
+            Step::Deliver {
+                message: Message::Placed {
+                    order: "A-1",
+                    amount_cents: Some(100),
+                    currency: None,
+                    placed_at: 0,
+                    expires_in: None,
+                },
+                redelivered: false,
+                dies_after: Some(2),
+            },
+        ],
+    );
+}
+
+/// SPEC: a worker killed at any instant loses no event. The gateway says
+/// `paid` with a payment that does not match; the worker dies once the
+/// mismatch is recorded, before its event is published. The redelivered
+/// timer asks again, finds the payment decided, and (asking as if the
+/// timer were new) does not publish it: `order.payment_mismatch` is lost.
+#[test]
+fn regression_worker_dying_after_a_gateway_mismatch_loses_its_event() {
+    agree(
+        Setup::with_gateway(0),
+        &[
+            place("A-1", Some(100), Some("CNY")),
+            Step::Timer {
+                order: "A-1",
+                at: DEADLINE,
+                answer: Answer::Paid {
+                    n: 1,
+                    amount_cents: Some(100),
+                    currency: Some("USD"),
+                },
+                dies_after: Some(2),
+            },
+        ],
+    );
+}
+
+/// SPEC: "A duplicate of an event is byte for byte the same body". The
+/// gateway's payment settles the order and `order.paid` is published
+/// without counting the check that asked (`attempts` 0); the worker dies
+/// before recording it, and the redelivered check publishes it again
+/// counting itself (`attempts` 1).
+#[test]
+fn regression_order_paid_through_the_gateway_is_published_again_with_other_attempts() {
+    agree(
+        Setup::with_gateway(0),
+        &[
+            place("A-1", Some(100), Some("CNY")),
+            Step::Timer {
+                order: "A-1",
+                at: DEADLINE,
+                answer: Answer::Paid {
+                    n: 1,
+                    amount_cents: Some(100),
+                    currency: Some("CNY"),
+                },
+                dies_after: Some(3),
+            },
+        ],
+    );
+}
