@@ -170,8 +170,14 @@ pub struct Arrival {
     /// For an order found marked paid in SQL: the payment taken as the one
     /// that paid it.
     pub adopted: Option<String>,
-    /// What each other waiting payment did, in the order they came.
-    pub outcomes: Vec<(String, PaymentOutcome)>,
+    /// What each other payment that came before the transition (or, with
+    /// none, each other payment) did, in the order they came: decided on
+    /// the order as stored, and written before the transition, so that a
+    /// crash between the two never decides them again on the moved order.
+    pub earlier: Vec<(String, PaymentOutcome)>,
+    /// What each payment that came after the transition did, in the order
+    /// they came: written after it.
+    pub later: Vec<(String, PaymentOutcome)>,
 }
 
 /// Plays what waited for `order`, in the order it came, as if each had
@@ -224,7 +230,11 @@ pub fn on_arrival(
                     arrival.adopted = Some(payment.payment_id.clone());
                 }
                 PaymentDecision::Keep(outcome) => {
-                    arrival.outcomes.push((payment.payment_id.clone(), outcome));
+                    let kept = (payment.payment_id.clone(), outcome);
+                    match arrival.transition {
+                        None => arrival.earlier.push(kept),
+                        Some(_) => arrival.later.push(kept),
+                    }
                 }
                 PaymentDecision::AlreadySettled | PaymentDecision::Early => {}
             },
@@ -496,12 +506,10 @@ mod tests {
         let arrival = on_arrival(&order, &[again.clone(), right.clone(), wrong], None);
         assert_eq!(arrival.transition, Some(Transition::Settle(right)));
         assert_eq!(
-            arrival.outcomes,
-            [
-                ("PAY-1".to_owned(), PaymentOutcome::Mismatch),
-                ("PAY-3".to_owned(), PaymentOutcome::Twice)
-            ]
+            arrival.earlier,
+            [("PAY-1".to_owned(), PaymentOutcome::Mismatch)]
         );
+        assert_eq!(arrival.later, [("PAY-3".to_owned(), PaymentOutcome::Twice)]);
     }
 
     #[test]
@@ -511,9 +519,10 @@ mod tests {
         let arrival = on_arrival(&order, &[waiting("PAY-1", 5, None)], Some(&cancelled_at(1)));
         assert_eq!(arrival.transition, Some(Transition::Cancel));
         assert_eq!(
-            arrival.outcomes,
+            arrival.later,
             [("PAY-1".to_owned(), PaymentOutcome::AfterClose)]
         );
+        assert!(arrival.earlier.is_empty());
         // Paid, then cancelled: the cancellation changes nothing.
         let payment = waiting("PAY-1", 1, None);
         let arrival = on_arrival(
@@ -522,7 +531,7 @@ mod tests {
             Some(&cancelled_at(5)),
         );
         assert_eq!(arrival.transition, Some(Transition::Settle(payment)));
-        assert!(arrival.outcomes.is_empty());
+        assert!(arrival.earlier.is_empty() && arrival.later.is_empty());
         // A mismatch leaves the order pending for the cancellation.
         let arrival = on_arrival(
             &order,
@@ -531,9 +540,10 @@ mod tests {
         );
         assert_eq!(arrival.transition, Some(Transition::Cancel));
         assert_eq!(
-            arrival.outcomes,
+            arrival.earlier,
             [("PAY-1".to_owned(), PaymentOutcome::Mismatch)]
         );
+        assert!(arrival.later.is_empty());
     }
 
     #[test]
@@ -546,7 +556,7 @@ mod tests {
         let arrival = on_arrival(&paid, &[waiting("PAY-1", 1, None)], Some(&cancelled_at(2)));
         assert_eq!(arrival.transition, None);
         assert_eq!(
-            arrival.outcomes,
+            arrival.earlier,
             [("PAY-1".to_owned(), PaymentOutcome::Twice)]
         );
         // Settled by this very payment: nothing left to decide about it.

@@ -265,7 +265,7 @@ async fn ask_gateway(
                 worker.metrics.payment_recorded();
             }
             let after = worker
-                .apply_payment(order_id, recorded, seen_before)
+                .apply_payment(order_id, recorded, seen_before, Some(attempt))
                 .await?;
             match after.map(|order| order.status) {
                 // The payment did not match: the deadline has come unpaid.

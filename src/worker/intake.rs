@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::Worker;
 use crate::{
     domain::{
-        Attempt, CloseReason, Inbound, Order, OrderPlaced, Transition, Verdict,
+        Attempt, CloseReason, Inbound, Order, OrderPlaced, PaymentOutcome, Transition, Verdict,
         intake::{new_order, on_arrival},
     },
     error::Result,
@@ -58,6 +58,26 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
     Ok(Verdict::Done)
 }
 
+/// Keeps what each payment that waited for `order` did, and announces it
+/// when this call decided it (or may have before, `seen_before`).
+async fn decide_waiting(
+    worker: &Worker,
+    order: &Order,
+    outcomes: Vec<(String, PaymentOutcome)>,
+    seen_before: bool,
+) -> Result<()> {
+    for (payment_id, outcome) in outcomes {
+        let (decided_now, kept) = worker
+            .db
+            .decide_payment(&payment_id, outcome, order.attempts)
+            .await?;
+        if decided_now || seen_before {
+            worker.announce_payment(order, &kept).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Plays the payments and the cancellation that came before the order;
 /// returns the order as it stands after, and whether this handler's write
 /// moved it out of `pending` (and so announces it).
@@ -70,6 +90,9 @@ async fn play_what_waited(
     for _ in 0..PLANS {
         let waiting = worker.db.waiting_for(&order_id).await?;
         let arrival = on_arrival(&order, &waiting.payments, waiting.cancellation.as_ref());
+        // What came before the transition is decided on the order as it
+        // stands, and kept before the transition is written.
+        decide_waiting(worker, &order, arrival.earlier, seen_before).await?;
         let moved_now = arrival.transition.is_some();
         let moved = match &arrival.transition {
             None => Some(order.clone()),
@@ -96,15 +119,7 @@ async fn play_what_waited(
             order = worker.db.find(&order_id).await?.unwrap_or(order);
             continue;
         }
-        for (payment_id, outcome) in arrival.outcomes {
-            let (decided_now, kept) = worker
-                .db
-                .decide_payment(&payment_id, outcome, order.attempts)
-                .await?;
-            if decided_now || seen_before {
-                worker.announce_payment(&order, &kept).await?;
-            }
-        }
+        decide_waiting(worker, &order, arrival.later, seen_before).await?;
         if seen_before {
             // A first try may have decided payments and died before their
             // events were confirmed.

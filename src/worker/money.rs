@@ -5,7 +5,7 @@
 use super::Worker;
 use crate::{
     domain::{
-        Order, OrderId, OrderStatus, PaymentDecision, PaymentOutcome, RecordedPayment,
+        Attempt, Order, OrderId, OrderStatus, PaymentDecision, PaymentOutcome, RecordedPayment,
         payment::decide,
     },
     error::Result,
@@ -19,12 +19,15 @@ impl Worker {
     /// Does what `payment`, recorded for `order_id`, does to its order, and
     /// publishes what that owes downstream; returns the order as it stands
     /// after (`None` while it is not known). `seen_before`: the message that
-    /// brought it may have been handled part-way already.
+    /// brought it may have been handled part-way already. `by_check`: the
+    /// check that brought it (the gateway's answer), which the order's
+    /// event counts, as every copy of it does.
     pub(super) async fn apply_payment(
         &self,
         order_id: &OrderId,
         mut payment: RecordedPayment,
         seen_before: bool,
+        by_check: Option<Attempt>,
     ) -> Result<Option<Order>> {
         let mut order = self.db.find(order_id).await?;
         for _ in 0..DECISIONS {
@@ -32,6 +35,10 @@ impl Worker {
                 PaymentDecision::Settle => {
                     if let Some(paid) = self.db.settle(order_id, &payment.payment_id).await? {
                         tracing::info!(%order_id, payment_id = payment.payment_id, "order paid");
+                        let paid = match by_check {
+                            Some(attempt) => paid.counting_check(attempt),
+                            None => paid,
+                        };
                         self.announce(&paid).await?;
                         return Ok(Some(paid));
                     }

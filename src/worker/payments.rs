@@ -32,7 +32,7 @@ pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Res
         worker.metrics.payment_recorded();
     }
     worker
-        .apply_payment(&payment.order_id, recorded, inbound.seen_before)
+        .apply_payment(&payment.order_id, recorded, inbound.seen_before, None)
         .await?;
     Ok(Verdict::Done)
 }

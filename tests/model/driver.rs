@@ -114,6 +114,7 @@ impl Store {
                 payment_id: None,
                 event_published_at: None,
                 next_check_at: Some(new.next_check_at),
+                adopted_payment_id: None,
             };
             self.orders.insert(key.clone(), order);
         }
@@ -153,6 +154,7 @@ impl Store {
                 received_at,
                 outcome: None,
                 event_published_at: None,
+                decided_attempts: None,
             };
             self.payments.insert(key.clone(), recorded);
         }
@@ -160,20 +162,46 @@ impl Store {
         Ok((first_time, self.payments[&key].clone()))
     }
 
-    /// `... SET outcome = $2 WHERE outcome IS NULL`.
+    /// `... SET outcome = $2, decided_attempts = $3 WHERE outcome IS NULL`.
     fn decide_payment(
         &mut self,
         payment_id: &str,
         outcome: PaymentOutcome,
+        attempts: u32,
     ) -> Run<(bool, RecordedPayment)> {
         let payment = self.payments.get_mut(payment_id).expect("recorded");
         let decided_now = payment.outcome.is_none();
         if decided_now {
             payment.outcome = Some(outcome);
+            payment.decided_attempts = Some(attempts);
         }
         let payment = payment.clone();
         self.effect()?;
         Ok((decided_now, payment))
+    }
+
+    /// Takes an undecided payment as the one that paid an order marked paid
+    /// in SQL, unless another was taken first.
+    fn adopt(&mut self, order_id: &OrderId, payment_id: &str) -> Run<bool> {
+        let payment = self
+            .payments
+            .get_mut(payment_id)
+            .filter(|p| p.order_id == order_id.as_str() && p.outcome.is_none());
+        let order = self.orders.get_mut(order_id.as_str()).filter(|order| {
+            order.status == OrderStatus::Paid
+                && order.payment_id.is_none()
+                && order.adopted_payment_id.is_none()
+        });
+        let adopted = match (order, payment) {
+            (Some(order), Some(payment)) => {
+                order.adopted_payment_id = Some(payment.payment_id.clone());
+                payment.outcome = Some(PaymentOutcome::Settled);
+                true
+            }
+            _ => false,
+        };
+        self.effect()?;
+        Ok(adopted)
     }
 
     /// Pays a pending order with an undecided payment of its own.
@@ -542,11 +570,29 @@ impl Driver {
         }
     }
 
+    fn decide_waiting(
+        &mut self,
+        order: &Order,
+        outcomes: Vec<(String, PaymentOutcome)>,
+        seen_before: bool,
+    ) -> Run<()> {
+        for (payment_id, outcome) in outcomes {
+            let (decided_now, kept) =
+                self.store
+                    .decide_payment(&payment_id, outcome, order.attempts)?;
+            if decided_now || seen_before {
+                self.announce_payment(order, &kept)?;
+            }
+        }
+        Ok(())
+    }
+
     fn play_what_waited(&mut self, mut order: Order, seen_before: bool) -> Run<(Order, bool)> {
         let order_id = order.order_id.clone();
         for _ in 0..3 {
             let (payments, cancellation) = self.store.waiting_for(&order_id);
             let arrival = on_arrival(&order, &payments, cancellation.as_ref());
+            self.decide_waiting(&order, arrival.earlier, seen_before)?;
             let moved_now = arrival.transition.is_some();
             let moved = match &arrival.transition {
                 None => Some(order.clone()),
@@ -564,12 +610,13 @@ impl Driver {
                 continue;
             };
             order = moved;
-            for (payment_id, outcome) in arrival.outcomes {
-                let (decided_now, kept) = self.store.decide_payment(&payment_id, outcome)?;
-                if decided_now || seen_before {
-                    self.announce_payment(&order, &kept)?;
-                }
+            if let Some(payment_id) = &arrival.adopted
+                && !self.store.adopt(&order_id, payment_id)?
+            {
+                order = self.store.find(&order_id).unwrap_or(order);
+                continue;
             }
+            self.decide_waiting(&order, arrival.later, seen_before)?;
             if seen_before {
                 for payment in self.store.payments_of(&order_id) {
                     self.announce_payment(&order, &payment)?;
@@ -595,7 +642,7 @@ impl Driver {
         if recorded.order_id != payment.order_id.as_str() {
             return Ok(()); // parked: the payment id is another order's
         }
-        self.apply_payment(&payment.order_id, recorded, seen_before)
+        self.apply_payment(&payment.order_id, recorded, seen_before, None)
             .map(drop)
     }
 
@@ -604,12 +651,17 @@ impl Driver {
         order_id: &OrderId,
         mut payment: RecordedPayment,
         seen_before: bool,
+        by_check: Option<Attempt>,
     ) -> Run<Option<Order>> {
         let mut order = self.store.find(order_id);
         for _ in 0..3 {
             match payment::decide(order.as_ref(), &payment) {
                 PaymentDecision::Settle => {
                     if let Some(paid) = self.store.settle(order_id, &payment.payment_id)? {
+                        let paid = match by_check {
+                            Some(attempt) => paid.counting_check(attempt),
+                            None => paid,
+                        };
                         self.announce(&paid)?;
                         return Ok(Some(paid));
                     }
@@ -618,9 +670,23 @@ impl Driver {
                         payment = now;
                     }
                 }
+                PaymentDecision::Adopt => {
+                    if self.store.adopt(order_id, &payment.payment_id)? {
+                        if let Some(order) = &order {
+                            self.announce_owed(order, seen_before)?;
+                        }
+                        return Ok(order);
+                    }
+                    order = self.store.find(order_id);
+                    if let Some(now) = self.store.payment(&payment.payment_id) {
+                        payment = now;
+                    }
+                }
                 PaymentDecision::Keep(outcome) => {
+                    let attempts = order.as_ref().map_or(0, |order| order.attempts);
                     let (decided_now, kept) =
-                        self.store.decide_payment(&payment.payment_id, outcome)?;
+                        self.store
+                            .decide_payment(&payment.payment_id, outcome, attempts)?;
                     if kept.outcome == Some(PaymentOutcome::Settled) {
                         payment = kept;
                         continue;
@@ -698,10 +764,15 @@ impl Driver {
         race: &mut Option<&[u8]>,
     ) -> Run<CheckDecision> {
         let order = self.store.find(order_id);
-        let decided = check::decide(order.as_ref(), attempt, now, &self.schedule);
+        let decide = if seen_before {
+            check::decide_redelivered
+        } else {
+            check::decide
+        };
+        let decided = decide(order.as_ref(), attempt, now, &self.schedule);
         let (decision, order) = match (decided, order) {
             (CheckDecision::Close, Some(order)) => {
-                let reason = match self.ask_gateway(&order, attempt, now, answer)? {
+                let reason = match self.ask_gateway(&order, attempt, now, answer, seen_before)? {
                     AfterAsk::Close(reason) => reason,
                     AfterAsk::Paid | AfterAsk::AskedAgain => return Ok(decided),
                 };
@@ -758,6 +829,7 @@ impl Driver {
         attempt: Attempt,
         now: DateTime<Utc>,
         answer: &GatewayAnswer,
+        seen_before: bool,
     ) -> Run<AfterAsk> {
         let Some(policy) = self.gateway.clone() else {
             return Ok(AfterAsk::Close(CloseReason::Expired));
@@ -773,7 +845,7 @@ impl Driver {
         match after_answer(order, answer, &policy) {
             AfterAnswer::Pay(payment) => {
                 let (_first_time, recorded) = self.store.record_payment(&payment, now)?;
-                let after = self.apply_payment(order_id, recorded, false)?;
+                let after = self.apply_payment(order_id, recorded, seen_before, Some(attempt))?;
                 match after.map(|order| order.status) {
                     Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
                     _ => Ok(AfterAsk::Paid),
@@ -781,7 +853,8 @@ impl Driver {
             }
             AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
             AfterAnswer::AskAgain => {
-                let due_at = now + TimeDelta::from_std(policy.retry).expect("a short retry");
+                let wait = policy.wait_before_asking_again(0.0);
+                let due_at = now + TimeDelta::from_std(wait).expect("a short retry");
                 self.store
                     .record_check(order_id, attempt.get(), due_at, true)?;
                 self.store.arm(order_id, attempt.next())?;

@@ -12,7 +12,7 @@
 //! replays the run, `PROPTEST_CASES=<n>` sets how many sequences are tried.
 
 mod driver;
-mod known_disagreements;
+mod regressions;
 mod scenarios;
 mod steps;
 

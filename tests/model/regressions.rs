@@ -1,7 +1,6 @@
-//! Where paywait's core (as `src/worker` drives it) does not do what SPEC.md
-//! says: each test states the shortest sequence found, and fails until the
-//! core is fixed. None is ignored: the report of each says what differs,
-//! and once the core is fixed each stays as a regression test.
+//! Sequences where paywait's core (as `src/worker` drives it) once did not
+//! do what SPEC.md says, each the shortest one found: they stay, so that
+//! none comes back.
 
 use crate::{
     Setup, agree,
