@@ -34,6 +34,11 @@ pub struct AnswerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub write: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -59,6 +64,7 @@ pub struct Metrics {
     timer_arrival: Histogram,
     gateway_requests: Family<AnswerLabels, Counter>,
     gateway_duration: Histogram,
+    races_lost: Family<WriteLabels, Counter>,
     ready: Gauge,
     orders_pending: Gauge,
     checks_overdue: Gauge,
@@ -235,6 +241,13 @@ impl Metrics {
             gateway_duration.clone(),
         );
 
+        let races_lost = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "races_lost",
+            "Conditional writes that found the order moved by another first: a close that lost to a payment (or another close), a settle that lost to a close (or another payment)",
+            races_lost.clone(),
+        );
+
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
@@ -247,6 +260,9 @@ impl Metrics {
         }
         for reason in Rejection::REASONS {
             let _ = messages_dead.get_or_create(&ReasonLabels { reason });
+        }
+        for write in Self::RACED_WRITES {
+            let _ = races_lost.get_or_create(&WriteLabels { write });
         }
         for answer in GatewayAnswer::LABELS {
             let _ = gateway_requests.get_or_create(&AnswerLabels { answer });
@@ -277,12 +293,22 @@ impl Metrics {
             timer_arrival,
             gateway_requests,
             gateway_duration,
+            races_lost,
             ready,
             orders_pending,
             checks_overdue,
             events_owed,
             recent_events: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
         }
+    }
+
+    /// The conditional writes that can lose a race, as labelled.
+    pub const RACED_WRITES: [&'static str; 2] = ["close", "settle"];
+
+    /// A conditional write (`close` or `settle`) found the order already
+    /// moved by another.
+    pub fn race_lost(&self, write: &'static str) {
+        self.races_lost.get_or_create(&WriteLabels { write }).inc();
     }
 
     /// What `/readyz` would answer now.

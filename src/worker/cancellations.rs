@@ -38,7 +38,10 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
                         worker.announce(&closed).await?;
                         return Ok(Verdict::Done);
                     }
-                    None => order = worker.db.find(order_id).await?,
+                    None => {
+                        worker.metrics.race_lost("close");
+                        order = worker.db.find(order_id).await?;
+                    }
                 }
             }
             CancelDecision::LeaveAsItIs => {

@@ -212,6 +212,7 @@ async fn close(
             Ok((CheckDecision::Close, Some(closed)))
         }
         None => {
+            worker.metrics.race_lost("close");
             tracing::info!(%order_id, "a payment committed before the close");
             let order = worker.db.find(order_id).await?;
             let decision = after_lost_close(order.as_ref(), attempt, now, &worker.schedule);

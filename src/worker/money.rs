@@ -44,6 +44,7 @@ impl Worker {
                     }
                     // The order left `pending`, or the payment was decided
                     // otherwise, meanwhile: decide again on both as they are.
+                    self.metrics.race_lost("settle");
                     order = self.db.find(order_id).await?;
                     if let Some(now) = self.db.payment(&payment.payment_id).await? {
                         payment = now;

@@ -10,6 +10,7 @@ mod deadlines;
 mod fuzz;
 mod gateway;
 mod lifecycle;
+mod live_model;
 mod money;
 mod operations;
 mod packaging;

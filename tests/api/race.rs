@@ -255,3 +255,123 @@ async fn messages_at_the_deadline_leave_every_order_in_exactly_one_state() {
         );
     }
 }
+
+/// Holds an order's row in a transaction of its own, as a slow writer
+/// would, so that paywait's writes to it wait; lets go when dropped.
+struct RowHeld(diesel_async::AsyncPgConnection);
+
+impl RowHeld {
+    async fn hold(app: &TestApp, order_id: &str) -> Self {
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        let mut conn = diesel_async::AsyncPgConnection::establish(&app.sandbox.database_url())
+            .await
+            .unwrap();
+        diesel::sql_query("BEGIN").execute(&mut conn).await.unwrap();
+        diesel::sql_query(format!(
+            "SELECT 1 FROM orders WHERE order_id = '{order_id}' FOR UPDATE"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        Self(conn)
+    }
+
+    async fn let_go(mut self) {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .unwrap();
+    }
+}
+
+/// The statement that closes orders, and the one that pays them, as they
+/// show in `pg_stat_activity`.
+const CLOSING: &str = "status = 'closed'";
+const PAYING: &str = "status = 'paid'";
+
+/// Waits until one of paywait's statements that `writes` waits for a row
+/// lock.
+async fn until_waiting(app: &TestApp, writes: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let query = format!(
+        "SELECT 'waiting' AS key, count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+           AND position('{}' IN query) > 0",
+        writes.replace('\'', "''")
+    );
+    loop {
+        let waiting = app.sandbox.count_by(&query).await;
+        if waiting[0].1 >= 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement that writes {writes} waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_and_a_close_in_flight_together_leave_one_winner_and_the_loser_sees_it() {
+    let mut app = TestApp::spawn("2s").await;
+    // The second order's deadline comes after the first race is over.
+    let placed_at = Utc::now();
+    for (order_id, window) in [("R-CLOSE-FIRST", 2), ("R-PAY-FIRST", 12)] {
+        let expires_at = placed_at + TimeDelta::seconds(window);
+        let body = json!({"order_id": order_id, "amount_cents": 12900, "currency": "CNY",
+                          "placed_at": placed_at, "expires_at": expires_at});
+        app.publish("order.placed", body.to_string().as_bytes())
+            .await;
+        app.wait_for_status(order_id, OrderStatus::Pending, Duration::from_secs(10))
+            .await;
+    }
+
+    // The close comes first: its check waits on the row, then the payment.
+    let held = RowHeld::hold(&app, "R-CLOSE-FIRST").await;
+    until_waiting(&app, CLOSING).await;
+    app.pay("R-CLOSE-FIRST", "PAY-LATE").await;
+    until_waiting(&app, PAYING).await;
+    held.let_go().await;
+    let order = app
+        .wait_for_status(
+            "R-CLOSE-FIRST",
+            OrderStatus::Closed,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(order.close_reason, Some(CloseReason::Expired));
+    app.expect_metric(r#"paywait_races_lost_total{write="settle"}"#, 1.0)
+        .await;
+
+    // The payment comes first: it waits on the row, then the close.
+    let order = app.order("R-PAY-FIRST").await.unwrap();
+    let held = RowHeld::hold(&app, "R-PAY-FIRST").await;
+    app.pay("R-PAY-FIRST", "PAY-IN-TIME").await;
+    until_waiting(&app, PAYING).await;
+    assert!(Utc::now() < order.expires_at, "the payment came too late");
+    until_waiting(&app, CLOSING).await;
+    held.let_go().await;
+    let order = app
+        .wait_for_status("R-PAY-FIRST", OrderStatus::Paid, Duration::from_secs(10))
+        .await;
+    assert_eq!(order.payment_id.as_deref(), Some("PAY-IN-TIME"));
+    app.expect_metric(r#"paywait_races_lost_total{write="close"}"#, 1.0)
+        .await;
+
+    let mut events = Vec::new();
+    while let Some(event) = app.next_event(Duration::from_secs(2)).await {
+        events.push(event.properties.message_id().as_ref().unwrap().to_string());
+    }
+    events.sort();
+    events.dedup();
+    assert_eq!(
+        events,
+        [
+            "R-CLOSE-FIRST/order.closed",
+            "R-CLOSE-FIRST/order.paid_after_close/PAY-LATE",
+            "R-PAY-FIRST/order.paid",
+        ]
+    );
+}
