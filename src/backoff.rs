@@ -1,5 +1,6 @@
 //! Waits between attempts: from 100 ms, doubling with jitter, up to a cap,
-//! for as long as it takes.
+//! for as long as it takes. The callers bound the attempts themselves: a
+//! stop or the end of a session ends them.
 
 use std::time::Duration;
 

@@ -111,6 +111,9 @@ impl Application {
 
         let watchdog = CancellationToken::new();
         service::keep_watchdog_fed(watchdog.clone());
+        // Reconnects for as long as it takes once it has consumed: a daemon
+        // is there to come back. Each wait is capped, and a stop ends it;
+        // one that never got going exits at once instead.
         let mut delays = backoff::delays(backoff::RECONNECT_CAP);
         let mut ever_consumed = false;
         let result = loop {

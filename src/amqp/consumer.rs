@@ -186,6 +186,11 @@ impl<H: Handler> Consumer<H> {
             received_at,
             body: std::mem::take(&mut delivery.data),
         };
+        // Retried for as long as it fails, and only what fails for the
+        // outside world does (a lost connection, a time-out): what the
+        // message itself holds is refused or parked, never retried. The
+        // message waits unacknowledged in its queue meanwhile, each wait
+        // capped, and the end of the session ends the retries.
         let mut delays = backoff::delays(backoff::RETRY_CAP);
         loop {
             let failure = match self.handler.handle(&inbound).await {

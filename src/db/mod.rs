@@ -29,8 +29,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::{
     configuration::{DatabaseSettings, SecretUrl},
     domain::{
-        CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus, PaymentOutcome,
-        PaymentSucceeded, Placement, RecordedPayment, Sweep,
+        Attempt, CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus,
+        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep,
     },
     error::{Error, Result},
 };
@@ -346,14 +346,22 @@ impl Database {
     }
 
     /// Pays a pending order with a recorded, undecided payment, and records
-    /// that the payment settled it; `None` when the order was no longer
-    /// pending or the payment was decided otherwise meanwhile.
-    pub async fn settle(&self, order_id: &OrderId, payment_id: &str) -> Result<Option<Order>> {
+    /// that the payment settled it — by check number `by_check`, counted
+    /// among its checks, when a check's question to the gateway brought it;
+    /// `None` when the order was no longer pending or the payment was
+    /// decided otherwise meanwhile.
+    pub async fn settle(
+        &self,
+        order_id: &OrderId,
+        payment_id: &str,
+        by_check: Option<Attempt>,
+    ) -> Result<Option<Order>> {
         self.batches
             .settle
             .run(Settling {
                 order_id: order_id.clone(),
                 payment_id: payment_id.to_owned(),
+                attempt: by_check.map_or(0, Attempt::get),
             })
             .await
     }

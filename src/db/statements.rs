@@ -102,18 +102,20 @@ impl LockedUpdate {
 
 /// Pays pending orders with the given payments, if those are still
 /// undecided, and records that they settled their orders. `$1`: order ids,
-/// `$2`: the payment for each.
+/// `$2`: the payment for each, `$3`: the check that paid it (the gateway's
+/// answer; 0 for none), counted among the order's checks.
 static SETTLE: LazyLock<String> = LazyLock::new(|| {
     LockedUpdate {
-        source: "SELECT DISTINCT ON (v.order_id) v.order_id, p.payment_id, p.paid_at, p.received_at \
-                 FROM unnest($1::text[], $2::text[]) AS v(order_id, payment_id) \
+        source: "SELECT DISTINCT ON (v.order_id) v.order_id, p.payment_id, p.paid_at, p.received_at, \
+                        v.attempt \
+                 FROM unnest($1::text[], $2::text[], $3::int4[]) AS v(order_id, payment_id, attempt) \
                  JOIN payments p ON p.payment_id = v.payment_id AND p.order_id = v.order_id \
                  WHERE p.outcome IS NULL \
                  ORDER BY v.order_id, p.received_at, p.payment_id",
         pending_only: true,
         set: "status = 'paid', paid_at = COALESCE(src.paid_at, src.received_at), \
               payment_id = src.payment_id, next_check_at = NULL, event_published_at = NULL, \
-              announce_claimed_at = now()",
+              attempts = GREATEST(orders.attempts, src.attempt), announce_claimed_at = now()",
         condition: None,
         returning: true,
         then: Some(
@@ -475,11 +477,13 @@ pub(super) async fn find(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<Opti
     Ok(all_ids.iter().map(|id| found.get(id).cloned()).collect())
 }
 
-/// A pending order to pay with a recorded payment.
+/// A pending order to pay with a recorded payment, by check number
+/// `attempt` (0 for none).
 #[derive(Debug, Clone)]
 pub struct Settling {
     pub order_id: OrderId,
     pub payment_id: String,
+    pub attempt: u32,
 }
 
 pub(super) async fn settle(mut conn: Conn, batch: Vec<Settling>) -> Result<Vec<Option<Order>>> {
@@ -487,6 +491,7 @@ pub(super) async fn settle(mut conn: Conn, batch: Vec<Settling>) -> Result<Vec<O
     let paid: Vec<OrderRow> = prepared(SETTLE.as_str())
         .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.order_id)))
         .bind::<Array<Text>, _>(ids(batch.iter().map(|s| &s.payment_id)))
+        .bind::<Array<Int4>, _>(batch.iter().map(|s| s.attempt as i32).collect::<Vec<_>>())
         .get_results(conn)
         .await?;
     // Only the item whose payment paid the order gets it.

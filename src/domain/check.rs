@@ -24,7 +24,9 @@
 //!   with [`after_lost_close`].
 //! - [`CheckDecision::Announce`]: the order reached a terminal status whose
 //!   event is not confirmed yet (a payment made in SQL, or a crash after the
-//!   write): publish it, mark it published, acknowledge.
+//!   write): publish it, mark it published, acknowledge. The event says what
+//!   the row says, `attempts` included (the checks recorded, and the check
+//!   that moved the order), so that every copy of it is the same.
 
 use chrono::{DateTime, Utc};
 
@@ -179,15 +181,6 @@ pub fn after_lost_close(
     match decide(order, attempt, now, schedule) {
         CheckDecision::Close | CheckDecision::Reschedule { .. } => CheckDecision::Stale,
         decision => decision,
-    }
-}
-
-impl Order {
-    /// The order as the event of check number `attempt` describes it: that
-    /// check counts among the checks made.
-    pub fn counting_check(mut self, attempt: Attempt) -> Self {
-        self.attempts = self.attempts.max(attempt.get());
-        self
     }
 }
 
@@ -457,12 +450,6 @@ mod tests {
             after_lost_close(None, attempt(4), at(30, 1), &schedule()),
             CheckDecision::UnknownOrder
         );
-    }
-
-    #[test]
-    fn an_announcing_check_counts_itself() {
-        assert_eq!(pending(1).counting_check(attempt(2)).attempts, 2);
-        assert_eq!(pending(3).counting_check(attempt(2)).attempts, 3);
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         // This check closed it: it announces it.
         CheckDecision::Close => {
             if let Some(order) = order {
-                worker.announce(&order.counting_check(attempt)).await?;
+                worker.announce(&order).await?;
             }
         }
         // A terminal order whose event is owed: unless another handler is
@@ -166,7 +166,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
             if let Some(order) = &order
                 && let Some(owed) = worker.claim_owed(order, inbound.seen_before).await?
             {
-                worker.announce(&owed.counting_check(attempt)).await?;
+                worker.announce(&owed).await?;
             }
         }
         CheckDecision::Reschedule { next, due_at } => {

@@ -97,7 +97,10 @@ async fn play_what_waited(
         let moved = match &arrival.transition {
             None => Some(order.clone()),
             Some(Transition::Settle(payment)) => {
-                worker.db.settle(&order_id, &payment.payment_id).await?
+                worker
+                    .db
+                    .settle(&order_id, &payment.payment_id, None)
+                    .await?
             }
             Some(Transition::Cancel) => {
                 worker

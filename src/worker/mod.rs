@@ -80,7 +80,9 @@ impl Worker {
         let route = self.timers.route(due_at, Utc::now());
         self.publisher
             .arm_timer(&self.topology, order_id, attempt, due_at, route)
-            .await
+            .await?;
+        tracing::debug!(%order_id, attempt = attempt.get(), %due_at, "timer armed");
+        Ok(())
     }
 
     /// Publishes the event of the order's terminal status, then records that

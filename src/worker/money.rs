@@ -20,8 +20,8 @@ impl Worker {
     /// publishes what that owes downstream; returns the order as it stands
     /// after (`None` while it is not known). `seen_before`: the message that
     /// brought it may have been handled part-way already. `by_check`: the
-    /// check that brought it (the gateway's answer), which the order's
-    /// event counts, as every copy of it does.
+    /// check that brought it (the gateway's answer), counted among the
+    /// order's checks when it pays it.
     pub(super) async fn apply_payment(
         &self,
         order_id: &OrderId,
@@ -33,12 +33,12 @@ impl Worker {
         for _ in 0..DECISIONS {
             match decide(order.as_ref(), &payment) {
                 PaymentDecision::Settle => {
-                    if let Some(paid) = self.db.settle(order_id, &payment.payment_id).await? {
+                    if let Some(paid) = self
+                        .db
+                        .settle(order_id, &payment.payment_id, by_check)
+                        .await?
+                    {
                         tracing::info!(%order_id, payment_id = payment.payment_id, "order paid");
-                        let paid = match by_check {
-                            Some(attempt) => paid.counting_check(attempt),
-                            None => paid,
-                        };
                         self.announce(&paid).await?;
                         return Ok(Some(paid));
                     }

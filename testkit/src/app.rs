@@ -397,6 +397,26 @@ impl TestApp {
         self.client.take_messages(queue, count, within).await
     }
 
+    /// Takes exactly `count` messages from the dead queue, waiting up to
+    /// ten seconds for them, then a second more to see that no other was
+    /// parked.
+    pub async fn take_parked(&self, count: usize) -> Vec<Message> {
+        let dead = self.topology.dead_queue();
+        let bodies = |messages: &[Message]| -> Vec<String> {
+            messages
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                .collect()
+        };
+        let parked = self
+            .take_messages(dead, count, Duration::from_secs(10))
+            .await;
+        assert_eq!(parked.len(), count, "parked: {:?}", bodies(&parked));
+        let more = self.take_messages(dead, 1, Duration::from_secs(1)).await;
+        assert!(more.is_empty(), "also parked: {:?}", bodies(&more));
+        parked
+    }
+
     /// How many messages wait in `queue` now.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
         self.client.queue_depth(queue).await

@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, options::BasicGetOptions,
-    types::AMQPValue,
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString},
 };
 use paywait::amqp::{Outgoing, Publisher, passive_declare};
 use serde_json::json;
@@ -93,6 +94,37 @@ impl Client {
     /// The channel for declaring, binding, consuming and reading.
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Declares a durable queue of `queue_type` (`classic` or `quorum`)
+    /// bound to `exchange` with `routing_key`, as a downstream service
+    /// would.
+    pub async fn declare_bound_queue(
+        &self,
+        queue: &str,
+        queue_type: &str,
+        exchange: &str,
+        routing_key: &str,
+    ) {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from(queue_type)),
+        );
+        self.channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
+            .await
+            .unwrap_or_else(|error| panic!("declaring {queue}: {error}"));
+        self.channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("binding {queue} to {exchange}: {error}"));
     }
 
     /// Another channel on the same connection.

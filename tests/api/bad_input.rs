@@ -244,8 +244,7 @@ async fn a_payment_id_reused_for_another_order_is_parked() {
     app.pay("A-1", "PAY-1").await;
     assert_eq!(app.expect_event(SOON).await.name(), "order.paid");
     app.pay("A-2", "PAY-1").await;
-    let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
-    assert_eq!(parked.len(), 1);
+    let parked = app.take_parked(1).await;
     assert!(parked[0].header("x-paywait-error").unwrap().contains("A-1"));
     assert_eq!(app.order("A-2").await.unwrap().status, OrderStatus::Pending);
 }

@@ -115,8 +115,7 @@ async fn a_deadline_already_past_closes_at_once_and_an_impossible_one_is_refused
         ("D-BACK", now, now - TimeDelta::seconds(1), "not after"),
     ] {
         place_until(&app, id, placed_at, expires_at).await;
-        let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
-        assert_eq!(parked.len(), 1, "{id} was not parked");
+        let parked = app.take_parked(1).await;
         let error = parked[0].header("x-paywait-error").unwrap();
         assert!(
             error.contains("expires_at") && error.contains(says),

@@ -21,10 +21,6 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
-use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use paywait_testkit::{
     Client, Daemon, Log, Sandbox, TestApp,
     model::{self, Input, Model},
@@ -156,28 +152,9 @@ impl World {
         );
         daemon.wait_ready(Duration::from_secs(60)).await;
         let client = TestApp::client_for(&sandbox).await;
-        let channel = client.channel();
-        channel
-            .queue_declare(
-                DOWNSTREAM.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                DOWNSTREAM.into(),
-                "paywait.events".into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        client
+            .declare_bound_queue(DOWNSTREAM, "quorum", "paywait.events", "#")
+            .await;
         let model = Model::new(model::Settings {
             schedule_total: 10_000,
             max_deadline: 30 * 24 * 3600 * 1000,

@@ -269,8 +269,7 @@ async fn only_trusted_publishers_may_say_paid() {
 
     // Without user_id: refused, parked with the reason.
     app.pay("T-1", "PAY-ANON").await;
-    let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
-    assert_eq!(parked.len(), 1);
+    let parked = app.take_parked(1).await;
     assert!(
         parked[0]
             .header("x-paywait-error")
@@ -329,8 +328,7 @@ async fn a_user_not_among_the_trusted_is_refused() {
             BasicProperties::default().with_user_id("guest".into()),
         )
         .await;
-    let parked = app.take_messages(app.topology.dead_queue(), 1, SOON).await;
-    assert_eq!(parked.len(), 1);
+    let parked = app.take_parked(1).await;
     let error = parked[0].header("x-paywait-error").unwrap();
     assert!(
         error.contains("\"guest\"") && error.contains("trusted_users"),

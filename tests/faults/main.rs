@@ -6,6 +6,9 @@
 //! Afterwards every order must be in exactly one terminal state that matches
 //! what happened to it, with its events, none closed before its deadline,
 //! and the sweeper must have re-armed no timer but those deleted on purpose.
+//! A queue of the test's own receives a copy of every timer that came due:
+//! every timer the daemons armed (whether its order was paid later or not)
+//! must have come, and none later than the broker's outages explain.
 //!
 //! PostgreSQL is a server of the test's own (`initdb`, `pg_ctl`), so that it
 //! can be crashed; the broker is the machine's, restarted and put back as it
@@ -19,10 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{
-    options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable, LongString},
-};
+use lapin::{options::BasicGetOptions, types::AMQPValue};
 use paywait::domain::{OrderId, OrderStatus};
 use paywait_testkit::{Daemon, Log, ResilientClient, Sandbox, Stop, ThrowawayPostgres};
 use serde_json::Value;
@@ -41,6 +41,11 @@ const SWEEPER_GRACE: Duration = Duration::from_secs(30);
 /// Once the last fault is over, everything must settle within this.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 const DOWNSTREAM: &str = "downstream.audit";
+/// Bound to the exchange expired timers are dead-lettered to: a copy of
+/// every timer that came due.
+const TIMER_AUDIT: &str = "timers.audit";
+/// How late a timer may come due: more than the broker is away in all.
+const TIMER_LATE: chrono::TimeDelta = chrono::TimeDelta::seconds(25);
 /// Where the schedule's timers wait: 1 s less the early margin.
 const WAIT_QUEUE: &str = "paywait.timer.600ms";
 
@@ -233,19 +238,63 @@ async fn delete_timers(client: &mut ResilientClient) -> HashSet<String> {
 }
 
 /// One event as downstream received it, for comparing copies.
+/// What the copies of the timers that came due say.
+struct TimerAudit {
+    /// (order, check) of every timer that came due.
+    seen: HashSet<(String, u32)>,
+    copies: usize,
+    /// The latest a timer was dead-lettered after its due time (to the
+    /// second, as `x-death` tells it).
+    latest: chrono::TimeDelta,
+}
+
+/// Reads the copy of every timer that came due.
+async fn audit_timers(channel: &lapin::Channel) -> TimerAudit {
+    let mut audit = TimerAudit {
+        seen: HashSet::new(),
+        copies: 0,
+        latest: chrono::TimeDelta::zero(),
+    };
+    while let Some(message) = channel
+        .basic_get(TIMER_AUDIT.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        audit.copies += 1;
+        let delivery = message.delivery;
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let integer = |name: &str| match headers.inner().get(name) {
+            Some(AMQPValue::LongLongInt(n)) => Some(*n),
+            Some(AMQPValue::LongInt(n)) => Some(i64::from(*n)),
+            _ => None,
+        };
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        let order_id = body["order_id"].as_str().unwrap().to_owned();
+        let attempt = integer("x-attempt").expect("a timer has its x-attempt") as u32;
+        audit.seen.insert((order_id, attempt));
+        // Dead-lettered by a TTL queue: when, against when it was due.
+        let died = match headers.inner().get("x-death") {
+            Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+                Some(AMQPValue::FieldTable(death)) => match death.inner().get("time") {
+                    Some(AMQPValue::Timestamp(seconds)) => Some(*seconds as i64),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
+        if let (Some(died), Some(due)) = (died, integer("x-due-at")) {
+            let late = chrono::TimeDelta::milliseconds(died * 1000 - due);
+            audit.latest = audit.latest.max(late);
+        }
+    }
+    audit
+}
+
 #[derive(Debug, PartialEq)]
 struct EventCopy {
     routing_key: String,
     body: Value,
-}
-
-impl EventCopy {
-    /// The body without `attempts`: a later copy may count more checks.
-    fn identity(&self) -> (String, Value) {
-        let mut body = self.body.clone();
-        body.as_object_mut().unwrap().remove("attempts");
-        (self.routing_key.clone(), body)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +314,8 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
             ("PAYWAIT_SHUTDOWN__TIMEOUT", "3s".to_owned()),
             ("PAYWAIT_AMQP__CONFIRM_TIMEOUT", "2s".to_owned()),
             ("PAYWAIT_LOG__FORMAT", "json".to_owned()),
-            ("RUST_LOG", "info".to_owned()),
+            // Every timer armed is logged, for the audit of timers.
+            ("RUST_LOG", "info,paywait::worker=debug".to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
@@ -276,26 +326,13 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
     // Downstream: a durable queue, so events survive the broker restart.
     let mut client = ResilientClient::new(sandbox.amqp_url());
     {
-        let channel = client.client().await.unwrap().channel();
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        channel
-            .queue_declare(DOWNSTREAM.into(), QueueDeclareOptions::durable(), arguments)
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                DOWNSTREAM.into(),
-                "paywait.events".into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let client = client.client().await.unwrap();
+        client
+            .declare_bound_queue(DOWNSTREAM, "quorum", "paywait.events", "#")
+            .await;
+        client
+            .declare_bound_queue(TIMER_AUDIT, "quorum", "paywait.expired", "")
+            .await;
     }
 
     let started = Instant::now();
@@ -519,8 +556,7 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         let order = copy.body["order_id"].as_str().unwrap().to_owned();
         if let Some(first) = copies.get(&message_id) {
             assert_eq!(
-                first.identity(),
-                copy.identity(),
+                first, &copy,
                 "two different events share the message_id {message_id}"
             );
         }
@@ -570,6 +606,47 @@ async fn no_order_timer_or_event_is_lost_through_crashes_and_restarts() {
         }
     }
     assert!(events.is_empty(), "events for unknown orders: {events:?}");
+
+    // Every timer a daemon armed (and said so before it could be killed)
+    // came due, whatever its order had become by then; none too late.
+    let audit = audit_timers(client.client().await.unwrap().channel()).await;
+    let armed: HashSet<(String, u32)> = lines
+        .iter()
+        .filter(|line| line["message"] == "timer armed")
+        .map(|line| {
+            (
+                line["order_id"].as_str().unwrap().to_owned(),
+                line["attempt"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    assert!(
+        armed.len() >= ORDERS / 2,
+        "only {} timers armed: are they logged?",
+        armed.len()
+    );
+    let mut missing: Vec<&(String, u32)> = armed
+        .iter()
+        .filter(|(order_id, _)| !deleted.contains(order_id))
+        .filter(|timer| !audit.seen.contains(*timer))
+        .collect();
+    missing.sort();
+    println!(
+        "timers come due: {} copies; latest {:.1?} s after its due time",
+        audit.copies,
+        audit.latest.num_milliseconds() as f64 / 1000.0
+    );
+    assert!(
+        missing.is_empty(),
+        "{} timers armed never came due (lost), e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        audit.latest <= TIMER_LATE,
+        "a timer came due {} s late",
+        audit.latest.num_seconds()
+    );
 
     let duplicates = delivered - copies.len();
     println!(

@@ -204,8 +204,14 @@ impl Store {
         Ok(adopted)
     }
 
-    /// Pays a pending order with an undecided payment of its own.
-    fn settle(&mut self, order_id: &OrderId, payment_id: &str) -> Run<Option<Order>> {
+    /// Pays a pending order with an undecided payment of its own, counting
+    /// the check that brought it, if one did.
+    fn settle(
+        &mut self,
+        order_id: &OrderId,
+        payment_id: &str,
+        by_check: Option<Attempt>,
+    ) -> Run<Option<Order>> {
         let payment = self
             .payments
             .get_mut(payment_id)
@@ -219,6 +225,7 @@ impl Store {
                 order.status = OrderStatus::Paid;
                 order.paid_at = Some(payment.paid_at.unwrap_or(payment.received_at));
                 order.payment_id = Some(payment.payment_id.clone());
+                order.attempts = order.attempts.max(by_check.map_or(0, Attempt::get));
                 order.next_check_at = None;
                 order.event_published_at = None;
                 payment.outcome = Some(PaymentOutcome::Settled);
@@ -597,7 +604,7 @@ impl Driver {
             let moved = match &arrival.transition {
                 None => Some(order.clone()),
                 Some(Transition::Settle(payment)) => {
-                    self.store.settle(&order_id, &payment.payment_id)?
+                    self.store.settle(&order_id, &payment.payment_id, None)?
                 }
                 Some(Transition::Cancel) => {
                     let now = self.clock;
@@ -657,11 +664,9 @@ impl Driver {
         for _ in 0..3 {
             match payment::decide(order.as_ref(), &payment) {
                 PaymentDecision::Settle => {
-                    if let Some(paid) = self.store.settle(order_id, &payment.payment_id)? {
-                        let paid = match by_check {
-                            Some(attempt) => paid.counting_check(attempt),
-                            None => paid,
-                        };
+                    if let Some(paid) =
+                        self.store.settle(order_id, &payment.payment_id, by_check)?
+                    {
                         self.announce(&paid)?;
                         return Ok(Some(paid));
                     }
@@ -786,14 +791,14 @@ impl Driver {
         match decision {
             CheckDecision::Close => {
                 if let Some(order) = order {
-                    self.announce(&order.counting_check(attempt))?;
+                    self.announce(&order)?;
                 }
             }
             CheckDecision::Announce(_) => {
                 if let Some(order) = &order
                     && let Some(owed) = self.claim_owed(order, seen_before)?
                 {
-                    self.announce(&owed.counting_check(attempt))?;
+                    self.announce(&owed)?;
                 }
             }
             CheckDecision::Reschedule { next, due_at } => {

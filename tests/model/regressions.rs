@@ -133,6 +133,25 @@ fn regression_worker_dying_on_arrival_decides_an_earlier_payment_after_the_settl
     );
 }
 
+/// Order A-1 of 100 CNY; at its deadline the gateway says it was paid by
+/// payment 1, of 100 in `currency`, and the worker dies after `dies_after`
+/// of its effects.
+fn gateway_pays_and_the_worker_dies(currency: &'static str, dies_after: u32) -> [Step; 2] {
+    [
+        place("A-1", Some(100), Some("CNY")),
+        Step::Timer {
+            order: "A-1",
+            at: DEADLINE,
+            answer: Answer::Paid {
+                n: 1,
+                amount_cents: Some(100),
+                currency: Some(currency),
+            },
+            dies_after: Some(dies_after),
+        },
+    ]
+}
+
 /// SPEC: a worker killed at any instant loses no event. The gateway says
 /// `paid` with a payment that does not match; the worker dies once the
 /// mismatch is recorded, before its event is published. The redelivered
@@ -142,19 +161,7 @@ fn regression_worker_dying_on_arrival_decides_an_earlier_payment_after_the_settl
 fn regression_worker_dying_after_a_gateway_mismatch_loses_its_event() {
     agree(
         Setup::with_gateway(0),
-        &[
-            place("A-1", Some(100), Some("CNY")),
-            Step::Timer {
-                order: "A-1",
-                at: DEADLINE,
-                answer: Answer::Paid {
-                    n: 1,
-                    amount_cents: Some(100),
-                    currency: Some("USD"),
-                },
-                dies_after: Some(2),
-            },
-        ],
+        &gateway_pays_and_the_worker_dies("USD", 2),
     );
 }
 
@@ -167,18 +174,6 @@ fn regression_worker_dying_after_a_gateway_mismatch_loses_its_event() {
 fn regression_order_paid_through_the_gateway_is_published_again_with_other_attempts() {
     agree(
         Setup::with_gateway(0),
-        &[
-            place("A-1", Some(100), Some("CNY")),
-            Step::Timer {
-                order: "A-1",
-                at: DEADLINE,
-                answer: Answer::Paid {
-                    n: 1,
-                    amount_cents: Some(100),
-                    currency: Some("CNY"),
-                },
-                dies_after: Some(3),
-            },
-        ],
+        &gateway_pays_and_the_worker_dies("CNY", 3),
     );
 }
