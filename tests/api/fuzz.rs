@@ -722,11 +722,20 @@ async fn the_daemon_parks_exactly_the_messages_the_parsers_refuse() {
             );
         }
     }
-    // A refused order left no row behind.
-    for order_id in refused_orders.difference(&accepted_orders) {
+    // A refused order left no row behind, and no event.
+    let refused_only: std::collections::HashSet<&String> =
+        refused_orders.difference(&accepted_orders).collect();
+    for order_id in &refused_only {
         assert!(
             app.order(order_id).await.is_none(),
             "refused order {order_id} was stored"
+        );
+    }
+    while let Some(event) = app.next_event(Duration::from_millis(200)).await {
+        assert!(
+            !refused_only.contains(&event.order_id().to_owned()),
+            "an event for refused order {}: {event:?}",
+            event.order_id()
         );
     }
 }

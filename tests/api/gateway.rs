@@ -282,3 +282,54 @@ async fn a_burst_of_deadlines_is_asked_about_in_full_and_closed_expired() {
     app.expect_metric(r#"paywait_gateway_requests_total{answer="unusable"}"#, 0.0)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_timer_could_not_be_armed_is_armed_when_its_check_comes_again() {
+    let (gateway, address) = FakeGateway::start(Duration::from_millis(10)).await;
+    let mut app = spawn_with_gateway(
+        address,
+        &[
+            ("PAYWAIT_GATEWAY__RETRY", "3s"),
+            ("PAYWAIT_GATEWAY__MAX_RETRIES", "1"),
+            // The sweeper would find the order overdue only long after the
+            // test: the retry must not be left to it.
+            ("PAYWAIT_SWEEPER__GRACE", "5m"),
+        ],
+    )
+    .await;
+    // No TTL queue: the first check (due within the early margin) comes
+    // without one, but the gateway's retry cannot be armed.
+    for queue in app.topology.wait_queues() {
+        app.channel
+            .queue_delete(queue.name.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+    app.place("G-PENDING-ARM").await;
+    let asked = Instant::now();
+    while gateway.asked("G-PENDING-ARM").is_empty() {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The ask is recorded; its retry's timer comes back unroutable, so the
+    // check is not acknowledged and comes again.
+    let checks = app
+        .topology
+        .queue(paywait::domain::Inbox::Checks)
+        .to_owned();
+    let retries = format!(r#"paywait_message_retries_total{{queue="{checks}"}}"#);
+    app.expect_metric_at_least(&retries, 2.0).await;
+    paywait::amqp::declare(&app.channel, &app.topology)
+        .await
+        .unwrap();
+    // Armed once the queue is back: asked again after the retry's wait,
+    // then closed, unverified, with no more asks than allowed.
+    let closed = app.expect_event(Duration::from_secs(20)).await;
+    assert_eq!(closed.order_id(), "G-PENDING-ARM");
+    assert_eq!(closed.body["reason"], "unverified");
+    assert_eq!(gateway.asked("G-PENDING-ARM").len(), 2);
+    assert_eq!(
+        app.order("G-PENDING-ARM").await.unwrap().status,
+        OrderStatus::Closed
+    );
+}

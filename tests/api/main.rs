@@ -3,6 +3,7 @@
 mod access;
 mod alerts;
 mod bad_input;
+mod batches;
 mod cli;
 mod cluster;
 mod contract;
