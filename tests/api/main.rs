@@ -16,6 +16,7 @@ mod money;
 mod operations;
 mod packaging;
 mod poison;
+mod proxy;
 mod race;
 mod resilience;
 mod status_page;
