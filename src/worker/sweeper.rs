@@ -14,12 +14,19 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Sweeps every `settings.interval` until `stop` is cancelled.
+/// Sweeps every `settings.interval` until `stop` is cancelled (the end of
+/// the session), the first time one `settings.grace` after the session
+/// started: timers that came due while no session consumed wait in the
+/// check queue, and are checked in that time rather than taken for lost.
 pub async fn sweep_periodically(
     worker: Arc<Worker>,
     settings: SweeperSettings,
     stop: CancellationToken,
 ) {
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep(settings.grace) => {}
+    }
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

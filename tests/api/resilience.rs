@@ -43,6 +43,37 @@ async fn the_sweeper_rearms_timers_purged_behind_paywaits_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reconnect_timers_waiting_in_the_broker_are_not_taken_for_lost() {
+    let mut app = TestApp::spawn_with(
+        "1s",
+        true,
+        &[
+            ("PAYWAIT_SWEEPER__INTERVAL", "200ms"),
+            ("PAYWAIT_SWEEPER__GRACE", "2s"),
+        ],
+    )
+    .await;
+    let ids: Vec<String> = (0..20).map(|i| format!("W-{i:02}")).collect();
+    for id in &ids {
+        app.place(id).await;
+    }
+    app.expect_handled(Inbox::Placed, ids.len()).await;
+    // Away longer than a timer's wait and the grace together: the timers
+    // come due and wait in the check queue, their orders overdue.
+    app.stop().await.expect("a clean stop");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    app.restart().await;
+    for id in &ids {
+        app.wait_for_status(id, OrderStatus::Closed, Duration::from_secs(15))
+            .await;
+    }
+    // A grace and a few sweeps later, still nothing was re-armed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.expect_metric("paywait_sweeper_rearmed_total", 0.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_announces_an_order_paid_in_sql_whose_timer_was_lost() {
     let mut app = TestApp::spawn_with("3s", true, SWEEPER_FAST).await;
     app.place("P-SQL").await;
