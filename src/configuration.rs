@@ -55,9 +55,21 @@ pub struct AmqpSettings {
     /// How long a publish may wait for the broker's confirm.
     #[serde(deserialize_with = "duration")]
     pub confirm_timeout: Duration,
+    /// A broker link silent for twice this long is dead.
+    #[serde(deserialize_with = "heartbeat")]
+    pub heartbeat: Duration,
 }
 
 impl AmqpSettings {
+    /// The heartbeat paywait asks the broker for, in whole seconds: four
+    /// fifths of `heartbeat`. The client checks for silence every half
+    /// heartbeat and gives up after two, so a silent link is found within
+    /// 2.5 of the heartbeat asked for: within twice `heartbeat`.
+    pub fn heartbeat_asked(&self) -> u16 {
+        let seconds = self.heartbeat.as_secs() * 4 / 5;
+        u16::try_from(seconds.max(1)).unwrap_or(u16::MAX)
+    }
+
     /// The broker's nodes: `urls`, or `url` alone.
     pub fn nodes(&self) -> &[SecretUrl] {
         if self.urls.is_empty() {
@@ -77,6 +89,7 @@ impl Default for AmqpSettings {
             tls: AmqpTlsSettings::default(),
             prefetch: NonZeroU16::new(256).expect("not zero"),
             confirm_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -805,6 +818,19 @@ fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durat
 /// consumer's `amqp.prefetch` places all along.
 const MAX_EARLY_MARGIN: Duration = Duration::from_secs(60);
 
+/// The AMQP heartbeat counts whole seconds, at most 65,535.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(65_535);
+
+fn heartbeat<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = positive_duration(deserializer)?;
+    if value < Duration::from_secs(2) || value > MAX_HEARTBEAT || value.subsec_nanos() != 0 {
+        return Err(D::Error::custom(
+            "must be whole seconds from 2s to 65535s: AMQP heartbeats count seconds",
+        ));
+    }
+    Ok(value)
+}
+
 fn early_margin<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let value = positive_duration(deserializer)?;
     if value > MAX_EARLY_MARGIN {
@@ -959,6 +985,9 @@ mod tests {
             // Counted every millisecond for 30 days: past what attempts hold.
             ("PAYWAIT_CHECKS__SCHEDULE", "1ms", "checks.schedule"),
             ("PAYWAIT_AMQP__PREFETCH", "0", "amqp.prefetch"),
+            ("PAYWAIT_AMQP__HEARTBEAT", "1s", "amqp.heartbeat"),
+            ("PAYWAIT_AMQP__HEARTBEAT", "2500ms", "amqp.heartbeat"),
+            ("PAYWAIT_AMQP__HEARTBEAT", "0s", "amqp.heartbeat"),
             ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),
             ("PAYWAIT_SWEEPER__GRACE", "soon", "sweeper.grace"),
             ("PAYWAIT_SWEEPER__BATCH", "-1", "sweeper.batch"),
@@ -1171,6 +1200,19 @@ mod tests {
         .to_string();
         std::fs::remove_dir_all(dir).unwrap();
         assert!(error.contains("`gatway`"), "{error}");
+    }
+
+    #[test]
+    fn the_heartbeat_asked_for_finds_a_silent_link_within_twice_the_setting() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.amqp.heartbeat, Duration::from_secs(10));
+        for (setting, asked) in [("10s", 8), ("2s", 1), ("3s", 2), ("1m", 48)] {
+            let settings = load(&[("PAYWAIT_AMQP__HEARTBEAT", setting)]).unwrap();
+            assert_eq!(settings.amqp.heartbeat_asked(), asked, "{setting}");
+            // Given up after two heartbeats asked, checked every half one.
+            let found_within = Duration::from_secs(u64::from(asked)).mul_f64(2.5);
+            assert!(found_within <= settings.amqp.heartbeat * 2, "{setting}");
+        }
     }
 
     #[test]

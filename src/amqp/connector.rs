@@ -37,10 +37,21 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 impl Connector {
     pub(super) fn new(settings: &AmqpSettings) -> Result<Self> {
         let tls = tls_config(settings)?;
+        let heartbeat = settings.heartbeat_asked().to_string();
         let nodes = settings
             .nodes()
             .iter()
             .map(|url| {
+                // The setting decides, whatever the URL asks.
+                let url = url.edited(|url| {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .filter(|(key, _)| key != "heartbeat")
+                        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                        .chain([("heartbeat".to_owned(), heartbeat.clone())])
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                });
                 let builder = DefaultConnectionBuilder::new()
                     .map_err(|error| Error::Setup {
                         what: "the RabbitMQ client",

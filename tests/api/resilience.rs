@@ -411,3 +411,46 @@ async fn the_daemon_moves_to_another_node_when_its_node_goes_away() {
     assert_eq!((event.order_id(), event.name()), ("N-2", "order.closed"));
     app.wait_until_ready().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_link_gone_silent_is_found_within_twice_the_heartbeat_and_replaced() {
+    use paywait_testkit::{BROKER, FaultProxy, Sandbox};
+
+    let sandbox = Sandbox::create().await;
+    let proxy = FaultProxy::start(BROKER.parse().unwrap()).await;
+    let through_proxy = format!("amqp://guest:guest@{}/{}", proxy.address(), sandbox.vhost);
+    let heartbeat = Duration::from_secs(3);
+    let mut app = TestApp::spawn_in(
+        sandbox,
+        "30s",
+        true,
+        &[
+            ("PAYWAIT_AMQP__URL", &through_proxy),
+            ("PAYWAIT_AMQP__HEARTBEAT", "3s"),
+        ],
+    )
+    .await;
+    app.place("H-1").await;
+    app.pay("H-1", "PAY-H-1").await;
+    assert_eq!(
+        app.expect_event(Duration::from_secs(10)).await.order_id(),
+        "H-1"
+    );
+
+    // Half-open: no FIN, no RST, no byte, on the link paywait has.
+    proxy.silence_open_connections();
+    let silenced = std::time::Instant::now();
+    app.wait_for_readiness(503, heartbeat * 2 + Duration::from_secs(2))
+        .await;
+    let found = silenced.elapsed();
+    // A new link passes: paywait is working again.
+    app.wait_for_readiness(200, Duration::from_secs(60)).await;
+    let back = silenced.elapsed();
+    println!("silent broker link: not ready after {found:?}, ready again after {back:?}");
+    assert!(proxy.connections() >= 2, "no new connection was opened");
+    app.place("H-2").await;
+    app.pay("H-2", "PAY-H-2").await;
+    let event = app.expect_event(Duration::from_secs(20)).await;
+    assert_eq!(event.order_id(), "H-2");
+    assert_eq!(event.name(), "order.paid");
+}
