@@ -58,8 +58,8 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
     Ok(Verdict::Done)
 }
 
-/// Keeps what each payment that waited for `order` did, and announces it
-/// when this call decided it (or may have before, `seen_before`).
+/// Keeps what each payment that waited for `order` did, announcing what
+/// is owed.
 async fn decide_waiting(
     worker: &Worker,
     order: &Order,
@@ -67,13 +67,9 @@ async fn decide_waiting(
     seen_before: bool,
 ) -> Result<()> {
     for (payment_id, outcome) in outcomes {
-        let (decided_now, kept) = worker
-            .db
-            .decide_payment(&payment_id, outcome, order.attempts)
+        worker
+            .keep_outcome(Some(order), &payment_id, outcome, seen_before)
             .await?;
-        if decided_now || seen_before {
-            worker.announce_payment(order, &kept).await?;
-        }
     }
     Ok(())
 }

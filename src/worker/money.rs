@@ -45,10 +45,7 @@ impl Worker {
                     // The order left `pending`, or the payment was decided
                     // otherwise, meanwhile: decide again on both as they are.
                     self.metrics.race_lost("settle");
-                    order = self.db.find(order_id).await?;
-                    if let Some(now) = self.db.payment(&payment.payment_id).await? {
-                        payment = now;
-                    }
+                    (order, payment) = self.reread(order_id, payment).await?;
                 }
                 PaymentDecision::Adopt => {
                     if self.db.adopt(order_id, &payment.payment_id).await? {
@@ -64,26 +61,15 @@ impl Worker {
                     }
                     // Another payment was taken first, or this one decided
                     // otherwise: decide again on both as they are.
-                    order = self.db.find(order_id).await?;
-                    if let Some(now) = self.db.payment(&payment.payment_id).await? {
-                        payment = now;
-                    }
+                    (order, payment) = self.reread(order_id, payment).await?;
                 }
                 PaymentDecision::Keep(outcome) => {
-                    let attempts = order.as_ref().map_or(0, |order| order.attempts);
-                    let (decided_now, kept) = self
-                        .db
-                        .decide_payment(&payment.payment_id, outcome, attempts)
+                    let kept = self
+                        .keep_outcome(order.as_ref(), &payment.payment_id, outcome, seen_before)
                         .await?;
                     if kept.outcome == Some(PaymentOutcome::Settled) {
                         payment = kept;
                         continue;
-                    }
-                    // Whoever decided it announces it.
-                    if let Some(order) = &order
-                        && (decided_now || seen_before)
-                    {
-                        self.announce_payment(order, &kept).await?;
                     }
                     return Ok(order);
                 }
@@ -104,6 +90,47 @@ impl Worker {
             }
         }
         Ok(order)
+    }
+
+    /// The order and the payment as they stand now, after a write that
+    /// found them moved.
+    async fn reread(
+        &self,
+        order_id: &OrderId,
+        payment: RecordedPayment,
+    ) -> Result<(Option<Order>, RecordedPayment)> {
+        let order = self.db.find(order_id).await?;
+        let payment = self
+            .db
+            .payment(&payment.payment_id)
+            .await?
+            .unwrap_or(payment);
+        Ok((order, payment))
+    }
+
+    /// Keeps `outcome` as what a payment did to `order` (as it stood when
+    /// decided), unless something was decided about it before, and
+    /// announces it if this call decided it (or may have before,
+    /// `seen_before`); returns the payment as it stands.
+    pub(super) async fn keep_outcome(
+        &self,
+        order: Option<&Order>,
+        payment_id: &str,
+        outcome: PaymentOutcome,
+        seen_before: bool,
+    ) -> Result<RecordedPayment> {
+        let attempts = order.map_or(0, |order| order.attempts);
+        let (decided_now, kept) = self
+            .db
+            .decide_payment(payment_id, outcome, attempts)
+            .await?;
+        // Whoever decided it announces it.
+        if let Some(order) = order
+            && (decided_now || seen_before)
+        {
+            self.announce_payment(order, &kept).await?;
+        }
+        Ok(kept)
     }
 
     /// Publishes the event of a payment that did not settle its order, if

@@ -584,14 +584,38 @@ impl Driver {
         seen_before: bool,
     ) -> Run<()> {
         for (payment_id, outcome) in outcomes {
-            let (decided_now, kept) =
-                self.store
-                    .decide_payment(&payment_id, outcome, order.attempts)?;
-            if decided_now || seen_before {
-                self.announce_payment(order, &kept)?;
-            }
+            self.keep_outcome(Some(order), &payment_id, outcome, seen_before)?;
         }
         Ok(())
+    }
+
+    // ---- src/worker/money.rs ----
+
+    fn reread(
+        &self,
+        order_id: &OrderId,
+        payment: RecordedPayment,
+    ) -> (Option<Order>, RecordedPayment) {
+        let order = self.store.find(order_id);
+        let payment = self.store.payment(&payment.payment_id).unwrap_or(payment);
+        (order, payment)
+    }
+
+    fn keep_outcome(
+        &mut self,
+        order: Option<&Order>,
+        payment_id: &str,
+        outcome: PaymentOutcome,
+        seen_before: bool,
+    ) -> Run<RecordedPayment> {
+        let attempts = order.map_or(0, |order| order.attempts);
+        let (decided_now, kept) = self.store.decide_payment(payment_id, outcome, attempts)?;
+        if let Some(order) = order
+            && (decided_now || seen_before)
+        {
+            self.announce_payment(order, &kept)?;
+        }
+        Ok(kept)
     }
 
     fn play_what_waited(&mut self, mut order: Order, seen_before: bool) -> Run<(Order, bool)> {
@@ -670,10 +694,7 @@ impl Driver {
                         self.announce(&paid)?;
                         return Ok(Some(paid));
                     }
-                    order = self.store.find(order_id);
-                    if let Some(now) = self.store.payment(&payment.payment_id) {
-                        payment = now;
-                    }
+                    (order, payment) = self.reread(order_id, payment);
                 }
                 PaymentDecision::Adopt => {
                     if self.store.adopt(order_id, &payment.payment_id)? {
@@ -682,24 +703,18 @@ impl Driver {
                         }
                         return Ok(order);
                     }
-                    order = self.store.find(order_id);
-                    if let Some(now) = self.store.payment(&payment.payment_id) {
-                        payment = now;
-                    }
+                    (order, payment) = self.reread(order_id, payment);
                 }
                 PaymentDecision::Keep(outcome) => {
-                    let attempts = order.as_ref().map_or(0, |order| order.attempts);
-                    let (decided_now, kept) =
-                        self.store
-                            .decide_payment(&payment.payment_id, outcome, attempts)?;
+                    let kept = self.keep_outcome(
+                        order.as_ref(),
+                        &payment.payment_id,
+                        outcome,
+                        seen_before,
+                    )?;
                     if kept.outcome == Some(PaymentOutcome::Settled) {
                         payment = kept;
                         continue;
-                    }
-                    if let Some(order) = &order
-                        && (decided_now || seen_before)
-                    {
-                        self.announce_payment(order, &kept)?;
                     }
                     return Ok(order);
                 }
