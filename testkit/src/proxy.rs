@@ -174,8 +174,8 @@ async fn relay(client: TcpStream, server: TcpStream, number: u64, faults: watch:
     tokio::select! {
         _ = async {
             tokio::join!(
-                pump(&mut client_in, &mut server_out, number, faults.clone()),
-                pump(&mut server_in, &mut client_out, number, faults.clone()),
+                pump(&mut client_in, &mut server_out, number, resets, faults.clone()),
+                pump(&mut server_in, &mut client_out, number, resets, faults.clone()),
             )
         } => {}
         _ = watching.wait_for(|faults| faults.resets != resets) => {
@@ -186,11 +186,13 @@ async fn relay(client: TcpStream, server: TcpStream, number: u64, faults: watch:
 }
 
 /// Copies from `from` to `to`, each chunk passing only when the faults let
-/// it; at the end of `from`, ends `to` too.
+/// it; at the end of `from`, ends `to` too. Once the connection is to be
+/// reset (`resets` moved on) no chunk passes, even one read just before.
 async fn pump(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
     number: u64,
+    resets: u64,
     mut faults: watch::Receiver<Faults>,
 ) {
     let mut chunk = vec![0u8; 16 * 1024];
@@ -200,16 +202,18 @@ async fn pump(
             Ok(read) => read,
         };
         let latency = match faults
-            .wait_for(|faults| !faults.stalled && number >= faults.silent_below)
+            .wait_for(|faults| {
+                faults.resets != resets || (!faults.stalled && number >= faults.silent_below)
+            })
             .await
         {
-            Ok(faults) => faults.latency,
-            Err(_) => return,
+            Ok(faults) if faults.resets == resets => faults.latency,
+            _ => return,
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if to.write_all(&chunk[..read]).await.is_err() {
+        if faults.borrow().resets != resets || to.write_all(&chunk[..read]).await.is_err() {
             return;
         }
     }
