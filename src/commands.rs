@@ -78,7 +78,7 @@ async fn run(settings: Settings) -> Result<()> {
 }
 
 async fn migrate(settings: &Settings) -> Result<()> {
-    let applied = db::migrate(&settings.database.url, &settings.database.name()).await?;
+    let applied = db::migrate(&settings.database).await?;
     if applied.is_empty() {
         println!("database {} is up to date", settings.database.name());
     }

@@ -158,6 +158,14 @@ pub struct DatabaseSettings {
     /// Whether `paywait run` creates the database and applies pending
     /// migrations at start-up.
     pub migrate: bool,
+    /// The longest opening a connection may take.
+    #[serde(deserialize_with = "database_timeout")]
+    pub connect_timeout: Duration,
+    /// The longest any database call may take, waiting for a connection
+    /// included; enforced by paywait itself, since a server that is gone
+    /// cannot enforce its own.
+    #[serde(deserialize_with = "database_timeout")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -168,6 +176,8 @@ impl Default for DatabaseSettings {
             password_file: None,
             pool_size: NonZeroUsize::new(16).expect("not zero"),
             migrate: true,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -232,6 +242,15 @@ impl Settings {
             &other_waits,
             self.checks.early_margin,
         )
+    }
+
+    /// How long one piece of work (a message, a sweep round, setting up a
+    /// session) may run before the daemon counts as stuck: a timer's early
+    /// margin, and room for four database calls and four publishes each
+    /// running out its time; at least a minute.
+    pub fn stuck_after(&self) -> Duration {
+        let calls = 4 * (self.database.statement_timeout + self.amqp.confirm_timeout);
+        (self.checks.early_margin + calls).max(Duration::from_secs(60))
     }
 
     /// What paywait accepts of the times an order service states.
@@ -814,6 +833,19 @@ fn positive_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durat
     Ok(value)
 }
 
+/// The bounds of a database time-out: shorter than a round trip could be,
+/// or longer than a day, is a mistake.
+const DATABASE_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
+
+fn database_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = duration(deserializer)?;
+    if !DATABASE_TIMEOUTS.contains(&value) {
+        return Err(D::Error::custom("must be from 100ms to 24h"));
+    }
+    Ok(value)
+}
+
 /// A timer waits out its early margin in process, holding one of the
 /// consumer's `amqp.prefetch` places all along.
 const MAX_EARLY_MARGIN: Duration = Duration::from_secs(60);
@@ -988,6 +1020,26 @@ mod tests {
             ("PAYWAIT_AMQP__HEARTBEAT", "1s", "amqp.heartbeat"),
             ("PAYWAIT_AMQP__HEARTBEAT", "2500ms", "amqp.heartbeat"),
             ("PAYWAIT_AMQP__HEARTBEAT", "0s", "amqp.heartbeat"),
+            (
+                "PAYWAIT_DATABASE__STATEMENT_TIMEOUT",
+                "0s",
+                "database.statement_timeout",
+            ),
+            (
+                "PAYWAIT_DATABASE__STATEMENT_TIMEOUT",
+                "2d",
+                "database.statement_timeout",
+            ),
+            (
+                "PAYWAIT_DATABASE__CONNECT_TIMEOUT",
+                "10ms",
+                "database.connect_timeout",
+            ),
+            (
+                "PAYWAIT_DATABASE__CONNECT_TIMEOUT",
+                "soon",
+                "database.connect_timeout",
+            ),
             ("PAYWAIT_SWEEPER__INTERVAL", "0s", "sweeper.interval"),
             ("PAYWAIT_SWEEPER__GRACE", "soon", "sweeper.grace"),
             ("PAYWAIT_SWEEPER__BATCH", "-1", "sweeper.batch"),

@@ -41,6 +41,12 @@ pub enum Error {
     #[error("cannot connect to PostgreSQL at {address}: {message}")]
     DatabaseConnect { address: String, message: String },
 
+    #[error("PostgreSQL at {address} did not answer within {after:?}")]
+    DatabaseTimeout {
+        address: String,
+        after: std::time::Duration,
+    },
+
     #[error("PostgreSQL: {0}")]
     Database(#[source] Arc<diesel::result::Error>),
 
@@ -149,7 +155,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => 78,
-            Self::AmqpConnect { .. } | Self::DatabaseConnect { .. } | Self::Listen { .. } => 69,
+            Self::AmqpConnect { .. }
+            | Self::DatabaseConnect { .. }
+            | Self::DatabaseTimeout { .. }
+            | Self::Listen { .. } => 69,
             Self::OrderNotFound(_) | Self::Unhealthy(_) => 1,
             Self::Migration(_) | Self::CorruptRow(_) => 65,
             Self::Signal(_) => 71,

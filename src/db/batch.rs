@@ -6,7 +6,7 @@
 //! may have been refused for one request's data: its requests are then run
 //! one by one, so that only the culprit gets the error and the others go on.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,24 +17,33 @@ type Request<I, O> = (I, oneshot::Sender<Result<O>>);
 /// Hands items to a task that runs them in batches of up to `max`.
 pub struct Batcher<I, O> {
     sender: mpsc::UnboundedSender<Request<I, O>>,
+    /// The longest a request waits for its answer, and the error it then
+    /// gets.
+    patience: Duration,
+    timed_out: Arc<dyn Fn() -> Error + Send + Sync>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
     fn clone(&self) -> Self {
         Self {
             sender: self.sender.clone(),
+            patience: self.patience,
+            timed_out: self.timed_out.clone(),
         }
     }
 }
 
 impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Spawns the batching task; `run` gets the items of one batch and
-    /// returns one output per item, in order. The task ends when every
-    /// `Batcher` handle is dropped.
-    pub fn spawn<F, Fut>(max: usize, run: F) -> Self
+    /// returns one output per item, in order. A request waits at most
+    /// `patience` for its answer (queued behind other batches included),
+    /// then fails with the error `timed_out` makes. The task ends when
+    /// every `Batcher` handle is dropped.
+    pub fn spawn<F, Fut, T>(max: usize, patience: Duration, timed_out: T, run: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<O>>> + Send,
+        T: Fn() -> Error + Send + Sync + 'static,
     {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Request<I, O>>();
         tokio::spawn(async move {
@@ -67,7 +76,7 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                     (Err(error), _) => {
-                        let error = std::sync::Arc::new(error);
+                        let error = Arc::new(error);
                         for reply in replies {
                             let _ = reply.send(Err(Error::Shared(error.clone())));
                         }
@@ -75,7 +84,11 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
                 }
             }
         });
-        Self { sender }
+        Self {
+            sender,
+            patience,
+            timed_out: Arc::new(timed_out),
+        }
     }
 
     /// Runs `item` in the next batch and returns its output.
@@ -84,7 +97,10 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
         self.sender
             .send((item, reply))
             .map_err(|_| Error::BatcherStopped)?;
-        answer.await.map_err(|_| Error::BatcherStopped)?
+        match tokio::time::timeout(self.patience, answer).await {
+            Ok(answer) => answer.map_err(|_| Error::BatcherStopped)?,
+            Err(_) => Err((self.timed_out)()),
+        }
     }
 }
 
@@ -93,6 +109,9 @@ mod tests {
     use diesel::result::{DatabaseErrorKind, Error as Diesel};
 
     use super::*;
+
+    /// Long enough for any batch of these tests.
+    const PATIENCE: Duration = Duration::from_secs(60);
 
     /// A statement that doubles each number, refused by the server (as a
     /// check constraint would) for any batch holding a 13.
@@ -109,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_request_fails_alone_and_the_rest_of_its_batch_goes_on() {
-        let batcher = Batcher::spawn(16, double_unless_13);
+        let batcher = Batcher::spawn(16, PATIENCE, || Error::BatcherStopped, double_unless_13);
         let answers = futures_util::future::join_all([1, 13, 2, 3].map(|n| {
             let batcher = batcher.clone();
             async move { batcher.run(n).await }
@@ -129,18 +148,23 @@ mod tests {
     async fn a_lost_connection_fails_the_whole_batch_at_once() {
         let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = runs.clone();
-        let batcher = Batcher::spawn(16, move |_items: Vec<u32>| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async {
-                Err::<Vec<u32>, _>(
-                    Diesel::DatabaseError(
-                        DatabaseErrorKind::ClosedConnection,
-                        Box::new("connection closed".to_owned()),
+        let batcher = Batcher::spawn(
+            16,
+            PATIENCE,
+            || Error::BatcherStopped,
+            move |_items: Vec<u32>| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async {
+                    Err::<Vec<u32>, _>(
+                        Diesel::DatabaseError(
+                            DatabaseErrorKind::ClosedConnection,
+                            Box::new("connection closed".to_owned()),
+                        )
+                        .into(),
                     )
-                    .into(),
-                )
-            }
-        });
+                }
+            },
+        );
         let answers = futures_util::future::join_all([1, 2, 3].map(|n| {
             let batcher = batcher.clone();
             async move { batcher.run(n).await }
@@ -152,5 +176,34 @@ mod tests {
         }
         // However the requests were batched, none was tried alone again.
         assert!(runs.load(std::sync::atomic::Ordering::SeqCst) <= 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_its_answer_no_longer_than_the_batchers_patience() {
+        let patience = Duration::from_millis(200);
+        let batcher = Batcher::spawn(
+            16,
+            patience,
+            || Error::Unhealthy("no answer in time".into()),
+            |items: Vec<u32>| async move {
+                // A batch of a 7 hangs, as on a link gone silent.
+                if items.contains(&7) {
+                    std::future::pending::<()>().await;
+                }
+                Ok(items)
+            },
+        );
+        let waited = |started: std::time::Instant| {
+            let waited = started.elapsed();
+            assert!(waited >= patience && waited < patience * 10, "{waited:?}");
+        };
+        let started = std::time::Instant::now();
+        let hung = batcher.run(7).await.unwrap_err();
+        assert!(hung.to_string().contains("no answer in time"), "{hung}");
+        waited(started);
+        // Queued behind the hung batch: it too is answered in time.
+        let started = std::time::Instant::now();
+        assert!(batcher.run(1).await.is_err());
+        waited(started);
     }
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL shell: the pool, migrations, and every statement paywait runs.
 
 mod batch;
+mod bounded;
 mod figures;
 pub use figures::{DUE, OVERDUE, OWED_LATE};
 mod prepared;
@@ -35,6 +36,7 @@ use crate::{
     error::{Error, Result},
 };
 use batch::Batcher;
+use bounded::Connections;
 use prepared::{Bind, prepared};
 use rows::PaymentRow;
 use schema::{cancellations, payments};
@@ -66,8 +68,7 @@ pub const OWED_PAYMENT_EVENTS: &str = "SELECT * FROM payments \
 /// The database paywait keeps its orders in.
 #[derive(Clone)]
 pub struct Database {
-    pool: Pool<AsyncPgConnection>,
-    address: String,
+    connections: Connections,
     batches: Batches,
 }
 
@@ -89,8 +90,12 @@ struct Batches {
 /// Connections of the pool that does not wait for WAL flushes.
 const RELAXED_POOL_SIZE: usize = 2;
 
-fn connection_pool(url: &SecretUrl, size: usize) -> Result<Pool<AsyncPgConnection>> {
-    let target = target(url)?;
+fn connection_pool(
+    url: &SecretUrl,
+    size: usize,
+    settings: &DatabaseSettings,
+) -> Result<Pool<AsyncPgConnection>> {
+    let target = target(url, settings)?;
     // A closed connection or a broken transaction is still caught when a
     // connection returns to the pool; a test query on every checkout would
     // add a round trip to every statement.
@@ -105,8 +110,8 @@ fn connection_pool(url: &SecretUrl, size: usize) -> Result<Pool<AsyncPgConnectio
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
-        .create_timeout(Some(std::time::Duration::from_secs(10)))
-        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .create_timeout(Some(settings.connect_timeout))
+        .wait_timeout(Some(settings.statement_timeout))
         .build()
         .map_err(|error| Error::Setup {
             what: "the PostgreSQL connection pool",
@@ -114,23 +119,32 @@ fn connection_pool(url: &SecretUrl, size: usize) -> Result<Pool<AsyncPgConnectio
         })
 }
 
-/// The server of `url`, with the TLS its `sslmode` asks for.
-fn target(url: &SecretUrl) -> Result<Target> {
-    Target::new(url).map_err(|message| Error::Setup {
-        what: "the PostgreSQL connection",
-        message,
-    })
+/// The server of `url`, with the TLS its `sslmode` asks for, reached
+/// within `settings.connect_timeout` and watched by TCP keepalives.
+fn target(url: &SecretUrl, settings: &DatabaseSettings) -> Result<Target> {
+    Target::new(url)
+        .map(|target| target.bounded(settings.connect_timeout, settings.statement_timeout))
+        .map_err(|message| Error::Setup {
+            what: "the PostgreSQL connection",
+            message,
+        })
 }
 
 /// Opens one session to the server of `url`, for `address` in errors.
-async fn connect(url: &SecretUrl) -> Result<AsyncPgConnection> {
-    target(url)?
+async fn connect(url: &SecretUrl, settings: &DatabaseSettings) -> Result<AsyncPgConnection> {
+    target(url, settings)?
         .connect()
         .await
         .map_err(|error| Error::DatabaseConnect {
             address: url.address(),
             message: error.to_string(),
         })
+}
+
+/// The server's own limit on a statement: the same as paywait's, so that a
+/// statement paywait gave up on (a lock wait, say) does not run on.
+fn server_statement_timeout(limit: std::time::Duration) -> String {
+    format!("-c statement_timeout={}", limit.as_millis())
 }
 
 /// Every session: each statement paywait runs finds orders by key (or
@@ -165,82 +179,89 @@ fn with_session_settings(url: &SecretUrl, settings: &str) -> SecretUrl {
     })
 }
 
-/// A connection from `pool`; failing that, an error naming the address.
-async fn checkout(pool: &Pool<AsyncPgConnection>, address: &str) -> Result<statements::Conn> {
-    pool.get().await.map_err(|error| Error::DatabaseConnect {
-        address: address.to_owned(),
-        message: error.to_string(),
-    })
-}
-
-/// A batcher whose batches run `statement` on a pooled connection.
-fn batcher<I, O, F, Fut>(
-    pool: &Pool<AsyncPgConnection>,
-    address: &str,
-    statement: F,
-) -> Batcher<I, O>
+/// A batcher whose batches run `statement` on a connection of
+/// `connections`, each within its limit; a request waits no longer than
+/// that for its answer either.
+fn batcher<I, O, F, Fut>(connections: &Connections, statement: F) -> Batcher<I, O>
 where
     I: Clone + Send + 'static,
     O: Send + 'static,
     F: Fn(statements::Conn, Vec<I>) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = Result<Vec<O>>> + Send,
 {
-    let pool = pool.clone();
-    let address = address.to_owned();
-    Batcher::spawn(MAX_BATCH, move |items| {
-        let pool = pool.clone();
-        let address = address.clone();
-        async move { statement(checkout(&pool, &address).await?, items).await }
+    let timed_out = {
+        let connections = connections.clone();
+        move || connections.timed_out()
+    };
+    let connections = connections.clone();
+    Batcher::spawn(MAX_BATCH, connections.limit(), timed_out, move |items| {
+        let connections = connections.clone();
+        async move { connections.call(|conn| statement(conn, items)).await }
     })
 }
 
 impl Database {
     /// A pool of connections; none is opened until one is needed.
     pub fn new(settings: &DatabaseSettings) -> Result<Self> {
+        let address = settings.url.address();
+        let limit = settings.statement_timeout;
+        let session = format!("{SESSION} {}", server_statement_timeout(limit));
         let pool = connection_pool(
-            &with_session_settings(&settings.url, SESSION),
+            &with_session_settings(&settings.url, &session),
             settings.pool_size.get(),
+            settings,
         )?;
+        let pool = Connections::new(pool, address.clone(), limit);
         // That a check was made commits without waiting for the WAL flush:
         // after a crash of the database, a lost record only means the next
         // timer (armed before the record) finds a lower count. That an event
         // was published waits for the flush: nothing would repair a lost one,
         // and the order would look as if its event were still owed.
         let relaxed = connection_pool(
-            &with_session_settings(&settings.url, WITHOUT_FLUSH_WAIT),
+            &with_session_settings(
+                &settings.url,
+                &format!("{WITHOUT_FLUSH_WAIT} {}", server_statement_timeout(limit)),
+            ),
             RELAXED_POOL_SIZE,
+            settings,
         )?;
-        let address = settings.url.address();
+        let relaxed = Connections::new(relaxed, address, limit);
         let batches = Batches {
-            place: batcher(&pool, &address, statements::place),
-            waiting: batcher(&pool, &address, statements::waiting),
-            record_payment: batcher(&pool, &address, statements::record_payments),
-            decide_payment: batcher(&pool, &address, statements::decide_payments),
-            claim_announcement: batcher(&pool, &address, statements::claim_announcements),
-            find: batcher(&pool, &address, statements::find),
-            settle: batcher(&pool, &address, statements::settle),
-            close: batcher(&pool, &address, statements::close),
-            record_check: batcher(&relaxed, &address, statements::record_checks),
-            mark_announced: batcher(&pool, &address, statements::mark_announced),
+            place: batcher(&pool, statements::place),
+            waiting: batcher(&pool, statements::waiting),
+            record_payment: batcher(&pool, statements::record_payments),
+            decide_payment: batcher(&pool, statements::decide_payments),
+            claim_announcement: batcher(&pool, statements::claim_announcements),
+            find: batcher(&pool, statements::find),
+            settle: batcher(&pool, statements::settle),
+            close: batcher(&pool, statements::close),
+            record_check: batcher(&relaxed, statements::record_checks),
+            mark_announced: batcher(&pool, statements::mark_announced),
         };
         Ok(Self {
-            pool,
-            address,
+            connections: pool,
             batches,
         })
     }
 
-    async fn conn(&self) -> Result<statements::Conn> {
-        checkout(&self.pool, &self.address).await
+    /// Runs `work` on a pooled connection, within `database.statement_timeout`.
+    async fn call<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(statements::Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.connections.call(work).await
     }
 
     /// Answers whether the database takes queries now.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.call(|mut conn| async move {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Stores a placed order, unless it is known already.
@@ -301,13 +322,15 @@ impl Database {
     /// Takes an undecided payment as the one that paid an order marked paid
     /// in SQL, unless another was taken first; whether it was.
     pub async fn adopt(&self, order_id: &OrderId, payment_id: &str) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let adopted = prepared(statements::ADOPT)
-            .bind::<Text, _>(order_id.as_str())
-            .bind::<Text, _>(payment_id)
-            .execute(&mut conn)
-            .await?;
-        Ok(adopted == 1)
+        self.call(|mut conn| async move {
+            let adopted = prepared(statements::ADOPT)
+                .bind::<Text, _>(order_id.as_str())
+                .bind::<Text, _>(payment_id)
+                .execute(&mut conn)
+                .await?;
+            Ok(adopted == 1)
+        })
+        .await
     }
 
     /// Claims the announcement of a terminal order whose event is owed, when
@@ -323,26 +346,30 @@ impl Database {
 
     /// The payment recorded under `payment_id`, if any.
     pub async fn payment(&self, payment_id: &str) -> Result<Option<RecordedPayment>> {
-        let mut conn = self.conn().await?;
-        let row: Option<PaymentRow> = payments::table
-            .find(payment_id)
-            .select(PaymentRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?;
-        row.map(RecordedPayment::try_from).transpose()
+        self.call(|mut conn| async move {
+            let row: Option<PaymentRow> = payments::table
+                .find(payment_id)
+                .select(PaymentRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?;
+            row.map(RecordedPayment::try_from).transpose()
+        })
+        .await
     }
 
     /// Every payment recorded for an order, oldest first.
     pub async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<PaymentRow> = payments::table
-            .filter(payments::order_id.eq(order_id.as_str()))
-            .order((payments::received_at.asc(), payments::payment_id.asc()))
-            .select(PaymentRow::as_select())
-            .load(&mut conn)
-            .await?;
-        rows.into_iter().map(RecordedPayment::try_from).collect()
+        self.call(|mut conn| async move {
+            let rows: Vec<PaymentRow> = payments::table
+                .filter(payments::order_id.eq(order_id.as_str()))
+                .order((payments::received_at.asc(), payments::payment_id.asc()))
+                .select(PaymentRow::as_select())
+                .load(&mut conn)
+                .await?;
+            rows.into_iter().map(RecordedPayment::try_from).collect()
+        })
+        .await
     }
 
     /// Pays a pending order with a recorded, undecided payment, and records
@@ -393,17 +420,19 @@ impl Database {
         cancelled: &OrderCancelled,
         received_at: DateTime<Utc>,
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
-        diesel::insert_into(cancellations::table)
-            .values((
-                cancellations::order_id.eq(cancelled.order_id.as_str()),
-                cancellations::reason.eq(cancelled.reason.as_deref()),
-                cancellations::received_at.eq(received_at),
-            ))
-            .on_conflict_do_nothing()
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.call(|mut conn| async move {
+            diesel::insert_into(cancellations::table)
+                .values((
+                    cancellations::order_id.eq(cancelled.order_id.as_str()),
+                    cancellations::reason.eq(cancelled.reason.as_deref()),
+                    cancellations::received_at.eq(received_at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records that check number `attempt` of a pending order was made (and
@@ -458,21 +487,23 @@ impl Database {
         sweep: &Sweep,
         batch: std::num::NonZeroU32,
     ) -> Result<Vec<(OrderId, u32)>> {
-        let mut conn = self.conn().await?;
-        let claimed: Vec<Claimed> = prepared(CLAIM_OVERDUE)
-            .bind::<Timestamptz, _>(sweep.due_at)
-            .bind::<Timestamptz, _>(sweep.cutoff)
-            .bind::<BigInt, _>(i64::from(batch.get()))
-            .get_results(&mut conn)
-            .await?;
-        claimed
-            .into_iter()
-            .map(|claimed| {
-                let order_id = OrderId::parse(claimed.order_id)
-                    .map_err(|error| Error::CorruptRow(error.to_string()))?;
-                Ok((order_id, claimed.attempts.max(0) as u32))
-            })
-            .collect()
+        self.call(|mut conn| async move {
+            let claimed: Vec<Claimed> = prepared(CLAIM_OVERDUE)
+                .bind::<Timestamptz, _>(sweep.due_at)
+                .bind::<Timestamptz, _>(sweep.cutoff)
+                .bind::<BigInt, _>(i64::from(batch.get()))
+                .get_results(&mut conn)
+                .await?;
+            claimed
+                .into_iter()
+                .map(|claimed| {
+                    let order_id = OrderId::parse(claimed.order_id)
+                        .map_err(|error| Error::CorruptRow(error.to_string()))?;
+                    Ok((order_id, claimed.attempts.max(0) as u32))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Up to `batch` payments whose own event (a refund, a mismatch) is owed
@@ -482,31 +513,36 @@ impl Database {
         cutoff: DateTime<Utc>,
         batch: std::num::NonZeroU32,
     ) -> Result<Vec<RecordedPayment>> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<PaymentRow> = prepared(OWED_PAYMENT_EVENTS)
-            .bind::<Timestamptz, _>(cutoff)
-            .bind::<BigInt, _>(i64::from(batch.get()))
-            .load(&mut conn)
-            .await?;
-        rows.into_iter().map(RecordedPayment::try_from).collect()
+        self.call(|mut conn| async move {
+            let rows: Vec<PaymentRow> = prepared(OWED_PAYMENT_EVENTS)
+                .bind::<Timestamptz, _>(cutoff)
+                .bind::<BigInt, _>(i64::from(batch.get()))
+                .load(&mut conn)
+                .await?;
+            rows.into_iter().map(RecordedPayment::try_from).collect()
+        })
+        .await
     }
 
     /// Records that the event of one payment was confirmed.
     pub async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
-        let mut conn = self.conn().await?;
-        diesel::update(payments::table.find(payment_id))
-            .set(payments::event_published_at.eq(diesel::dsl::now))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
+        self.call(|mut conn| async move {
+            diesel::update(payments::table.find(payment_id))
+                .set(payments::event_published_at.eq(diesel::dsl::now))
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 }
 
-/// Creates the database named by `url` unless it exists, then applies the
-/// pending migrations. Returns the names of the migrations applied.
-pub async fn migrate(url: &SecretUrl, name: &str) -> Result<Vec<String>> {
-    create_database_if_missing(url, name).await?;
-    with_migration_harness(url, |conn| {
+/// Creates the database named by `settings.url` unless it exists, then
+/// applies the pending migrations. Returns the names of the migrations
+/// applied.
+pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<String>> {
+    create_database_if_missing(settings).await?;
+    with_migration_harness(settings, |conn| {
         // Daemons started together take turns: the first applies what is
         // pending, the others then find nothing left to do.
         let lock = |call: &str, conn: &mut AsyncConnectionWrapper<AsyncPgConnection>| {
@@ -531,12 +567,12 @@ const MIGRATION_LOCK: i64 = 0x0070_6179_7761_6974;
 /// Runs `work` with diesel's (blocking) migration harness on a thread where
 /// blocking is allowed.
 async fn with_migration_harness<T: Send + 'static>(
-    url: &SecretUrl,
+    settings: &DatabaseSettings,
     work: impl FnOnce(&mut AsyncConnectionWrapper<AsyncPgConnection>) -> diesel::migration::Result<T>
     + Send
     + 'static,
 ) -> Result<T> {
-    let conn = connect(url).await?;
+    let conn = connect(&settings.url, settings).await?;
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         work(&mut conn).map_err(|error| Error::Migration(error.to_string()))
@@ -548,8 +584,10 @@ async fn with_migration_harness<T: Send + 'static>(
     })?
 }
 
-async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
-    let mut conn = connect(&url.with_path("/postgres")).await?;
+async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<()> {
+    let name = settings.name();
+    let name = name.as_str();
+    let mut conn = connect(&settings.url.with_path("/postgres"), settings).await?;
     // Held until this session ends: daemons started together create the
     // database once, one after another.
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
@@ -581,9 +619,9 @@ async fn create_database_if_missing(url: &SecretUrl, name: &str) -> Result<()> {
 }
 
 /// Refuses to run against a database that lacks migrations this binary has.
-pub async fn ensure_migrated(url: &SecretUrl) -> Result<()> {
+pub async fn ensure_migrated(settings: &DatabaseSettings) -> Result<()> {
     let pending =
-        with_migration_harness(url, |conn| conn.has_pending_migration(MIGRATIONS)).await?;
+        with_migration_harness(settings, |conn| conn.has_pending_migration(MIGRATIONS)).await?;
     if pending {
         return Err(Error::Migration(
             "the database lacks migrations: run `paywait migrate` first".into(),

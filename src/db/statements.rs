@@ -33,8 +33,7 @@ use crate::{
     error::{Error, Result},
 };
 
-/// A pooled connection, held for one batch.
-pub(super) type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+pub(super) use super::bounded::Conn;
 
 #[derive(Insertable)]
 #[diesel(table_name = orders)]

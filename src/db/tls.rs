@@ -9,7 +9,7 @@
 //! | `verify-ca` | always | signed by `sslrootcert` (default: the system's roots) |
 //! | `verify-full` | always | as `verify-ca`, and issued to the URL's host |
 
-use std::{path::PathBuf, str::FromStr, sync::Arc};
+use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use diesel::ConnectionResult;
 use diesel_async::AsyncPgConnection;
@@ -55,6 +55,13 @@ impl FromStr for SslMode {
     }
 }
 
+/// An idle connection is probed after this long without traffic…
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// …then at this interval, and dropped after this many unanswered probes:
+/// a silent idle connection is found within about 11 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// A PostgreSQL server to connect to, and how.
 #[derive(Clone)]
 pub struct Target {
@@ -97,6 +104,21 @@ impl Target {
             tls: MakeRustlsConnect::new(tls),
             mode,
         })
+    }
+
+    /// The same server, each connection opened within `connect_timeout`,
+    /// watched by TCP keepalives while idle, and given up by the kernel
+    /// when what it sent goes unacknowledged for `call_timeout`: a link gone
+    /// silent (no FIN, no RST) is found even with no call waiting on it.
+    pub fn bounded(mut self, connect_timeout: Duration, call_timeout: Duration) -> Self {
+        self.config
+            .connect_timeout(connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(call_timeout);
+        self
     }
 
     pub fn mode(&self) -> SslMode {

@@ -34,7 +34,7 @@ impl Sandbox {
         tokio::task::spawn_blocking(move || create_vhost(&vhost))
             .await
             .expect("creating the vhost");
-        db::migrate(&sandbox.settings_for("1s").database.url, &sandbox.database)
+        db::migrate(&sandbox.settings_for("1s").database)
             .await
             .expect("migrating the test database");
         sandbox
