@@ -16,6 +16,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 pub mod service;
 pub mod shutdown;
 pub mod startup;

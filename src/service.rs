@@ -3,8 +3,12 @@
 //! out, and watchdog pings when `WatchdogSec=` is set. Without
 //! `NOTIFY_SOCKET` every call is a no-op.
 
+use std::time::Duration;
+
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
+
+use crate::progress::Progress;
 
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
@@ -28,8 +32,11 @@ pub fn stopping() {
     ]);
 }
 
-/// Pings the watchdog at half its interval until `stop`, when one is set.
-pub fn keep_watchdog_fed(stop: CancellationToken) {
+/// Pings the watchdog at half its interval until `stop`, when one is set,
+/// but only while the work moves: once a piece of work has run longer
+/// than `stuck_after`, the pings stop and the service manager restarts the
+/// daemon (a blocked runtime stops them as surely).
+pub fn keep_watchdog_fed(stop: CancellationToken, progress: Progress, stuck_after: Duration) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -38,7 +45,18 @@ pub fn keep_watchdog_fed(stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = ticks.tick() => notify(&[NotifyState::Watchdog]),
+                _ = ticks.tick() => {}
+            }
+            match progress.stuck(std::time::Instant::now(), stuck_after) {
+                None => notify(&[NotifyState::Watchdog]),
+                Some(running) => {
+                    tracing::error!(
+                        ?running,
+                        "work has not finished for longer than it may take: \
+                         not pinging the watchdog, so the service manager restarts paywait"
+                    );
+                    status(&format!("stuck: work running for {running:.0?}"));
+                }
             }
         }
     });

@@ -16,6 +16,7 @@ use crate::{
     gateway::Gateway,
     http::{self, HttpState, Readiness},
     metrics::Metrics,
+    progress::Progress,
     service,
     topology::Topology,
     worker::{self, ChecksInFlight, Worker},
@@ -72,11 +73,11 @@ impl Application {
         } = self;
         let db = Database::new(&settings.database)?;
         if settings.database.migrate {
-            for migration in db::migrate(&settings.database.url, &settings.database.name()).await? {
+            for migration in db::migrate(&settings.database).await? {
                 tracing::info!(%migration, "applied a migration");
             }
         } else {
-            db::ensure_migrated(&settings.database.url).await?;
+            db::ensure_migrated(&settings.database).await?;
         }
         let broker = Broker::new(&settings.amqp)?;
         let gateway = Gateway::from_settings(&settings.gateway, metrics.clone())?.map(Arc::new);
@@ -90,6 +91,7 @@ impl Application {
             db: db.clone(),
             gateway,
             metrics: metrics.clone(),
+            progress: Progress::default(),
         };
 
         let http_stop = CancellationToken::new();
@@ -110,7 +112,11 @@ impl Application {
         );
 
         let watchdog = CancellationToken::new();
-        service::keep_watchdog_fed(watchdog.clone());
+        service::keep_watchdog_fed(
+            watchdog.clone(),
+            services.progress.clone(),
+            settings.stuck_after(),
+        );
         // Reconnects for as long as it takes once it has consumed: a daemon
         // is there to come back. Each wait is capped, and a stop ends it;
         // one that never got going exits at once instead.
@@ -158,6 +164,7 @@ struct Services {
     db: Database,
     gateway: Option<Arc<Gateway>>,
     metrics: Arc<Metrics>,
+    progress: Progress,
 }
 
 /// One connection's life: declare, consume and sweep until `stop` (then
@@ -173,7 +180,9 @@ async fn session(
         db,
         gateway,
         metrics,
+        progress,
     } = services;
+    let setting_up = progress.begin();
     let not_consuming = |error| Lost {
         error,
         was_consuming: false,
@@ -193,6 +202,7 @@ async fn session(
         trusted_users: settings.payments.trusted_users.clone(),
         gateway: gateway.clone(),
         checks_in_flight: ChecksInFlight::default(),
+        progress: progress.clone(),
     });
 
     let stop_session = stop.child_token();
@@ -226,6 +236,7 @@ async fn session(
             .map_err(not_consuming)?,
     );
     readiness.consuming(session.health());
+    drop(setting_up);
     tracing::info!("paywait is running");
     let queues: Vec<&str> = Inbox::ALL
         .iter()
@@ -248,8 +259,9 @@ async fn session(
         failure.get_or_insert(error);
     }
     readiness.stopped();
-    let _ = sweeper.await;
-    let _ = backlog.await;
+    for (task, handle) in [("the sweeper", sweeper), ("the backlog poller", backlog)] {
+        join_within(handle, settings.shutdown.timeout, task).await;
+    }
     session.close().await;
 
     if stop.is_cancelled() {
@@ -259,4 +271,18 @@ async fn session(
         error: failure.unwrap_or(Error::PublishingChannelClosed),
         was_consuming: true,
     })
+}
+
+/// Waits for a task of an ending session, no longer than `limit`: one stuck
+/// in I/O (a link gone silent) is aborted rather than waited for.
+async fn join_within(
+    mut handle: tokio::task::JoinHandle<()>,
+    limit: std::time::Duration,
+    task: &str,
+) {
+    if tokio::time::timeout(limit, &mut handle).await.is_err() {
+        tracing::warn!(task, ?limit, "did not stop in time; aborting it");
+        handle.abort();
+        let _ = handle.await;
+    }
 }

@@ -36,7 +36,7 @@ pub(super) async fn poll_queue_depths(
             }
         }
     }
-    let _ = channel.close(200, "paywait stopping".into()).await;
+    let _ = super::briefly(channel.close(200, "paywait stopping".into())).await;
 }
 
 /// Every queue of the topology, its ready messages and consumers, as the

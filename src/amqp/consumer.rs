@@ -137,9 +137,10 @@ impl<H: Handler> Consumer<H> {
 
         // No new deliveries; prefetched ones not yet started go back to the
         // queue when the channel closes.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        let _ = super::briefly(
+            channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await;
         drop(deliveries);
         let unfinished = tokio::time::timeout(settings.drain, async {
             while in_flight.join_next().await.is_some() {}
@@ -154,7 +155,7 @@ impl<H: Handler> Consumer<H> {
             );
             in_flight.shutdown().await;
         }
-        let _ = channel.close(200, "paywait stopping".into()).await;
+        let _ = super::briefly(channel.close(200, "paywait stopping".into())).await;
         outcome
     }
 
@@ -242,16 +243,27 @@ impl<H: Handler> Consumer<H> {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = session.cancelled() => {
-                    let _ = delivery
-                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
-                        .await;
+                    let _ = super::briefly(
+                        delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }),
+                    )
+                    .await;
                     return;
                 }
             }
         }
-        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-            tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
-            return;
+        match super::briefly(delivery.ack(BasicAckOptions::default())).await {
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
+                return;
+            }
+            None => {
+                tracing::warn!(
+                    queue,
+                    "the broker did not take the acknowledgement in time; it will redeliver the message"
+                );
+                return;
+            }
         }
         self.metrics.message_handled(queue);
         if self.inbox == Inbox::Checks {

@@ -36,6 +36,18 @@ use crate::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest paywait waits for the broker to take a courtesy (cancelling
+/// a consumer, closing a channel or a connection, an acknowledgement): on a
+/// link gone silent it would wait for ever, and a session being torn down
+/// must not.
+const COURTESY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits for `courtesy` no longer than [`COURTESY_TIMEOUT`]; `None` when it
+/// did not finish in time.
+async fn briefly<T>(courtesy: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(COURTESY_TIMEOUT, courtesy).await.ok()
+}
+
 /// An error of the AMQP client, opaque outside this module.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]

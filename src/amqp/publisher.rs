@@ -53,7 +53,7 @@ impl Publisher {
 
     /// Closes the channel; publishing through a clone fails from then on.
     pub async fn close(&self) {
-        let _ = self.channel.close(200, "paywait stopping".into()).await;
+        let _ = super::briefly(self.channel.close(200, "paywait stopping".into())).await;
     }
 
     /// Whether the channel can still publish; once closed, it never can again.

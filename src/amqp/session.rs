@@ -96,6 +96,6 @@ impl Session {
     /// Closes the publishing channel and the connection.
     pub async fn close(self) {
         self.publisher.close().await;
-        let _ = self.connection.close(200, "paywait stopping".into()).await;
+        let _ = super::briefly(self.connection.close(200, "paywait stopping".into())).await;
     }
 }

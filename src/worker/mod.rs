@@ -26,6 +26,7 @@ use crate::{
     error::Result,
     gateway::Gateway,
     metrics::Metrics,
+    progress::Progress,
     topology::Topology,
 };
 
@@ -46,10 +47,13 @@ pub struct Worker {
     pub gateway: Option<Arc<Gateway>>,
     /// The checks being made now, so that a copy of one is dropped.
     pub checks_in_flight: ChecksInFlight,
+    /// Where each message handled and each sweep registers while it runs.
+    pub progress: Progress,
 }
 
 impl Handler for Worker {
     async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
+        let _underway = self.progress.begin();
         let handled = match inbound.inbox {
             Inbox::Placed => intake::order_placed(self, inbound).await,
             Inbox::Payments => payments::payment_succeeded(self, inbound).await,

@@ -35,6 +35,7 @@ pub async fn sweep_periodically(
             _ = ticks.tick() => {}
         }
         let full = settings.batch.get() as usize;
+        let _underway = worker.progress.begin();
         until_done(&stop, full, || sweep(&worker, &settings)).await;
         until_done(&stop, full, || announce_owed_payments(&worker, &settings)).await;
     }
