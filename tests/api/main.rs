@@ -13,6 +13,7 @@ mod gateway;
 mod lifecycle;
 mod live_model;
 mod money;
+mod network;
 mod operations;
 mod packaging;
 mod poison;
