@@ -58,7 +58,7 @@ pub fn settings(environment: &[(String, String)]) -> anyhow::Result<Settings> {
 /// Drops and re-creates a database with paywait's schema.
 pub async fn fresh_database(options: &Options, settings: &Settings) -> anyhow::Result<()> {
     drop_database(&options.postgres, &settings.database.name()).await?;
-    paywait::db::migrate(&settings.database.url, &settings.database.name()).await?;
+    paywait::db::migrate(&settings.database).await?;
     Ok(())
 }
 
