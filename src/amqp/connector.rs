@@ -1,15 +1,20 @@
 //! Opening connections to the broker, with the TLS its settings ask for:
 //! `amqps://` URLs verified against the system's roots or `amqp.tls.ca_file`,
-//! and a client certificate for mutual TLS.
+//! and a client certificate for mutual TLS. paywait opens the TCP socket
+//! itself, to set TCP keepalives and `TCP_USER_TIMEOUT` on it before the
+//! AMQP client takes it over.
 
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
+use async_compat::CompatExt;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use lapin::{
-    ConnectionProperties, DefaultConnectionBuilder, tcp::OwnedIdentity, tcp::OwnedTLSConfig,
+    ConnectionProperties,
+    tcp::{AsyncTcpStream, OwnedIdentity, OwnedTLSConfig},
+    uri::{AMQPScheme, AMQPUri},
 };
 
 use crate::{
@@ -21,7 +26,12 @@ use crate::{
 /// turn, so that a connection lost with its node is opened again on the
 /// next one.
 pub(super) struct Connector {
-    nodes: Vec<(String, DefaultConnectionBuilder)>,
+    /// Each node's address (for messages) and URI.
+    nodes: Vec<(String, AMQPUri)>,
+    tls: OwnedTLSConfig,
+    /// How long what paywait sent may go unacknowledged before the kernel
+    /// gives the connection up.
+    unacknowledged: Duration,
     next: AtomicUsize,
 }
 
@@ -52,21 +62,20 @@ impl Connector {
                         .collect();
                     url.query_pairs_mut().clear().extend_pairs(pairs);
                 });
-                let builder = DefaultConnectionBuilder::new()
-                    .map_err(|error| Error::Setup {
-                        what: "the RabbitMQ client",
-                        message: error.to_string(),
-                    })?
-                    .with_uri_str(url.expose().to_owned())
-                    .with_properties(
-                        ConnectionProperties::default().with_connection_name("paywait".into()),
-                    )
-                    .with_tls_config(tls.clone());
-                Ok((url.address(), builder))
+                let uri = url
+                    .expose()
+                    .parse::<AMQPUri>()
+                    .map_err(|message| Error::Setup {
+                        what: "the RabbitMQ connection",
+                        message: format!("not an AMQP URL: {message}"),
+                    })?;
+                Ok((url.address(), uri))
             })
             .collect::<Result<_>>()?;
         Ok(Self {
             nodes,
+            tls,
+            unacknowledged: settings.heartbeat * 2,
             next: AtomicUsize::new(0),
         })
     }
@@ -80,6 +89,48 @@ impl Connector {
             .collect();
         addresses.join(", ")
     }
+}
+
+/// An idle link is probed after this long without traffic, then at this
+/// interval, and dropped after this many unanswered probes. The AMQP
+/// heartbeat finds a silent broker sooner; these find a dead peer even
+/// where the heartbeat is answered by nothing on the way.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(5))
+    .with_interval(Duration::from_secs(2))
+    .with_retries(3);
+
+/// Opens a connection to the broker at `uri`: TCP (keepalives on, and
+/// `TCP_USER_TIMEOUT` of `unacknowledged`), then TLS for `amqps://`, then
+/// AMQP.
+async fn open(
+    uri: AMQPUri,
+    tls: OwnedTLSConfig,
+    unacknowledged: Duration,
+) -> lapin::Result<lapin::Connection> {
+    let runtime = lapin::runtime::default_runtime()?;
+    let properties = ConnectionProperties::default().with_connection_name("paywait".into());
+    let connect = async move |uri: AMQPUri, _| {
+        let host = uri.authority.host.as_str();
+        let io = |error: std::io::Error| {
+            lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(error)))
+        };
+        let socket = tokio::net::TcpStream::connect((host, uri.authority.port))
+            .await
+            .map_err(io)?;
+        socket.set_nodelay(true).map_err(io)?;
+        let options = socket2::SockRef::from(&socket);
+        options.set_tcp_keepalive(&KEEPALIVE).map_err(io)?;
+        options
+            .set_tcp_user_timeout(Some(unacknowledged))
+            .map_err(io)?;
+        let stream = AsyncTcpStream::Plain(socket.compat());
+        match uri.scheme {
+            AMQPScheme::AMQP => Ok(stream),
+            AMQPScheme::AMQPS => stream.into_tls(host, tls.as_ref()).await.map_err(io),
+        }
+    };
+    lapin::Connection::connector(uri, runtime, connect, properties).await
 }
 
 /// The CA and client certificate of `amqp.tls`, read from their files.
@@ -116,8 +167,9 @@ impl managed::Manager for Connector {
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut failures = Vec::new();
         for i in 0..self.nodes.len() {
-            let (address, builder) = &self.nodes[(first + i) % self.nodes.len()];
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, builder.connect()).await {
+            let (address, uri) = &self.nodes[(first + i) % self.nodes.len()];
+            let attempt = open(uri.clone(), self.tls.clone(), self.unacknowledged);
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
                 Ok(Ok(connection)) => return Ok(connection),
                 Ok(Err(error)) if self.nodes.len() == 1 => return Err(error),
                 Ok(Err(error)) => failures.push(format!("{address}: {error}")),

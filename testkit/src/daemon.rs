@@ -76,10 +76,15 @@ impl Daemon {
             .unwrap_or_default()
     }
 
+    /// Where the log is, and how it ends, for a failure's message.
     fn log_hint(&self) -> String {
-        self.log
-            .as_ref()
-            .map_or(String::new(), |path| format!("; log: {}", path.display()))
+        let Some(path) = &self.log else {
+            return String::new();
+        };
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+        format!("; log: {}, ending:\n{tail}", path.display())
     }
 
     /// GET on the daemon's HTTP port: status (0 when nothing answers) and body.

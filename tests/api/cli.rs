@@ -476,12 +476,13 @@ async fn daemons_started_together_create_and_migrate_their_database() {
     let name = format!("{}_started", sandbox.database);
     let _cleanup = paywait_testkit::DropDatabase(name.clone());
     let environment = with_fresh_database(&sandbox, &name);
+    let logs = tempfile::tempdir().unwrap();
     let mut daemons: Vec<Daemon> = (0..3)
-        .map(|_| {
+        .map(|n| {
             Daemon::start(
                 env!("CARGO_BIN_EXE_paywait").as_ref(),
                 &environment,
-                Log::Discard,
+                Log::File(logs.path().join(format!("paywait-{n}.log"))),
             )
         })
         .collect();

@@ -97,28 +97,53 @@ impl Samples {
 /// back within [`BACK_WITHIN`] of the fault's end (its start, for a
 /// half-open link, which never ends); returns how long after the fault's
 /// start `/readyz` first said 503.
+/// A daemon that reaches the broker and the database through a proxy each.
+struct BehindProxies {
+    app: TestApp,
+    broker: FaultProxy,
+    database: FaultProxy,
+    /// The test's own view of the database, around the proxy.
+    direct: Database,
+}
+
+impl BehindProxies {
+    async fn start() -> Self {
+        let sandbox = Sandbox::create().await;
+        let direct = Database::new(&sandbox.settings_for(SCHEDULE).database).unwrap();
+        let broker = FaultProxy::start(BROKER.parse().unwrap()).await;
+        let database = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+        let amqp_url = format!("amqp://guest:guest@{}/{}", broker.address(), sandbox.vhost);
+        let database_url = format!(
+            "postgres://postgres@{}/{}",
+            database.address(),
+            sandbox.database
+        );
+        let app = TestApp::spawn_in(
+            sandbox,
+            SCHEDULE,
+            true,
+            &[
+                ("PAYWAIT_AMQP__URL", &amqp_url),
+                ("PAYWAIT_DATABASE__URL", &database_url),
+            ],
+        )
+        .await;
+        Self {
+            app,
+            broker,
+            database,
+            direct,
+        }
+    }
+}
+
 async fn survives(name: &str, fault: Fault) -> Option<Duration> {
-    let sandbox = Sandbox::create().await;
-    // The test's own view of the database, around the proxy.
-    let direct = Database::new(&sandbox.settings_for(SCHEDULE).database).unwrap();
-    let broker = FaultProxy::start(BROKER.parse().unwrap()).await;
-    let database = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let amqp_url = format!("amqp://guest:guest@{}/{}", broker.address(), sandbox.vhost);
-    let database_url = format!(
-        "postgres://postgres@{}/{}",
-        database.address(),
-        sandbox.database
-    );
-    let mut app = TestApp::spawn_in(
-        sandbox,
-        SCHEDULE,
-        true,
-        &[
-            ("PAYWAIT_AMQP__URL", &amqp_url),
-            ("PAYWAIT_DATABASE__URL", &database_url),
-        ],
-    )
-    .await;
+    let BehindProxies {
+        mut app,
+        broker,
+        database,
+        direct,
+    } = BehindProxies::start().await;
 
     let order = |i: usize| format!("NET-{i}");
     let paid = |i: usize| i.is_multiple_of(2);
@@ -320,4 +345,82 @@ async fn both_links_slowed_by_200_ms_for_30_seconds_lose_nothing() {
         Fault::Latency(Duration::from_millis(200), Duration::from_secs(30)),
     )
     .await;
+}
+
+/// What `ss` shows of the established TCP connections to `port`, one line
+/// each, with their timers.
+fn connections_to(port: u16) -> Vec<String> {
+    let shown = std::process::Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss, from iproute2");
+    String::from_utf8_lossy(&shown.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The time left on a connection's keepalive timer, as `ss` shows it.
+fn keepalive_left(line: &str) -> Option<Duration> {
+    let timer = line.split("timer:(keepalive,").nth(1)?;
+    let left = timer.split(',').next()?;
+    let (number, unit) = left.split_at(left.find(|c: char| c.is_ascii_alphabetic())?);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "sec" => number,
+        "min" => number * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+#[test]
+fn keepalive_timers_are_read_as_ss_writes_them() {
+    let line = "0 0 127.0.0.1:39726 127.0.0.1:5432 timer:(keepalive,4.2sec,0)";
+    assert_eq!(keepalive_left(line), Some(Duration::from_millis(4200)));
+    assert_eq!(
+        keepalive_left("… timer:(keepalive,119min,0)"),
+        Some(Duration::from_secs(119 * 60))
+    );
+    assert_eq!(keepalive_left("… timer:(on,200ms,0)"), None);
+    assert_eq!(keepalive_left("0 0 127.0.0.1:1 127.0.0.1:2"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_links_are_watched_by_tcp_keepalives_within_seconds() {
+    let links = BehindProxies::start().await;
+    // Some work, so that the pools hold connections.
+    links.app.place("KA-1").await;
+    links.app.pay("KA-1", "PAY-KA-1").await;
+    links
+        .app
+        .wait_for_status("KA-1", OrderStatus::Paid, Duration::from_secs(20))
+        .await;
+    for (server, proxy) in [("RabbitMQ", &links.broker), ("PostgreSQL", &links.database)] {
+        // A connection busy at that instant shows its retransmission timer
+        // instead: look a few times.
+        let mut shown = Vec::new();
+        let mut watched = false;
+        for _ in 0..50 {
+            shown = connections_to(proxy.address().port());
+            watched = !shown.is_empty()
+                && shown.iter().all(|line| {
+                    keepalive_left(line).is_some_and(|left| left <= Duration::from_secs(5))
+                });
+            if watched {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            watched,
+            "{server}: connections without a keepalive of 5 s: {shown:#?}"
+        );
+    }
 }
