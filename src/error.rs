@@ -54,6 +54,9 @@ pub enum Error {
     #[error(transparent)]
     Shared(Arc<Error>),
 
+    #[error("payments are not being handled: a close waited {waited:?} for those ahead of it")]
+    PaymentsBehind { waited: std::time::Duration },
+
     #[error("the database batcher has stopped")]
     BatcherStopped,
 
@@ -170,6 +173,7 @@ impl Error {
             | Self::PublishingChannelClosed
             | Self::Database(_)
             | Self::BatcherStopped
+            | Self::PaymentsBehind { .. }
             | Self::Setup { .. }
             | Self::TaskFailed { .. } => 70,
         }

@@ -55,6 +55,7 @@ pub struct Metrics {
     timers_rearmed: Counter,
     reconnects: Counter,
     check_duration: Histogram,
+    close_wait: Histogram,
     queue_messages: Family<QueueLabels, Gauge>,
     messages_handled: Family<QueueLabels, Counter>,
     message_retries: Family<QueueLabels, Counter>,
@@ -153,6 +154,15 @@ impl Metrics {
             "check_duration_seconds",
             "How long a check took, from its timer's delivery to its acknowledgement",
             check_duration.clone(),
+        );
+        let close_wait = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ]);
+        registry.register(
+            "close_wait_seconds",
+            "How long a close waited for every payment that reached the broker before it to be handled",
+            close_wait.clone(),
         );
         let queue_messages = Family::<QueueLabels, Gauge>::default();
         registry.register(
@@ -284,6 +294,7 @@ impl Metrics {
             timers_rearmed,
             reconnects,
             check_duration,
+            close_wait,
             queue_messages,
             messages_handled,
             message_retries,
@@ -367,6 +378,11 @@ impl Metrics {
                 queue: queue.to_owned(),
             })
             .inc();
+    }
+
+    /// A close waited `took` for the payments ahead of it.
+    pub fn close_waited(&self, took: std::time::Duration) {
+        self.close_wait.observe(took.as_secs_f64());
     }
 
     pub fn check_finished(&self, took: std::time::Duration) {

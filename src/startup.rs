@@ -19,7 +19,7 @@ use crate::{
     progress::Progress,
     service,
     topology::Topology,
-    worker::{self, ChecksInFlight, Worker},
+    worker::{self, Barriers, ChecksInFlight, Worker},
 };
 
 /// The daemon, with its HTTP listener bound and nothing else started yet.
@@ -92,6 +92,7 @@ impl Application {
             gateway,
             metrics: metrics.clone(),
             progress: Progress::default(),
+            barriers: Arc::new(Barriers::new(settings.amqp.confirm_timeout)),
         };
 
         let http_stop = CancellationToken::new();
@@ -165,6 +166,7 @@ struct Services {
     gateway: Option<Arc<Gateway>>,
     metrics: Arc<Metrics>,
     progress: Progress,
+    barriers: Arc<Barriers>,
 }
 
 /// One connection's life: declare, consume and sweep until `stop` (then
@@ -181,6 +183,7 @@ async fn session(
         gateway,
         metrics,
         progress,
+        barriers,
     } = services;
     let setting_up = progress.begin();
     let not_consuming = |error| Lost {
@@ -203,6 +206,7 @@ async fn session(
         gateway: gateway.clone(),
         checks_in_flight: ChecksInFlight::default(),
         progress: progress.clone(),
+        barriers: barriers.clone(),
     });
 
     let stop_session = stop.child_token();

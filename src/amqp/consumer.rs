@@ -1,9 +1,10 @@
 //! The consume loop of one inbox: deliveries become [`Inbound`] values,
 //! handled concurrently (up to the prefetch), acknowledged only once their
 //! handler is done, parked when it refuses them, retried when it fails, and
-//! never acknowledged when unfinished.
+//! never acknowledged when unfinished. In the payments queue, a barrier
+//! passes only once every delivery before it has been acknowledged.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -15,10 +16,10 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use tokio::task::JoinSet;
+use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Publisher, failed};
+use super::{Publisher, failed, publisher::BARRIER_HEADER};
 use crate::{
     backoff,
     domain::{
@@ -37,6 +38,73 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Keeps a record of a message parked in the dead queue.
     fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send;
+
+    /// A barrier with `token` passed: every payment that was ahead of it in
+    /// the payments queue has been handled and acknowledged.
+    fn barrier_passed(&self, token: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The deliveries of one channel not acknowledged yet, by delivery tag (the
+/// order they were delivered in, which is the queue's order).
+#[derive(Clone)]
+struct Unacknowledged(watch::Sender<BTreeSet<u64>>);
+
+impl Unacknowledged {
+    fn new() -> Self {
+        Self(watch::Sender::new(BTreeSet::new()))
+    }
+
+    fn delivered(&self, tag: u64) {
+        self.0.send_modify(|tags| {
+            tags.insert(tag);
+        });
+    }
+
+    /// Only an acknowledgement counts: a delivery returned to the queue (at
+    /// the end of a session) stays unacknowledged here, and no barrier
+    /// behind it passes on this channel.
+    fn acknowledged(&self, tag: u64) {
+        self.0.send_modify(|tags| {
+            tags.remove(&tag);
+        });
+    }
+
+    /// Waits until every delivery before `tag` is acknowledged.
+    async fn all_before(&self, tag: u64) {
+        let mut tags = self.0.subscribe();
+        let _ = tags
+            .wait_for(|tags| tags.first().is_none_or(|first| *first >= tag))
+            .await;
+    }
+}
+
+/// Whether the broker refused an exclusive consumer because another holds
+/// the queue.
+fn taken_by_another(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::ACCESSREFUSED)
+            )
+    )
+}
+
+/// The token of a barrier, when the delivery is one.
+fn barrier_token(delivery: &Delivery) -> Option<String> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(BARRIER_HEADER)?
+    {
+        AMQPValue::LongString(token) => {
+            Some(String::from_utf8_lossy(token.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
 }
 
 /// How a consumer runs.
@@ -46,6 +114,15 @@ pub struct ConsumeSettings {
     pub prefetch: u16,
     /// After a stop, how long in-flight messages may take to finish.
     pub drain: Duration,
+}
+
+/// How a consume loop ended, when not by a failure.
+pub(super) enum Consumed {
+    /// Stopped, as asked.
+    Stopped,
+    /// Another daemon consumes the queue, which takes one consumer at a
+    /// time (the payments queue): try again later.
+    Elsewhere,
 }
 
 /// Everything one delivery's handling needs.
@@ -89,36 +166,49 @@ impl<H: Handler> Consumer<H> {
     /// After a stop, in-flight messages get the drain time to finish;
     /// whatever still runs then is abandoned unacknowledged, so the broker
     /// redelivers it.
+    ///
+    /// The payments queue is consumed exclusively: one consumer at a time,
+    /// of all daemons, gets its messages, in the order they reached the
+    /// broker (what a barrier relies on).
     pub(super) async fn run(
-        self,
+        self: Arc<Self>,
         channel: Channel,
         settings: ConsumeSettings,
         stop: CancellationToken,
-    ) -> Result<()> {
-        let this = Arc::new(self);
+    ) -> Result<Consumed> {
+        let this = self;
         let queue = this.topology.queue(this.inbox).to_owned();
         channel
             .basic_qos(settings.prefetch, BasicQosOptions::default())
             .await
             .map_err(failed(format!("setting the prefetch on {queue}")))?;
         let tag = format!("paywait.{}.{}", this.inbox.name(), std::process::id());
-        let mut deliveries = channel
+        let exclusive = this.inbox == Inbox::Payments;
+        let consuming = channel
             .basic_consume(
                 queue.as_str().into(),
                 tag.as_str().into(),
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    exclusive,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
-            .await
-            .map_err(failed(format!("consuming from {queue}")))?;
+            .await;
+        let mut deliveries = match consuming {
+            Ok(deliveries) => deliveries,
+            Err(error) if exclusive && taken_by_another(&error) => return Ok(Consumed::Elsewhere),
+            Err(error) => return Err(failed(format!("consuming from {queue}"))(error)),
+        };
         tracing::info!(queue, "consuming");
 
         let mut in_flight = JoinSet::new();
         let mut arrivals = Arrivals::default();
+        let unacknowledged = Unacknowledged::new();
         let outcome = loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break Ok(()),
+                () = stop.cancelled() => break Ok(Consumed::Stopped),
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Err(error) = joined {
                         tracing::error!(queue, %error, "a message handler panicked; its message stays unacknowledged");
@@ -126,8 +216,27 @@ impl<H: Handler> Consumer<H> {
                 }
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        let received_at = arrivals.stamp(Utc::now());
-                        in_flight.spawn(this.clone().process(delivery, received_at, stop.clone()));
+                        unacknowledged.delivered(delivery.delivery_tag);
+                        let barrier = (this.inbox == Inbox::Payments)
+                            .then(|| barrier_token(&delivery))
+                            .flatten();
+                        match barrier {
+                            Some(token) => in_flight.spawn(this.clone().pass_barrier(
+                                delivery,
+                                token,
+                                unacknowledged.clone(),
+                                stop.clone(),
+                            )),
+                            None => {
+                                let received_at = arrivals.stamp(Utc::now());
+                                in_flight.spawn(this.clone().process(
+                                    delivery,
+                                    received_at,
+                                    unacknowledged.clone(),
+                                    stop.clone(),
+                                ))
+                            }
+                        };
                     }
                     Some(Err(error)) => break Err(failed(format!("consuming from {queue}"))(error)),
                     None => break Err(Error::ConsumerCancelled { queue: queue.clone() }),
@@ -159,6 +268,44 @@ impl<H: Handler> Consumer<H> {
         outcome
     }
 
+    /// Passes a barrier once every delivery before it on this channel is
+    /// acknowledged, tells the handler, and acknowledges it. At the end of
+    /// the session it goes back to the queue instead, behind the payments
+    /// returned with it.
+    async fn pass_barrier(
+        self: Arc<Self>,
+        delivery: Delivery,
+        token: String,
+        unacknowledged: Unacknowledged,
+        session: CancellationToken,
+    ) {
+        let queue = self.topology.queue(self.inbox);
+        let tag = delivery.delivery_tag;
+        let give_back = || async {
+            let _ = super::briefly(delivery.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            }))
+            .await;
+        };
+        tokio::select! {
+            () = unacknowledged.all_before(tag) => {}
+            () = session.cancelled() => return give_back().await,
+        }
+        let mut delays = backoff::delays(backoff::RETRY_CAP);
+        while let Err(error) = self.handler.barrier_passed(&token).await {
+            let wait = delays.next().unwrap_or(backoff::RETRY_CAP);
+            tracing::warn!(queue, %error, retry_in = ?wait, "a passed barrier was not recorded; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = session.cancelled() => return give_back().await,
+            }
+        }
+        if let Some(Ok(_)) = super::briefly(delivery.ack(BasicAckOptions::default())).await {
+            unacknowledged.acknowledged(tag);
+        }
+    }
+
     /// Handles one delivery to the end: acknowledged when done, parked when
     /// it cannot be processed, retried with backoff when something else
     /// failed.
@@ -170,6 +317,7 @@ impl<H: Handler> Consumer<H> {
         self: Arc<Self>,
         mut delivery: Delivery,
         received_at: DateTime<Utc>,
+        unacknowledged: Unacknowledged,
         session: CancellationToken,
     ) {
         let queue = self.topology.queue(self.inbox);
@@ -252,7 +400,7 @@ impl<H: Handler> Consumer<H> {
             }
         }
         match super::briefly(delivery.ack(BasicAckOptions::default())).await {
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => unacknowledged.acknowledged(delivery.delivery_tag),
             Some(Err(error)) => {
                 tracing::warn!(queue, %error, "acknowledgement failed; the broker will redeliver the message");
                 return;

@@ -28,6 +28,8 @@ pub const USER_ID_HEADER: &str = "x-paywait-user-id";
 pub const SOURCE_QUEUE_HEADER: &str = "x-paywait-queue";
 /// The header naming a parked message's record in the database.
 pub const PARKED_ID_HEADER: &str = "x-paywait-parked-id";
+/// Marks a barrier in the payments queue, with its token.
+pub const BARRIER_HEADER: &str = "x-paywait-barrier";
 
 const PERSISTENT: u8 = 2;
 
@@ -129,6 +131,28 @@ impl Publisher {
             exchange: topology.orders_exchange(),
             routing_key,
             body,
+            properties,
+        })
+        .await
+    }
+
+    /// Puts a barrier with `token` at the tail of the payments queue,
+    /// behind every payment the broker holds now.
+    pub async fn barrier(&self, topology: &Topology, token: &str) -> Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            BARRIER_HEADER.into(),
+            AMQPValue::LongString(token.as_bytes().into()),
+        );
+        let properties = BasicProperties::default()
+            .with_headers(headers)
+            .with_type("paywait.barrier".into())
+            .with_delivery_mode(2);
+        self.publish(Outgoing {
+            what: "a barrier in the payments queue",
+            exchange: "",
+            routing_key: topology.queue(Inbox::Payments),
+            body: b"",
             properties,
         })
         .await

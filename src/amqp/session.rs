@@ -7,14 +7,21 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog, consumer::Consumer,
+    Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog,
+    consumer::{Consumed, Consumer},
     declare, failed,
 };
 use crate::{domain::Inbox, error::Result, metrics::Metrics, topology::Topology};
 
+/// How often a daemon standing by tries to take over a queue consumed by
+/// one consumer at a time (the payments queue).
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
 /// A connection to the broker with the topology declared on it.
 pub struct Session {
-    connection: super::Connection,
+    /// Shared with the payments consumer, which opens a channel again each
+    /// time it tries to take the queue over.
+    connection: Arc<super::Connection>,
     publisher: Publisher,
     topology: Arc<Topology>,
 }
@@ -38,7 +45,7 @@ impl Session {
         let _ = setup.close(200, "topology declared".into()).await;
         let publisher = Publisher::new(open().await?, confirm_timeout).await?;
         Ok(Self {
-            connection,
+            connection: Arc::new(connection),
             publisher,
             topology,
         })
@@ -70,15 +77,42 @@ impl Session {
         settings: ConsumeSettings,
         stop: CancellationToken,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let channel = self.channel().await?;
-        let consumer = Consumer {
+        let mut channel = self.channel().await?;
+        let consumer = Arc::new(Consumer {
             handler,
             publisher: self.publisher.clone(),
             topology: self.topology.clone(),
             metrics,
             inbox,
-        };
-        Ok(consumer.run(channel, settings, stop))
+        });
+        let connection = self.connection.clone();
+        let queue = self.topology.queue(inbox).to_owned();
+        Ok(async move {
+            let mut standing_by = false;
+            loop {
+                match consumer
+                    .clone()
+                    .run(channel, settings, stop.clone())
+                    .await?
+                {
+                    Consumed::Stopped => return Ok(()),
+                    Consumed::Elsewhere => {
+                        if !standing_by {
+                            tracing::info!(queue, "another daemon consumes the queue; standing by");
+                            standing_by = true;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(STANDBY_RETRY) => {}
+                            () = stop.cancelled() => return Ok(()),
+                        }
+                        channel = connection
+                            .create_channel()
+                            .await
+                            .map_err(failed("opening a channel"))?;
+                    }
+                }
+            }
+        })
     }
 
     /// Opens a channel; the future it returns polls every queue's depth

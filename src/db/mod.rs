@@ -524,6 +524,55 @@ impl Database {
         .await
     }
 
+    /// Records that a barrier published by another daemon passed this
+    /// daemon's payments consumer.
+    pub async fn record_barrier_passed(&self, token: &str) -> Result<()> {
+        self.call(|mut conn| async move {
+            diesel::sql_query(
+                "INSERT INTO payment_barriers (token) VALUES ($1) ON CONFLICT (token) DO NOTHING",
+            )
+            .bind::<Text, _>(token)
+            .execute(&mut conn)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Which of `tokens` another daemon recorded as passed, taking their
+    /// records away.
+    pub async fn take_passed_barriers(&self, tokens: &[String]) -> Result<Vec<String>> {
+        #[derive(diesel::QueryableByName)]
+        struct Token {
+            #[diesel(sql_type = Text)]
+            token: String,
+        }
+        self.call(|mut conn| async move {
+            let taken: Vec<Token> = diesel::sql_query(
+                "DELETE FROM payment_barriers WHERE token = ANY($1) RETURNING token",
+            )
+            .bind::<diesel::sql_types::Array<Text>, _>(tokens)
+            .load(&mut conn)
+            .await?;
+            Ok(taken.into_iter().map(|taken| taken.token).collect())
+        })
+        .await
+    }
+
+    /// Forgets barrier records older than `age`: their publisher is gone.
+    pub async fn forget_old_barriers(&self, age: std::time::Duration) -> Result<()> {
+        let cutoff =
+            Utc::now() - chrono::TimeDelta::from_std(age).unwrap_or(chrono::TimeDelta::MAX);
+        self.call(|mut conn| async move {
+            diesel::sql_query("DELETE FROM payment_barriers WHERE passed_at < $1")
+                .bind::<Timestamptz, _>(cutoff)
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records that the event of one payment was confirmed.
     pub async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
         self.call(|mut conn| async move {

@@ -199,11 +199,7 @@ async fn close(
     now: DateTime<Utc>,
     reason: CloseReason,
 ) -> Result<(CheckDecision, Option<Order>)> {
-    match worker
-        .db
-        .close(order_id, attempt.get(), now, reason)
-        .await?
-    {
+    match worker.close(order_id, attempt.get(), reason).await? {
         Some(closed) => {
             // Measured once the close is committed, as the metric promises.
             let lateness = Utc::now() - closed.expires_at;

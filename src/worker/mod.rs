@@ -2,6 +2,7 @@
 //! messages as [`Inbound`] values and answers each with a [`Verdict`]; the
 //! AMQP shell acknowledges, parks or retries accordingly.
 
+mod barrier;
 mod cancellations;
 mod checks;
 mod intake;
@@ -9,6 +10,7 @@ mod money;
 mod payments;
 mod sweeper;
 
+pub use barrier::Barriers;
 pub use checks::ChecksInFlight;
 pub use sweeper::{sweep, sweep_periodically};
 
@@ -20,8 +22,8 @@ use crate::{
     amqp::{Handler, Publisher},
     db::Database,
     domain::{
-        Attempt, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked, Rejection, Schedule,
-        Timers, Verdict,
+        Attempt, CloseReason, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked,
+        Rejection, Schedule, Timers, Verdict,
     },
     error::Result,
     gateway::Gateway,
@@ -49,6 +51,8 @@ pub struct Worker {
     pub checks_in_flight: ChecksInFlight,
     /// Where each message handled and each sweep registers while it runs.
     pub progress: Progress,
+    /// The barriers closes wait for; they outlive sessions.
+    pub barriers: Arc<Barriers>,
 }
 
 impl Handler for Worker {
@@ -74,9 +78,33 @@ impl Handler for Worker {
     async fn record_parked(&self, parked: &Parked) -> Result<()> {
         self.db.record_parked(parked).await
     }
+
+    async fn barrier_passed(&self, token: &str) -> Result<()> {
+        // Another daemon's (or no one's): its publisher looks for it in the
+        // database.
+        if !self.barriers.passed(token) {
+            self.db.record_barrier_passed(token).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Worker {
+    /// Closes a pending order at its deadline for `reason`, as check number
+    /// `attempt`, once every payment that reached the broker before now has
+    /// been handled (see [`barrier`]); `None` when the order was no longer
+    /// pending (a payment or another close committed first).
+    async fn close(
+        &self,
+        order_id: &OrderId,
+        attempt: u32,
+        reason: CloseReason,
+    ) -> Result<Option<Order>> {
+        let waited = self.barriers.wait_through(self, Utc::now()).await?;
+        self.metrics.close_waited(waited);
+        self.db.close(order_id, attempt, Utc::now(), reason).await
+    }
+
     /// Arms the timer of check number `attempt`, due at `due_at`: through
     /// the TTL queue that brings it back just early, or straight to the
     /// check queue when it is (nearly) due.

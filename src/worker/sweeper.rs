@@ -14,6 +14,10 @@ use crate::{
     error::{Error, Result},
 };
 
+/// How long a barrier passed for another daemon is kept for it: far longer
+/// than any close waits.
+const BARRIER_RECORDS_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Sweeps every `settings.interval` until `stop` is cancelled (the end of
 /// the session), the first time one `settings.grace` after the session
 /// started: timers that came due while no session consumed wait in the
@@ -38,6 +42,9 @@ pub async fn sweep_periodically(
         let _underway = worker.progress.begin();
         until_done(&stop, full, || sweep(&worker, &settings)).await;
         until_done(&stop, full, || announce_owed_payments(&worker, &settings)).await;
+        if let Err(error) = worker.db.forget_old_barriers(BARRIER_RECORDS_KEPT).await {
+            tracing::warn!(%error, "old barrier records were not removed; trying again next interval");
+        }
     }
 }
 

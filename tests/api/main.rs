@@ -14,6 +14,7 @@ mod lifecycle;
 mod live_model;
 mod money;
 mod network;
+mod on_time;
 mod operations;
 mod packaging;
 mod poison;

@@ -1,0 +1,99 @@
+//! On time is when the payment reached the broker: orders paid while
+//! paywait was down, before their deadlines, are paid after it comes back,
+//! however the check queue and the payments queue drain side by side.
+
+use std::time::{Duration, Instant};
+
+use paywait::domain::{OrderId, OrderStatus};
+use paywait_testkit::TestApp;
+
+const ORDERS: usize = 600;
+
+/// Places the orders, stops the daemon once they are stored, pays every
+/// other one while it is down (each before its deadline), lets every
+/// deadline pass, and starts it again — with a second daemon beside it when
+/// `with_sibling`. Checks that every paid order is paid and every other one
+/// closed, and that no payment was taken for one after the close.
+async fn paid_while_down(with_sibling: bool) {
+    // The deadline: long enough to place and pay every order before it.
+    let mut app = TestApp::spawn_with("20s", false, &[]).await;
+    let order = |i: usize| format!("OT-{i}");
+    for i in 0..ORDERS {
+        app.place(&order(i)).await;
+    }
+    let stored_by = Instant::now() + Duration::from_secs(30);
+    while stored(&app).await < ORDERS as i64 {
+        assert!(Instant::now() < stored_by, "the orders were not all stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let placed = Instant::now();
+    app.stop().await.unwrap();
+    for i in (0..ORDERS).step_by(2) {
+        app.pay(&order(i), &format!("PAY-{i}")).await;
+    }
+    assert!(
+        placed.elapsed() < Duration::from_secs(15),
+        "the payments took too long to publish: they must reach the broker before the deadlines"
+    );
+    // Every timer comes due while nothing consumes.
+    tokio::time::sleep_until((placed + Duration::from_secs(22)).into()).await;
+    app.restart().await;
+    if with_sibling {
+        app.spawn_sibling().await;
+    }
+
+    let settled_by = Instant::now() + Duration::from_secs(90);
+    for i in 0..ORDERS {
+        let id = OrderId::parse(order(i)).unwrap();
+        let found = loop {
+            let found = app.db.find(&id).await.unwrap().expect("stored");
+            if found.status != OrderStatus::Pending && found.event_published_at.is_some() {
+                break found;
+            }
+            assert!(
+                Instant::now() < settled_by,
+                "{} did not end in time: {found:?}",
+                order(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let expected = if i % 2 == 0 {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::Closed
+        };
+        assert_eq!(found.status, expected, "{found:?}");
+    }
+    let after_close = app
+        .sandbox
+        .count_by(
+            "SELECT coalesce(outcome, 'undecided') AS key, count(*) AS n \
+             FROM payments GROUP BY 1",
+        )
+        .await;
+    assert!(
+        after_close
+            .iter()
+            .all(|(outcome, _)| outcome != "after_close"),
+        "payments that reached the broker in time were taken as after the close: {after_close:?}"
+    );
+    assert!(app.metric("paywait_close_wait_seconds_count").await > 0.0);
+}
+
+async fn stored(app: &TestApp) -> i64 {
+    app.sandbox
+        .count_by("SELECT 'orders' AS key, count(*) AS n FROM orders")
+        .await
+        .first()
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_paid_on_time_while_paywait_was_down_are_paid() {
+    paid_while_down(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_daemons_orders_paid_on_time_while_down_are_paid() {
+    paid_while_down(true).await;
+}
