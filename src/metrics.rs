@@ -67,6 +67,11 @@ pub struct Metrics {
     gateway_duration: Histogram,
     races_lost: Family<WriteLabels, Counter>,
     ready: Gauge,
+    payments_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Closes that waited for the payments ahead of them, and how long in
+    /// all (microseconds), for the status page.
+    close_waits: std::sync::atomic::AtomicU64,
+    close_waited_micros: std::sync::atomic::AtomicU64,
     orders_pending: Gauge,
     checks_overdue: Gauge,
     events_owed: Gauge,
@@ -212,6 +217,12 @@ impl Metrics {
             "1 while connected to RabbitMQ and PostgreSQL and consuming (what /readyz answers), else 0",
             ready.clone(),
         );
+        let payments_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "closes_waiting_for_payments_seconds",
+            "How long the oldest barrier this daemon's closes wait for has been on its way through the payments queue (0: none)",
+            payments_wait.clone(),
+        );
         let orders_pending = Gauge::default();
         registry.register(
             "orders_pending",
@@ -306,6 +317,9 @@ impl Metrics {
             gateway_duration,
             races_lost,
             ready,
+            payments_wait,
+            close_waits: Default::default(),
+            close_waited_micros: Default::default(),
             orders_pending,
             checks_overdue,
             events_owed,
@@ -382,7 +396,28 @@ impl Metrics {
 
     /// A close waited `took` for the payments ahead of it.
     pub fn close_waited(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering;
         self.close_wait.observe(took.as_secs_f64());
+        self.close_waits.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.close_waited_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// How many closes waited for the payments ahead of them since the
+    /// daemon started, and how long on average.
+    pub fn close_waits(&self) -> (u64, Option<std::time::Duration>) {
+        use std::sync::atomic::Ordering;
+        let count = self.close_waits.load(Ordering::Relaxed);
+        let micros = self.close_waited_micros.load(Ordering::Relaxed);
+        let mean = (count > 0).then(|| std::time::Duration::from_micros(micros / count));
+        (count, mean)
+    }
+
+    /// How long the oldest barrier closes wait for has been on its way.
+    pub fn set_payments_wait(&self, oldest: Option<std::time::Duration>) {
+        self.payments_wait
+            .set(oldest.map_or(0.0, |oldest| oldest.as_secs_f64()));
     }
 
     pub fn check_finished(&self, took: std::time::Duration) {

@@ -102,6 +102,7 @@ impl Application {
             db: db.clone(),
             broker: broker.clone(),
             topology: Topology::from_settings(&settings),
+            barriers: services.barriers.clone(),
             address: listener
                 .local_addr()
                 .map_or_else(|_| settings.http.listen.to_string(), |a| a.to_string()),

@@ -15,6 +15,7 @@ use crate::{
 pub enum Argument {
     Text(String),
     Number(i64),
+    Flag(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +217,17 @@ impl Topology {
             arguments: self.type_arguments(),
         };
         let mut queues = vec![plain(&self.dead_queue), plain(&self.unrouted_queue)];
-        queues.extend(self.inbox_queues.iter().map(|(_, queue)| plain(queue)));
+        queues.extend(self.inbox_queues.iter().map(|(inbox, queue)| {
+            let mut spec = plain(queue);
+            // Payments are delivered in the order they reached the broker,
+            // to one consumer of all daemons at a time, so that a barrier
+            // behind them passes only once they all have (`worker::barrier`).
+            if *inbox == Inbox::Payments {
+                spec.arguments
+                    .push(("x-single-active-consumer", Argument::Flag(true)));
+            }
+            spec
+        }));
         queues.extend(self.wait_queues.iter().map(|wait| {
             let mut arguments = self.type_arguments();
             arguments.push((
@@ -276,6 +287,7 @@ impl Topology {
                         let value = match value {
                             Argument::Text(text) => json!(text),
                             Argument::Number(number) => json!(number),
+                            Argument::Flag(flag) => json!(flag),
                         };
                         (key.to_string(), value)
                     })

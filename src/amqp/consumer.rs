@@ -78,19 +78,6 @@ impl Unacknowledged {
     }
 }
 
-/// Whether the broker refused an exclusive consumer because another holds
-/// the queue.
-fn taken_by_another(error: &lapin::Error) -> bool {
-    matches!(
-        error.kind(),
-        lapin::ErrorKind::ProtocolError(amqp)
-            if matches!(
-                amqp.kind(),
-                lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::ACCESSREFUSED)
-            )
-    )
-}
-
 /// The token of a barrier, when the delivery is one.
 fn barrier_token(delivery: &Delivery) -> Option<String> {
     match delivery
@@ -114,15 +101,6 @@ pub struct ConsumeSettings {
     pub prefetch: u16,
     /// After a stop, how long in-flight messages may take to finish.
     pub drain: Duration,
-}
-
-/// How a consume loop ended, when not by a failure.
-pub(super) enum Consumed {
-    /// Stopped, as asked.
-    Stopped,
-    /// Another daemon consumes the queue, which takes one consumer at a
-    /// time (the payments queue): try again later.
-    Elsewhere,
 }
 
 /// Everything one delivery's handling needs.
@@ -166,16 +144,12 @@ impl<H: Handler> Consumer<H> {
     /// After a stop, in-flight messages get the drain time to finish;
     /// whatever still runs then is abandoned unacknowledged, so the broker
     /// redelivers it.
-    ///
-    /// The payments queue is consumed exclusively: one consumer at a time,
-    /// of all daemons, gets its messages, in the order they reached the
-    /// broker (what a barrier relies on).
     pub(super) async fn run(
         self: Arc<Self>,
         channel: Channel,
         settings: ConsumeSettings,
         stop: CancellationToken,
-    ) -> Result<Consumed> {
+    ) -> Result<()> {
         let this = self;
         let queue = this.topology.queue(this.inbox).to_owned();
         channel
@@ -183,23 +157,15 @@ impl<H: Handler> Consumer<H> {
             .await
             .map_err(failed(format!("setting the prefetch on {queue}")))?;
         let tag = format!("paywait.{}.{}", this.inbox.name(), std::process::id());
-        let exclusive = this.inbox == Inbox::Payments;
-        let consuming = channel
+        let mut deliveries = channel
             .basic_consume(
                 queue.as_str().into(),
                 tag.as_str().into(),
-                BasicConsumeOptions {
-                    exclusive,
-                    ..Default::default()
-                },
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await;
-        let mut deliveries = match consuming {
-            Ok(deliveries) => deliveries,
-            Err(error) if exclusive && taken_by_another(&error) => return Ok(Consumed::Elsewhere),
-            Err(error) => return Err(failed(format!("consuming from {queue}"))(error)),
-        };
+            .await
+            .map_err(failed(format!("consuming from {queue}")))?;
         tracing::info!(queue, "consuming");
 
         let mut in_flight = JoinSet::new();
@@ -208,7 +174,7 @@ impl<H: Handler> Consumer<H> {
         let outcome = loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break Ok(Consumed::Stopped),
+                () = stop.cancelled() => break Ok(()),
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Err(error) = joined {
                         tracing::error!(queue, %error, "a message handler panicked; its message stays unacknowledged");

@@ -19,6 +19,7 @@ fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {
         let value = match value {
             Argument::Text(text) => AMQPValue::LongString(LongString::from(text.as_str())),
             Argument::Number(number) => AMQPValue::LongLongInt(*number),
+            Argument::Flag(flag) => AMQPValue::Boolean(*flag),
         };
         table.insert(ShortString::from(*key), value);
     }
@@ -48,6 +49,18 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<()> {
             .map_err(failed(format!("declaring exchange {}", exchange.name)))?;
     }
     for queue in topology.queues() {
+        // A queue cannot gain an argument: one declared by an older paywait
+        // must be replaced, as the operations guide says.
+        let hint = if queue
+            .arguments
+            .iter()
+            .any(|(key, _)| *key == "x-single-active-consumer")
+        {
+            " (one declared by a paywait that did not consume payments in order lacks \
+             x-single-active-consumer: see docs/OPERATIONS.md, \"Upgrading\")"
+        } else {
+            ""
+        };
         channel
             .queue_declare(
                 queue.name.as_str().into(),
@@ -55,7 +68,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<()> {
                 field_table(&queue.arguments),
             )
             .await
-            .map_err(failed(format!("declaring queue {}", queue.name)))?;
+            .map_err(failed(format!("declaring queue {}{hint}", queue.name)))?;
     }
     for binding in topology.bindings() {
         channel

@@ -7,21 +7,14 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog,
-    consumer::{Consumed, Consumer},
+    Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog, consumer::Consumer,
     declare, failed,
 };
 use crate::{domain::Inbox, error::Result, metrics::Metrics, topology::Topology};
 
-/// How often a daemon standing by tries to take over a queue consumed by
-/// one consumer at a time (the payments queue).
-const STANDBY_RETRY: Duration = Duration::from_secs(1);
-
 /// A connection to the broker with the topology declared on it.
 pub struct Session {
-    /// Shared with the payments consumer, which opens a channel again each
-    /// time it tries to take the queue over.
-    connection: Arc<super::Connection>,
+    connection: super::Connection,
     publisher: Publisher,
     topology: Arc<Topology>,
 }
@@ -45,7 +38,7 @@ impl Session {
         let _ = setup.close(200, "topology declared".into()).await;
         let publisher = Publisher::new(open().await?, confirm_timeout).await?;
         Ok(Self {
-            connection: Arc::new(connection),
+            connection,
             publisher,
             topology,
         })
@@ -77,7 +70,7 @@ impl Session {
         settings: ConsumeSettings,
         stop: CancellationToken,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let mut channel = self.channel().await?;
+        let channel = self.channel().await?;
         let consumer = Arc::new(Consumer {
             handler,
             publisher: self.publisher.clone(),
@@ -85,34 +78,7 @@ impl Session {
             metrics,
             inbox,
         });
-        let connection = self.connection.clone();
-        let queue = self.topology.queue(inbox).to_owned();
-        Ok(async move {
-            let mut standing_by = false;
-            loop {
-                match consumer
-                    .clone()
-                    .run(channel, settings, stop.clone())
-                    .await?
-                {
-                    Consumed::Stopped => return Ok(()),
-                    Consumed::Elsewhere => {
-                        if !standing_by {
-                            tracing::info!(queue, "another daemon consumes the queue; standing by");
-                            standing_by = true;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(STANDBY_RETRY) => {}
-                            () = stop.cancelled() => return Ok(()),
-                        }
-                        channel = connection
-                            .create_channel()
-                            .await
-                            .map_err(failed("opening a channel"))?;
-                    }
-                }
-            }
-        })
+        Ok(consumer.run(channel, settings, stop))
     }
 
     /// Opens a channel; the future it returns polls every queue's depth

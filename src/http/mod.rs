@@ -26,6 +26,7 @@ use crate::{
     error::Result,
     metrics::Metrics,
     topology::Topology,
+    worker::Barriers,
 };
 
 /// Whether the daemon is connected to RabbitMQ and consuming.
@@ -52,6 +53,11 @@ impl Readiness {
     }
 }
 
+/// How long closes may wait for a barrier through the payments queue before
+/// the daemon counts as not ready: the payments consumer (this daemon's or
+/// another's) is stuck, or far behind.
+const PAYMENTS_STUCK: Duration = Duration::from_secs(60);
+
 /// How long PostgreSQL may take to answer `/readyz` or `/metrics`.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -67,6 +73,8 @@ pub struct HttpState {
     pub topology: Topology,
     /// Where this listener answers, as the status reports the daemon.
     pub address: String,
+    /// The barriers this daemon's closes wait for.
+    pub barriers: Arc<Barriers>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -126,6 +134,11 @@ async fn status_page(State(state): State<HttpState>) -> Response {
                 &parked,
                 &state.metrics.close_lateness_buckets(),
                 &state.metrics.recent_events(),
+                &pages::PaymentsWait {
+                    closes: state.metrics.close_waits().0,
+                    mean: state.metrics.close_waits().1,
+                    oldest_barrier: state.barriers.oldest_in_flight(),
+                },
             )
             .into_string(),
         )
@@ -202,6 +215,16 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
             "not consuming from RabbitMQ\n",
         );
     }
+    if state
+        .barriers
+        .oldest_in_flight()
+        .is_some_and(|age| age > PAYMENTS_STUCK)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "closes are waiting for the payments queue: payments are not being handled\n",
+        );
+    }
     match tokio::time::timeout(DATABASE_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         _ => (
@@ -223,9 +246,12 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         }
         _ => false,
     };
+    let oldest_barrier = state.barriers.oldest_in_flight();
+    state.metrics.set_payments_wait(oldest_barrier);
+    let payments_moving = oldest_barrier.is_none_or(|age| age <= PAYMENTS_STUCK);
     state
         .metrics
-        .set_ready(database_ready && state.readiness.broker_ready());
+        .set_ready(database_ready && payments_moving && state.readiness.broker_ready());
     (
         [(
             header::CONTENT_TYPE,

@@ -81,11 +81,23 @@ fn figure(id: &str, label: &str, value: String, bad: bool, note: Option<String>)
 }
 
 /// `/`: the status, what is parked, close lateness, the last events.
+/// How this daemon's closes wait for the payments that reached the broker
+/// before them.
+pub struct PaymentsWait {
+    /// Closes that waited, since the daemon started.
+    pub closes: u64,
+    /// How long they waited on average.
+    pub mean: Option<std::time::Duration>,
+    /// How long the barrier closes wait for now has been on its way.
+    pub oldest_barrier: Option<std::time::Duration>,
+}
+
 pub fn status_page(
     status: &Status,
     parked: &[ParkedSample],
     lateness: &[(f64, u64)],
     recent: &[RecentEvent],
+    payments: &PaymentsWait,
 ) -> Markup {
     let orders = &status.orders;
     let closed_note = (!orders.closed_by_reason.is_empty()).then(|| {
@@ -198,6 +210,17 @@ pub fn status_page(
                     Some(false) => { "not ready" }
                     None => { "not answering" }
                 }
+            }
+            p class="muted" id="close-wait" {
+                "Closes wait for the payments that reached the broker before them: "
+                @match payments.mean {
+                    Some(mean) => { (payments.closes) " closes so far, " (format!("{:.1} ms", mean.as_secs_f64() * 1000.0)) " on average" }
+                    None => { "no close yet" }
+                }
+                @if let Some(age) = payments.oldest_barrier {
+                    "; closes waiting now, for " (format!("{:.1} s", age.as_secs_f64()))
+                }
+                "."
             }
             h2 { "Last events published" }
             @if recent.is_empty() {
@@ -406,9 +429,18 @@ mod tests {
             error: "body is not JSON".into(),
             preview: "<script>alert(1)</script>".into(),
         }];
-        let html = status_page(&status, &parked, &[], &[]).into_string();
+        let waiting = PaymentsWait {
+            closes: 12,
+            mean: Some(std::time::Duration::from_micros(2500)),
+            oldest_barrier: Some(std::time::Duration::from_secs(75)),
+        };
+        let html = status_page(&status, &parked, &[], &[], &waiting).into_string();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            html.contains("12 closes so far, 2.5 ms on average; closes waiting now, for 75.0 s."),
+            "{html}"
+        );
 
         let html = order_not_found("<b>x</b>").into_string();
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x"));

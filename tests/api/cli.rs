@@ -455,6 +455,38 @@ async fn topology_declares_idempotently_and_names_a_conflicting_queue() {
     assert!(!message.contains("guest:guest"), "{message}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payments_queue_of_an_older_paywait_is_refused_with_the_way_to_replace_it() {
+    let sandbox = Sandbox::create().await;
+    let environment = sandbox.environment("1m");
+    // As an older paywait declared it: without x-single-active-consumer.
+    let client = paywait_testkit::TestApp::client_for(&sandbox).await;
+    client
+        .channel()
+        .queue_declare(
+            "paywait.intake.payments".into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            [(
+                "x-queue-type".into(),
+                lapin::types::AMQPValue::LongString("quorum".into()),
+            )]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into(),
+        )
+        .await
+        .unwrap();
+    let refused = paywait(&environment, &["topology"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("paywait.intake.payments")
+            && message.contains("x-single-active-consumer")
+            && message.contains("\"Upgrading\""),
+        "{message}"
+    );
+}
+
 /// The sandbox's environment with a database of `name`, not yet created.
 fn with_fresh_database(sandbox: &Sandbox, name: &str) -> Vec<(String, String)> {
     sandbox

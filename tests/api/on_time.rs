@@ -97,3 +97,62 @@ async fn orders_paid_on_time_while_paywait_was_down_are_paid() {
 async fn with_two_daemons_orders_paid_on_time_while_down_are_paid() {
     paid_while_down(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
+    use lapin::{options::BasicConsumeOptions, types::FieldTable};
+
+    let mut app = TestApp::spawn_with("2s", false, &[]).await;
+    app.stop().await.unwrap();
+    // Something else is the payments queue's active consumer, and never
+    // acknowledges: a consumer stuck elsewhere.
+    let payments = app
+        .topology
+        .queue(paywait::domain::Inbox::Payments)
+        .to_owned();
+    let connection = lapin::DefaultConnectionBuilder::new()
+        .unwrap()
+        .with_uri_str(app.sandbox.amqp_url())
+        .connect()
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let holder = channel
+        .basic_consume(
+            payments.as_str().into(),
+            "stuck-elsewhere".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    app.restart().await;
+    app.place("STUCK-1").await;
+    let placed = Instant::now();
+
+    // The close waits for a barrier that never passes: /readyz says why.
+    let body = app.wait_for_readiness(503, Duration::from_secs(90)).await;
+    assert!(body.contains("payments queue"), "{body}");
+    assert!(placed.elapsed() > Duration::from_secs(60));
+    let order = app.order("STUCK-1").await.unwrap();
+    assert_eq!(
+        order.status,
+        OrderStatus::Pending,
+        "closed without its barrier"
+    );
+    assert!(
+        app.metric("paywait_closes_waiting_for_payments_seconds")
+            .await
+            > 60.0
+    );
+    let (_, page) = app.get("/").await;
+    assert!(page.contains("closes waiting now, for"), "{page}");
+
+    // The holder goes away, giving back what it held: the daemon takes the
+    // queue over and closes.
+    drop(holder);
+    connection.close(200, "done".into()).await.unwrap();
+    app.wait_for_status("STUCK-1", OrderStatus::Closed, Duration::from_secs(30))
+        .await;
+    app.wait_for_readiness(200, Duration::from_secs(30)).await;
+}
