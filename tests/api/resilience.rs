@@ -450,7 +450,17 @@ async fn a_broker_link_gone_silent_is_found_within_twice_the_heartbeat_and_repla
     assert!(proxy.connections() >= 2, "no new connection was opened");
     app.place("H-2").await;
     app.pay("H-2", "PAY-H-2").await;
-    let event = app.expect_event(Duration::from_secs(20)).await;
-    assert_eq!(event.order_id(), "H-2");
+    let event = loop {
+        let event = app.expect_event(Duration::from_secs(20)).await;
+        if event.order_id() == "H-2" {
+            break event;
+        }
+        // The first payment's acknowledgement may have gone down the silent
+        // link: redelivered, it announces its event again, under its id.
+        assert_eq!(
+            event.properties.message_id().as_ref().map(|id| id.as_str()),
+            Some("H-1/order.paid")
+        );
+    };
     assert_eq!(event.name(), "order.paid");
 }
