@@ -128,21 +128,24 @@ fn unavailable(error: &crate::error::Error) -> Response {
 async fn status_page(State(state): State<HttpState>) -> Response {
     let gathered = tokio::try_join!(state.status(), state.db.recent_parked(PARKED_PER_REASON));
     match gathered {
-        Ok((status, parked)) => Html(
-            pages::status_page(
-                &status,
-                &parked,
-                &state.metrics.close_lateness_buckets(),
-                &state.metrics.recent_events(),
-                &pages::PaymentsWait {
-                    closes: state.metrics.close_waits().0,
-                    mean: state.metrics.close_waits().1,
-                    oldest_barrier: state.barriers.oldest_in_flight(),
-                },
+        Ok((status, parked)) => {
+            let (closes, mean) = state.metrics.close_waits();
+            Html(
+                pages::status_page(
+                    &status,
+                    &parked,
+                    &state.metrics.close_lateness_buckets(),
+                    &state.metrics.recent_events(),
+                    &pages::PaymentsWait {
+                        closes,
+                        mean,
+                        oldest_barrier: state.barriers.oldest_in_flight(),
+                    },
+                )
+                .into_string(),
             )
-            .into_string(),
-        )
-        .into_response(),
+            .into_response()
+        }
         Err(error) => unavailable(&error),
     }
 }
