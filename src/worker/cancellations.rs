@@ -1,8 +1,6 @@
 //! `order.cancelled`: close a pending order at once, or keep the
 //! cancellation for an order not seen yet, as `domain::cancellation` says.
 
-use chrono::Utc;
-
 use super::Worker;
 use crate::{
     domain::{
@@ -22,16 +20,11 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
     let order_id = &cancelled.order_id;
-    let now = Utc::now();
     let mut order = worker.db.find(order_id).await?;
     for _ in 0..DECISIONS {
         match decide(order.as_ref()) {
             CancelDecision::Close => {
-                match worker
-                    .db
-                    .close(order_id, 0, now, CloseReason::Cancelled)
-                    .await?
-                {
+                match worker.close(order_id, 0, CloseReason::Cancelled).await? {
                     Some(closed) => {
                         worker.metrics.order_cancelled();
                         tracing::info!(%order_id, reason = cancelled.reason, "order cancelled");

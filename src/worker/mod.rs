@@ -90,10 +90,11 @@ impl Handler for Worker {
 }
 
 impl Worker {
-    /// Closes a pending order at its deadline for `reason`, as check number
-    /// `attempt`, once every payment that reached the broker before now has
-    /// been handled (see [`barrier`]); `None` when the order was no longer
-    /// pending (a payment or another close committed first).
+    /// Closes a pending order for `reason` (its deadline or a cancellation),
+    /// as check number `attempt` (0 for a cancellation), once every payment
+    /// that reached the broker before now has been handled (see
+    /// [`barrier`]); `None` when the order was no longer pending (a payment
+    /// or another close committed first).
     async fn close(
         &self,
         order_id: &OrderId,

@@ -10,7 +10,7 @@ use lapin::{
     options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
-use paywait::amqp::{Outgoing, Publisher, passive_declare};
+use paywait::amqp::{Outgoing, PendingConfirm, Publisher, passive_declare};
 use serde_json::json;
 
 use crate::contract;
@@ -198,6 +198,46 @@ impl Client {
             BasicProperties::default().with_delivery_mode(2),
         )
         .await;
+    }
+
+    /// Publishes every body to the inbound exchange in one burst, without
+    /// waiting for each confirm before the next; returns, for each message
+    /// in order, a moment at or after the broker confirmed it (confirms are
+    /// read in order, so none is stamped before it came).
+    pub async fn publish_inbound_burst(
+        &self,
+        routing_key: &str,
+        bodies: impl IntoIterator<Item = String>,
+    ) -> Vec<chrono::DateTime<chrono::Utc>> {
+        let (pending, mut confirms) = tokio::sync::mpsc::unbounded_channel::<PendingConfirm>();
+        let stamps = tokio::spawn(async move {
+            let mut stamps = Vec::new();
+            while let Some(confirm) = confirms.recv().await {
+                if let Err(error) = confirm.confirmed().await {
+                    panic!("a burst message was not confirmed: {error}");
+                }
+                stamps.push(chrono::Utc::now());
+            }
+            stamps
+        });
+        for body in bodies {
+            let sent = self
+                .publisher
+                .send(Outgoing {
+                    what: routing_key,
+                    exchange: ORDERS_EXCHANGE,
+                    routing_key,
+                    body: body.as_bytes(),
+                    properties: BasicProperties::default().with_delivery_mode(2),
+                })
+                .await;
+            match sent {
+                Ok(confirm) => pending.send(confirm).expect("the confirm reader runs"),
+                Err(error) => panic!("publishing a burst of {routing_key}: {error}"),
+            }
+        }
+        drop(pending);
+        stamps.await.expect("the confirm reader")
     }
 
     /// Whether `queue` exists (asked on a channel of its own: a passive

@@ -4,13 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{SecondsFormat, Utc};
 use paywait::domain::{OrderId, OrderStatus};
 use paywait_testkit::TestApp;
+use serde_json::json;
 
 const ORDERS: usize = 600;
+/// Orders in the burst test, each paid by one payment of the burst.
+const BURST: usize = 20_000;
 
 /// Places the orders, stops the daemon once they are stored, pays every
-/// other one while it is down (each before its deadline), lets every
+/// other one while it is down (each before its deadline, and half of those
+/// are then cancelled), lets every
 /// deadline pass, and starts it again — with a second daemon beside it when
 /// `with_sibling`. Checks that every paid order is paid and every other one
 /// closed, and that no payment was taken for one after the close.
@@ -30,6 +35,14 @@ async fn paid_while_down(with_sibling: bool) {
     app.stop().await.unwrap();
     for i in (0..ORDERS).step_by(2) {
         app.pay(&order(i), &format!("PAY-{i}")).await;
+        // Paid, then cancelled: the cancellation of a paid order changes
+        // nothing, whichever queue paywait reads first.
+        if i % 4 == 0 {
+            let cancelled = json!({"order_id": order(i)}).to_string();
+            app.client
+                .publish_inbound("order.cancelled", cancelled.as_bytes())
+                .await;
+        }
     }
     assert!(
         placed.elapsed() < Duration::from_secs(15),
@@ -81,11 +94,119 @@ async fn paid_while_down(with_sibling: bool) {
 }
 
 async fn stored(app: &TestApp) -> i64 {
+    count(app, "SELECT 'orders' AS key, count(*) AS n FROM orders").await
+}
+
+async fn count(app: &TestApp, query: &str) -> i64 {
     app.sandbox
-        .count_by("SELECT 'orders' AS key, count(*) AS n FROM orders")
+        .count_by(query)
         .await
         .first()
         .map_or(0, |(_, n)| *n)
+}
+
+/// 20,000 orders share one deadline; 20,000 payments for them reach the
+/// broker in one burst that ends just before it, while the daemon runs, so
+/// that the daemon is still working through the payments when the orders
+/// come due. Every order whose payment the broker confirmed before the
+/// deadline must end paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reached_in_time() {
+    let app = TestApp::spawn_with("10m", false, &[]).await;
+    let order = |i: usize| format!("BU-{i}");
+    let began = Instant::now();
+    let deadline = Utc::now() + chrono::Duration::seconds(75);
+    let expires_at = deadline.to_rfc3339_opts(SecondsFormat::Millis, true);
+    app.client
+        .publish_inbound_burst(
+            "order.placed",
+            (0..BURST).map(|i| json!({"order_id": order(i), "expires_at": expires_at}).to_string()),
+        )
+        .await;
+    let placing = began.elapsed();
+    let stored_by = Instant::now() + Duration::from_secs(50);
+    while stored(&app).await < BURST as i64 {
+        assert!(Instant::now() < stored_by, "the orders were not all stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The burst takes about as long as placing did: it starts so as to end
+    // a second before the deadline.
+    let lead = chrono::Duration::from_std(placing + Duration::from_secs(1)).unwrap();
+    let start = deadline - lead;
+    assert!(
+        Utc::now() < start,
+        "placing and storing took too long ({placing:?} to place) to time the burst"
+    );
+    tokio::time::sleep((start - Utc::now()).to_std().unwrap()).await;
+    let confirmed = app
+        .client
+        .publish_inbound_burst(
+            "payment.succeeded",
+            (0..BURST).map(|i| {
+                json!({"order_id": order(i), "payment_id": format!("PAY-{i}")}).to_string()
+            }),
+        )
+        .await;
+    let in_time: Vec<usize> = (0..BURST).filter(|i| confirmed[*i] < deadline).collect();
+    assert!(
+        in_time.len() >= BURST / 2,
+        "only {} of the payments reached the broker before the deadline: the burst was too slow to test anything",
+        in_time.len()
+    );
+    if let Some(wait) = (deadline - Utc::now()).to_std().ok() {
+        tokio::time::sleep(wait).await;
+    }
+    let handled_at_deadline = count(
+        &app,
+        "SELECT 'payments' AS key, count(*) AS n FROM payments",
+    )
+    .await;
+    assert!(
+        handled_at_deadline < in_time.len() as i64,
+        "the daemon had every payment in hand at the deadline ({handled_at_deadline}): no backlog was tested"
+    );
+
+    eprintln!(
+        "burst: placed in {placing:?}; {} of {BURST} payments confirmed before the deadline, \
+         {handled_at_deadline} handled by then",
+        in_time.len()
+    );
+    let settled_by = Instant::now() + Duration::from_secs(240);
+    while count(
+        &app,
+        "SELECT 'pending' AS key, count(*) AS n FROM orders WHERE status = 'pending'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            Instant::now() < settled_by,
+            "orders still pending long after their deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let not_paid: std::collections::HashSet<String> = app
+        .sandbox
+        .count_by("SELECT order_id AS key, 1::bigint AS n FROM orders WHERE status <> 'paid'")
+        .await
+        .into_iter()
+        .map(|(order_id, _)| order_id)
+        .collect();
+    let wrongly_closed: Vec<String> = in_time
+        .iter()
+        .map(|i| order(*i))
+        .filter(|order_id| not_paid.contains(order_id))
+        .collect();
+    assert!(
+        wrongly_closed.is_empty(),
+        "{} orders closed although their payment reached the broker before the deadline, \
+         with {handled_at_deadline} of {} handled at the deadline: {:?}",
+        wrongly_closed.len(),
+        in_time.len(),
+        &wrongly_closed[..wrongly_closed.len().min(10)]
+    );
+    assert!(app.metric("paywait_close_wait_seconds_count").await > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
