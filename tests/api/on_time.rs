@@ -154,7 +154,7 @@ async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reache
         "only {} of the payments reached the broker before the deadline: the burst was too slow to test anything",
         in_time.len()
     );
-    if let Some(wait) = (deadline - Utc::now()).to_std().ok() {
+    if let Ok(wait) = (deadline - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
     }
     let handled_at_deadline = count(
