@@ -347,6 +347,143 @@ async fn both_links_slowed_by_200_ms_for_30_seconds_lose_nothing() {
     .await;
 }
 
+/// How the broker link fails while payments wait for the daemon.
+#[derive(Debug, Clone, Copy)]
+enum PaymentsFault {
+    /// The daemon's broker link goes silent for good before the payments
+    /// come; it finds out and reconnects after the deadline.
+    Silent,
+    /// The broker link is slowed by this much each way, from before the
+    /// payments until after the deadline.
+    Slow(Duration),
+}
+
+/// On time is when the payment reached the broker: `orders` orders share a
+/// deadline, and their payments reach the broker straight (not through the
+/// proxy) just before it, while the daemon's own link is `fault`y, so the
+/// daemon is behind on payments when the orders come due. Every order whose
+/// payment the broker confirmed before the deadline must end paid.
+async fn payments_behind_a_faulty_link_pay(name: &str, fault: PaymentsFault, orders: usize) {
+    use chrono::{SecondsFormat, Utc};
+    use serde_json::json;
+
+    let BehindProxies {
+        app,
+        broker,
+        database: _database,
+        direct,
+    } = BehindProxies::start().await;
+    let order = |i: usize| format!("LATE-{i}");
+    let deadline = Utc::now() + chrono::Duration::seconds(10);
+    let expires_at = deadline.to_rfc3339_opts(SecondsFormat::Millis, true);
+    app.client
+        .publish_inbound_burst(
+            "order.placed",
+            (0..orders)
+                .map(|i| json!({"order_id": order(i), "expires_at": expires_at}).to_string()),
+        )
+        .await;
+    let sql = |query: &'static str| {
+        let sandbox = &app.sandbox;
+        async move { sandbox.count_by(query).await.first().map_or(0, |(_, n)| *n) }
+    };
+    let stored_by = Instant::now() + Duration::from_secs(8);
+    while sql("SELECT 'orders' AS key, count(*) AS n FROM orders").await < orders as i64 {
+        assert!(
+            Instant::now() < stored_by,
+            "{name}: the orders were not stored in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let paying_from = match fault {
+        PaymentsFault::Silent => {
+            broker.silence_open_connections();
+            Utc::now()
+        }
+        PaymentsFault::Slow(latency) => {
+            broker.set_latency(latency);
+            deadline - chrono::Duration::milliseconds(500)
+        }
+    };
+    if let Ok(wait) = (paying_from - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let confirmed = app
+        .client
+        .publish_inbound_burst(
+            "payment.succeeded",
+            (0..orders).map(|i| {
+                json!({"order_id": order(i), "payment_id": format!("PAY-{i}")}).to_string()
+            }),
+        )
+        .await;
+    let in_time: Vec<usize> = (0..orders).filter(|i| confirmed[*i] < deadline).collect();
+    assert!(
+        in_time.len() >= orders / 2,
+        "{name}: only {} payments reached the broker before the deadline",
+        in_time.len()
+    );
+    if let Ok(wait) = (deadline - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let handled_at_deadline = sql("SELECT 'payments' AS key, count(*) AS n FROM payments").await;
+    assert!(
+        handled_at_deadline < in_time.len() as i64,
+        "{name}: every payment was in hand at the deadline: no backlog was tested"
+    );
+    if let PaymentsFault::Slow(_) = fault {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        broker.pass();
+    }
+
+    let settled_by = Instant::now() + BACK_WITHIN + Duration::from_secs(60);
+    while sql("SELECT 'pending' AS key, count(*) AS n FROM orders WHERE status = 'pending'").await
+        > 0
+    {
+        assert!(Instant::now() < settled_by, "{name}: orders still pending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut closed = Vec::new();
+    for &i in &in_time {
+        let found = direct
+            .find(&OrderId::parse(order(i)).unwrap())
+            .await
+            .unwrap()
+            .expect("stored");
+        if found.status != OrderStatus::Paid {
+            closed.push(found);
+        }
+    }
+    assert!(
+        closed.is_empty(),
+        "{name}: {} orders paid in time were not paid ({handled_at_deadline} of {} payments handled at the deadline): {:?}",
+        closed.len(),
+        in_time.len(),
+        closed.first()
+    );
+    println!(
+        "{name}: {} of {orders} paid in time, {handled_at_deadline} handled at the deadline, all paid",
+        in_time.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_sent_while_the_broker_link_is_silent_pay_their_orders() {
+    payments_behind_a_faulty_link_pay("payments behind a silent link", PaymentsFault::Silent, 300)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_behind_a_slow_broker_link_pay_their_orders() {
+    payments_behind_a_faulty_link_pay(
+        "payments behind a 200 ms link",
+        PaymentsFault::Slow(Duration::from_millis(200)),
+        2_000,
+    )
+    .await;
+}
+
 /// What `ss` shows of the established TCP connections to `port`, one line
 /// each, with their timers.
 fn connections_to(port: u16) -> Vec<String> {
