@@ -1,45 +1,70 @@
-//! On time is when the payment reached the broker: orders paid while
-//! paywait was down, before their deadlines, are paid after it comes back,
-//! however the check queue and the payments queue drain side by side.
+//! On time is when the payment reached the broker: orders paid before their
+//! deadlines while paywait was killed, or was behind on a burst of
+//! payments, are paid, however the check queue and the payments queue
+//! drain side by side.
 
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use paywait::domain::{OrderId, OrderStatus};
-use paywait_testkit::TestApp;
+use paywait::{
+    db::Database,
+    domain::{OrderId, OrderStatus},
+};
+use paywait_testkit::{Client, Daemon, Log, Sandbox, TestApp, metric_value};
 use serde_json::json;
 
 const ORDERS: usize = 600;
 /// Orders in the burst test, each paid by one payment of the burst.
 const BURST: usize = 20_000;
 
-/// Places the orders, stops the daemon once they are stored, pays every
-/// other one while it is down (each before its deadline, and half of those
-/// are then cancelled), lets every
-/// deadline pass, and starts it again — with a second daemon beside it when
-/// `with_sibling`. Checks that every paid order is paid and every other one
-/// closed, and that no payment was taken for one after the close.
+/// Places the orders, kills the daemon (SIGKILL) once they are stored, pays
+/// every other one while it is down (each before its deadline, and half of
+/// those are then cancelled), lets every deadline pass, and starts it again
+/// — with a second daemon beside it when `with_sibling`. Checks that every
+/// paid order is paid and every other one closed, and that no payment was
+/// taken for one after the close.
 async fn paid_while_down(with_sibling: bool) {
     // The deadline: long enough to place and pay every order before it.
-    let mut app = TestApp::spawn_with("20s", false, &[]).await;
+    let sandbox = Sandbox::create().await;
+    let environment = sandbox.environment("20s");
+    let start = || {
+        Daemon::start(
+            env!("CARGO_BIN_EXE_paywait").as_ref(),
+            &environment,
+            Log::Discard,
+        )
+    };
+    let mut daemon = start();
+    daemon.wait_ready(Duration::from_secs(60)).await;
+    let client = Client::connect(&sandbox.amqp_url()).await;
+    let db = Database::new(&sandbox.settings_for("20s").database).unwrap();
     let order = |i: usize| format!("OT-{i}");
-    for i in 0..ORDERS {
-        app.place(&order(i)).await;
-    }
-    let stored_by = Instant::now() + Duration::from_secs(30);
-    while stored(&app).await < ORDERS as i64 {
+    client
+        .publish_inbound_burst(
+            "order.placed",
+            (0..ORDERS).map(|i| json!({"order_id": order(i)}).to_string()),
+        )
+        .await;
+    let placed = Instant::now();
+    let stored_by = placed + Duration::from_secs(30);
+    while count(
+        &sandbox,
+        "SELECT 'orders' AS key, count(*) AS n FROM orders",
+    )
+    .await
+        < ORDERS as i64
+    {
         assert!(Instant::now() < stored_by, "the orders were not all stored");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let placed = Instant::now();
-    app.stop().await.unwrap();
+    daemon.kill();
     for i in (0..ORDERS).step_by(2) {
-        app.pay(&order(i), &format!("PAY-{i}")).await;
+        client.pay(&order(i), &format!("PAY-{i}")).await;
         // Paid, then cancelled: the cancellation of a paid order changes
         // nothing, whichever queue paywait reads first.
         if i % 4 == 0 {
             let cancelled = json!({"order_id": order(i)}).to_string();
-            app.client
+            client
                 .publish_inbound("order.cancelled", cancelled.as_bytes())
                 .await;
         }
@@ -50,16 +75,14 @@ async fn paid_while_down(with_sibling: bool) {
     );
     // Every timer comes due while nothing consumes.
     tokio::time::sleep_until((placed + Duration::from_secs(22)).into()).await;
-    app.restart().await;
-    if with_sibling {
-        app.spawn_sibling().await;
-    }
+    let mut daemon = start();
+    let sibling = with_sibling.then(start);
 
     let settled_by = Instant::now() + Duration::from_secs(90);
     for i in 0..ORDERS {
         let id = OrderId::parse(order(i)).unwrap();
         let found = loop {
-            let found = app.db.find(&id).await.unwrap().expect("stored");
+            let found = db.find(&id).await.unwrap().expect("stored");
             if found.status != OrderStatus::Pending && found.event_published_at.is_some() {
                 break found;
             }
@@ -77,8 +100,7 @@ async fn paid_while_down(with_sibling: bool) {
         };
         assert_eq!(found.status, expected, "{found:?}");
     }
-    let after_close = app
-        .sandbox
+    let after_close = sandbox
         .count_by(
             "SELECT coalesce(outcome, 'undecided') AS key, count(*) AS n \
              FROM payments GROUP BY 1",
@@ -90,19 +112,28 @@ async fn paid_while_down(with_sibling: bool) {
             .all(|(outcome, _)| outcome != "after_close"),
         "payments that reached the broker in time were taken as after the close: {after_close:?}"
     );
-    assert!(app.metric("paywait_close_wait_seconds_count").await > 0.0);
+    let mut waited = 0.0;
+    for running in std::iter::once(&daemon).chain(sibling.as_ref()) {
+        let (_, metrics) = running.get("/metrics").await;
+        waited += metric_value(&metrics, "paywait_close_wait_seconds_count");
+    }
+    assert!(waited > 0.0, "no close waited for the payments");
+    daemon.terminate().await;
+    if let Some(mut sibling) = sibling {
+        sibling.terminate().await;
+    }
 }
 
 async fn stored(app: &TestApp) -> i64 {
-    count(app, "SELECT 'orders' AS key, count(*) AS n FROM orders").await
+    count(
+        &app.sandbox,
+        "SELECT 'orders' AS key, count(*) AS n FROM orders",
+    )
+    .await
 }
 
-async fn count(app: &TestApp, query: &str) -> i64 {
-    app.sandbox
-        .count_by(query)
-        .await
-        .first()
-        .map_or(0, |(_, n)| *n)
+async fn count(sandbox: &Sandbox, query: &str) -> i64 {
+    sandbox.count_by(query).await.first().map_or(0, |(_, n)| *n)
 }
 
 /// 20,000 orders share one deadline; 20,000 payments for them reach the
@@ -158,7 +189,7 @@ async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reache
         tokio::time::sleep(wait).await;
     }
     let handled_at_deadline = count(
-        &app,
+        &app.sandbox,
         "SELECT 'payments' AS key, count(*) AS n FROM payments",
     )
     .await;
@@ -174,7 +205,7 @@ async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reache
     );
     let settled_by = Instant::now() + Duration::from_secs(240);
     while count(
-        &app,
+        &app.sandbox,
         "SELECT 'pending' AS key, count(*) AS n FROM orders WHERE status = 'pending'",
     )
     .await
