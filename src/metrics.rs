@@ -220,7 +220,7 @@ impl Metrics {
         let payments_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "closes_waiting_for_payments_seconds",
-            "How long the oldest barrier this daemon's closes wait for has been on its way through the payments queue (0: none)",
+            "How long this daemon's closes have been waiting for the payments queue with no barrier passing (0: none waiting)",
             payments_wait.clone(),
         );
         let orders_pending = Gauge::default();

@@ -139,7 +139,7 @@ async fn status_page(State(state): State<HttpState>) -> Response {
                     &pages::PaymentsWait {
                         closes,
                         mean,
-                        oldest_barrier: state.barriers.oldest_in_flight(),
+                        waiting_for: state.barriers.closes_waiting_for(),
                     },
                 )
                 .into_string(),
@@ -220,12 +220,12 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     }
     if state
         .barriers
-        .oldest_in_flight()
+        .closes_waiting_for()
         .is_some_and(|age| age > PAYMENTS_STUCK)
     {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "closes are waiting for the payments queue: payments are not being handled\n",
+            "closes are waiting for the payments queue: payments are not being handled, or a barrier cannot be sent through it\n",
         );
     }
     match tokio::time::timeout(DATABASE_TIMEOUT, state.db.ping()).await {
@@ -249,9 +249,9 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         }
         _ => false,
     };
-    let oldest_barrier = state.barriers.oldest_in_flight();
-    state.metrics.set_payments_wait(oldest_barrier);
-    let payments_moving = oldest_barrier.is_none_or(|age| age <= PAYMENTS_STUCK);
+    let waiting_for = state.barriers.closes_waiting_for();
+    state.metrics.set_payments_wait(waiting_for);
+    let payments_moving = waiting_for.is_none_or(|age| age <= PAYMENTS_STUCK);
     state
         .metrics
         .set_ready(database_ready && payments_moving && state.readiness.broker_ready());

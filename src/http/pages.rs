@@ -88,8 +88,8 @@ pub struct PaymentsWait {
     pub closes: u64,
     /// How long they waited on average.
     pub mean: Option<std::time::Duration>,
-    /// How long the barrier closes wait for now has been on its way.
-    pub oldest_barrier: Option<std::time::Duration>,
+    /// How long closes have been waiting with no barrier passing, if they are.
+    pub waiting_for: Option<std::time::Duration>,
 }
 
 pub fn status_page(
@@ -217,7 +217,7 @@ pub fn status_page(
                     Some(mean) => { (payments.closes) " closes so far, " (format!("{:.1} ms", mean.as_secs_f64() * 1000.0)) " on average" }
                     None => { "no close yet" }
                 }
-                @if let Some(age) = payments.oldest_barrier {
+                @if let Some(age) = payments.waiting_for {
                     "; closes waiting now, for " (format!("{:.1} s", age.as_secs_f64()))
                 }
                 "."
@@ -432,7 +432,7 @@ mod tests {
         let waiting = PaymentsWait {
             closes: 12,
             mean: Some(std::time::Duration::from_micros(2500)),
-            oldest_barrier: Some(std::time::Duration::from_secs(75)),
+            waiting_for: Some(std::time::Duration::from_secs(75)),
         };
         let html = status_page(&status, &parked, &[], &[], &waiting).into_string();
         assert!(!html.contains("<script>alert"), "{html}");

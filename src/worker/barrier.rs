@@ -44,6 +44,10 @@ pub struct Barriers {
     /// Every payment that reached the broker before this moment has been
     /// handled.
     handled_through: watch::Sender<Option<DateTime<Utc>>>,
+    /// Since when closes have been waiting with no barrier of this daemon
+    /// passing: kept through a close that gives up (its check is retried),
+    /// and through barriers that could not even be published.
+    unserved_since: Mutex<Option<Instant>>,
     /// How long a close waits at most before its message is retried.
     patience: Duration,
 }
@@ -60,6 +64,7 @@ impl Barriers {
         Self {
             in_flight: Mutex::new(HashMap::new()),
             handled_through: watch::Sender::new(None),
+            unserved_since: Mutex::new(None),
             patience,
         }
     }
@@ -78,6 +83,10 @@ impl Barriers {
             {
                 return Ok(started.elapsed());
             }
+            self.unserved_since
+                .lock()
+                .expect("barrier lock")
+                .get_or_insert(started);
             if started.elapsed() > self.patience {
                 return Err(Error::PaymentsBehind {
                     waited: self.patience,
@@ -137,6 +146,7 @@ impl Barriers {
             in_flight.retain(|_, each| each.published_at > passed.published_at);
             passed.published_at
         };
+        *self.unserved_since.lock().expect("barrier lock") = None;
         self.handled_through.send_if_modified(|through| {
             let later = through.is_none_or(|through| through < published_at);
             if later {
@@ -160,9 +170,13 @@ impl Barriers {
         Ok(())
     }
 
-    /// How long the oldest barrier still in flight has been, if any is.
-    pub fn oldest_in_flight(&self) -> Option<Duration> {
-        self.lock().values().map(|each| each.sent.elapsed()).max()
+    /// How long closes have been waiting for the payments queue with no
+    /// barrier passing, if any are.
+    pub fn closes_waiting_for(&self) -> Option<Duration> {
+        self.unserved_since
+            .lock()
+            .expect("barrier lock")
+            .map(|since| since.elapsed())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {

@@ -313,3 +313,90 @@ async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
         .await;
     app.wait_for_readiness(200, Duration::from_secs(30)).await;
 }
+
+/// A quorum queue's Raft server suspended, as when its replicas have lost
+/// their quorum: nothing published to it is confirmed, nothing delivered
+/// from it, until it is resumed (at the latest when this is dropped).
+struct Suspended {
+    vhost: String,
+    queue: String,
+}
+
+impl Suspended {
+    fn queue(vhost: &str, queue: &str) -> Self {
+        let suspended = Self {
+            vhost: vhost.to_owned(),
+            queue: queue.to_owned(),
+        };
+        suspended.call("suspend");
+        suspended
+    }
+
+    fn call(&self, function: &str) {
+        let expression = format!(
+            "{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"{}\">>, queue, <<\"{}\">>)), \
+             {{Name, _}} = amqqueue:get_pid(Q), sys:{function}(Name).",
+            self.vhost, self.queue
+        );
+        let output = std::process::Command::new("rabbitmqctl")
+            .args(["eval", &expression])
+            .output()
+            .expect("running rabbitmqctl");
+        assert!(
+            output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok",
+            "{function} {}: {}{}",
+            self.queue,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Suspended {
+    fn drop(&mut self) {
+        self.call("resume");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_wait_while_the_payments_queue_is_unreachable_and_readiness_says_why() {
+    let app = TestApp::spawn_with("2s", false, &[("PAYWAIT_AMQP__CONFIRM_TIMEOUT", "5s")]).await;
+    let payments = app
+        .topology
+        .queue(paywait::domain::Inbox::Payments)
+        .to_owned();
+    // The payments queue confirms nothing: no barrier gets through it, and
+    // each close gives up after the confirm timeout, to be tried again.
+    let suspended = Suspended::queue(&app.sandbox.vhost, &payments);
+    app.place("UNREACHABLE-1").await;
+    let placed = Instant::now();
+
+    let body = app.wait_for_readiness(503, Duration::from_secs(90)).await;
+    assert!(body.contains("payments queue"), "{body}");
+    assert!(placed.elapsed() > Duration::from_secs(60));
+    let order = app.order("UNREACHABLE-1").await.unwrap();
+    assert_eq!(
+        order.status,
+        OrderStatus::Pending,
+        "closed without its barrier"
+    );
+    assert!(
+        app.metric("paywait_closes_waiting_for_payments_seconds")
+            .await
+            > 60.0
+    );
+
+    drop(suspended);
+    app.wait_for_status(
+        "UNREACHABLE-1",
+        OrderStatus::Closed,
+        Duration::from_secs(60),
+    )
+    .await;
+    app.wait_for_readiness(200, Duration::from_secs(30)).await;
+    assert_eq!(
+        app.metric("paywait_closes_waiting_for_payments_seconds")
+            .await,
+        0.0
+    );
+}
