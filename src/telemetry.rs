@@ -14,7 +14,9 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The delivery being handled: its queue, check number and order.
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
     };
 }

@@ -18,17 +18,25 @@ use lapin::{
 };
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Publisher, failed, publisher::BARRIER_HEADER};
 use crate::{
     backoff,
     domain::{
-        ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, Parked, Verdict,
+        ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, OrderId, Parked,
+        Verdict,
     },
     error::{Error, Result},
     metrics::Metrics,
     topology::Topology,
 };
+
+/// Names the order a delivery is about in its `delivery` span, once the
+/// handler has read it from the message.
+pub fn record_order(order_id: &OrderId) {
+    tracing::Span::current().record("order_id", order_id.as_str());
+}
 
 /// What paywait does with a message: the worker.
 pub trait Handler: Send + Sync + 'static {
@@ -279,7 +287,35 @@ impl<H: Handler> Consumer<H> {
     /// `session` ends the connection's life: it is cancelled by a stop, and
     /// here when the publishing channel is found closed, which no retry can
     /// mend.
+    ///
+    /// All of it runs in a `delivery` span naming the queue, the check's
+    /// number (when the message has one) and the order, once the handler
+    /// has read it (see [`record_order`]).
     async fn process(
+        self: Arc<Self>,
+        delivery: Delivery,
+        received_at: DateTime<Utc>,
+        unacknowledged: Unacknowledged,
+        session: CancellationToken,
+    ) {
+        let span = tracing::info_span!(
+            "delivery",
+            queue = self.topology.queue(self.inbox),
+            attempt = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+            redelivered = delivery.redelivered,
+        );
+        if let IntegerHeader::Integer(attempt) =
+            attempt_header(delivery.properties.headers().as_ref())
+        {
+            span.record("attempt", attempt.to_string());
+        }
+        self.handle_delivery(delivery, received_at, unacknowledged, session)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle_delivery(
         self: Arc<Self>,
         mut delivery: Delivery,
         received_at: DateTime<Utc>,

@@ -14,7 +14,7 @@ mod watch;
 
 pub use backlog::queue_figures;
 use connector::Connection;
-pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header};
+pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header, record_order};
 pub use dead::{ParkedMessage, ReplayMode, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
 pub use publisher::{

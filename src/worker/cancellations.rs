@@ -2,6 +2,7 @@
 //! cancellation for an order not seen yet, as `domain::cancellation` says.
 
 use super::Worker;
+use crate::amqp::record_order;
 use crate::{
     domain::{
         CloseReason, Inbound, OrderCancelled, Verdict,
@@ -20,6 +21,7 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
     let order_id = &cancelled.order_id;
+    record_order(order_id);
     let mut order = worker.db.find(order_id).await?;
     for _ in 0..DECISIONS {
         match decide(order.as_ref()) {

@@ -12,6 +12,7 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use super::Worker;
+use crate::amqp::record_order;
 use crate::{
     domain::{
         Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
@@ -73,6 +74,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         attempt,
         due_at,
     } = due;
+    record_order(&order_id);
     let attempt = match attempt {
         Ok(attempt) => attempt,
         Err(rejection) => match number_of_unnumbered(worker.db.find(&order_id).await?.as_ref()) {

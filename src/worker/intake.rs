@@ -4,6 +4,7 @@
 use chrono::Utc;
 
 use super::Worker;
+use crate::amqp::record_order;
 use crate::{
     domain::{
         Attempt, CloseReason, Inbound, Order, OrderPlaced, PaymentOutcome, Transition, Verdict,
@@ -21,6 +22,7 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
         Ok(placed) => placed,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
+    record_order(&placed.order_id);
     let (new, skew) = match new_order(placed, Utc::now(), &worker.schedule, &worker.limits) {
         Ok(order) => order,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),

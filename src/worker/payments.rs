@@ -2,6 +2,7 @@
 //! what `domain::payment` decides.
 
 use super::Worker;
+use crate::amqp::record_order;
 use crate::{
     domain::{Inbound, PaymentSucceeded, Rejection, Verdict, payment::check_publisher},
     error::Result,
@@ -15,6 +16,7 @@ pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Res
         Ok(payment) => payment,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),
     };
+    record_order(&payment.order_id);
     let (first_time, recorded) = worker
         .db
         .record_payment(&payment, inbound.received_at)
