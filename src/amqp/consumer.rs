@@ -308,7 +308,10 @@ impl<H: Handler> Consumer<H> {
         if let IntegerHeader::Integer(attempt) =
             attempt_header(delivery.properties.headers().as_ref())
         {
-            span.record("attempt", attempt.to_string());
+            match i64::try_from(attempt) {
+                Ok(attempt) => span.record("attempt", attempt),
+                Err(_) => span.record("attempt", attempt.to_string()),
+            };
         }
         self.handle_delivery(delivery, received_at, unacknowledged, session)
             .instrument(span)

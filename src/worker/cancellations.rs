@@ -29,7 +29,7 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
                 match worker.close(order_id, 0, CloseReason::Cancelled).await? {
                     Some(closed) => {
                         worker.metrics.order_cancelled();
-                        tracing::info!(%order_id, reason = cancelled.reason, "order cancelled");
+                        tracing::info!(reason = cancelled.reason, "order cancelled");
                         worker.announce(&closed).await?;
                         return Ok(Verdict::Done);
                     }
@@ -41,7 +41,7 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
             }
             CancelDecision::LeaveAsItIs => {
                 if let Some(order) = &order {
-                    tracing::info!(%order_id, status = %order.status, "cancellation of a settled order ignored");
+                    tracing::info!(status = %order.status, "cancellation of a settled order ignored");
                     worker.announce_owed(order, inbound.seen_before).await?;
                 }
                 return Ok(Verdict::Done);
@@ -55,7 +55,7 @@ pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Resul
                     .await?;
                 order = worker.db.find(order_id).await?;
                 if order.is_none() {
-                    tracing::info!(%order_id, "cancellation before its order: kept until the order arrives");
+                    tracing::info!("cancellation before its order: kept until the order arrives");
                     return Ok(Verdict::Done);
                 }
             }

@@ -79,14 +79,14 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
         Ok(attempt) => attempt,
         Err(rejection) => match number_of_unnumbered(worker.db.find(&order_id).await?.as_ref()) {
             Some(attempt) => {
-                tracing::warn!(%order_id, %rejection, attempt = attempt.get(), "a check with an unusable number checks its pending order as the next one");
+                tracing::warn!(%rejection, attempt = attempt.get(), "a check with an unusable number checks its pending order as the next one");
                 attempt
             }
             None => return Ok(Verdict::Reject(rejection)),
         },
     };
     let Some(_claim) = worker.checks_in_flight.claim(&order_id, attempt) else {
-        tracing::debug!(%order_id, attempt = attempt.get(), "a copy of a timer in hand dropped");
+        tracing::debug!(attempt = attempt.get(), "a copy of a timer in hand dropped");
         return Ok(Verdict::Done);
     };
     let arrived = Utc::now();
@@ -182,7 +182,7 @@ pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Ve
             return Ok(Verdict::Reject(Rejection::UnknownOrder(order_id)));
         }
         CheckDecision::Stale => {
-            tracing::debug!(%order_id, attempt = attempt.get(), "duplicate timer dropped");
+            tracing::debug!(attempt = attempt.get(), "duplicate timer dropped");
         }
         CheckDecision::Settled(_) => {}
     }
@@ -206,12 +206,16 @@ async fn close(
             // Measured once the close is committed, as the metric promises.
             let lateness = Utc::now() - closed.expires_at;
             worker.metrics.order_closed(lateness);
-            tracing::info!(%order_id, attempts = closed.attempts, reason = reason.as_str(), "order closed");
+            tracing::info!(
+                attempts = closed.attempts,
+                reason = reason.as_str(),
+                "order closed"
+            );
             Ok((CheckDecision::Close, Some(closed)))
         }
         None => {
             worker.metrics.race_lost("close");
-            tracing::info!(%order_id, "a payment committed before the close");
+            tracing::info!("a payment committed before the close");
             let order = worker.db.find(order_id).await?;
             let decision = after_lost_close(order.as_ref(), attempt, now, &worker.schedule);
             Ok((decision, order))
@@ -243,9 +247,9 @@ async fn ask_gateway(
     };
     let order_id = &order.order_id;
     let mut answer = gateway.ask(order).await;
-    tracing::info!(%order_id, answer = answer.label(), "asked the payment gateway");
+    tracing::info!(answer = answer.label(), "asked the payment gateway");
     if let GatewayAnswer::Unusable(why) = &answer {
-        tracing::warn!(%order_id, why, "no usable answer from the payment gateway");
+        tracing::warn!(why, "no usable answer from the payment gateway");
     }
     // A payment id the gateway names for another order is no answer.
     if let GatewayAnswer::Paid { payment_id, .. } = &answer

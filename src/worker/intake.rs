@@ -30,7 +30,6 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
     if let Some(ahead) = skew {
         worker.metrics.clock_skewed();
         tracing::warn!(
-            order_id = %new.order_id,
             ahead = %ahead,
             "placed_at is ahead of this clock by more than checks.max_clock_skew: taken as now"
         );
@@ -53,9 +52,9 @@ pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<V
     }
     if placement.is_created() {
         worker.metrics.order_placed();
-        tracing::info!(order_id = %order.order_id, status = %order.status, "order placed");
+        tracing::info!(status = %order.status, "order placed");
     } else {
-        tracing::debug!(order_id = %order.order_id, "repeated order.placed");
+        tracing::debug!("repeated order.placed");
     }
     Ok(Verdict::Done)
 }

@@ -38,7 +38,7 @@ impl Worker {
                         .settle(order_id, &payment.payment_id, by_check)
                         .await?
                     {
-                        tracing::info!(%order_id, payment_id = payment.payment_id, "order paid");
+                        tracing::info!(payment_id = payment.payment_id, "order paid");
                         self.announce(&paid).await?;
                         return Ok(Some(paid));
                     }
@@ -50,7 +50,6 @@ impl Worker {
                 PaymentDecision::Adopt => {
                     if self.db.adopt(order_id, &payment.payment_id).await? {
                         tracing::info!(
-                            %order_id,
                             payment_id = payment.payment_id,
                             "the payment of an order marked paid in SQL"
                         );
@@ -81,7 +80,6 @@ impl Worker {
                 }
                 PaymentDecision::Early => {
                     tracing::info!(
-                        %order_id,
                         payment_id = payment.payment_id,
                         "payment before its order: kept until the order arrives"
                     );
@@ -144,7 +142,6 @@ impl Worker {
             return Ok(());
         };
         tracing::warn!(
-            order_id = %order.order_id,
             payment_id = payment.payment_id,
             event = event.event.name(),
             "a payment did not settle its order"

@@ -128,16 +128,14 @@ async fn json_logs_are_one_object_per_line_with_the_order_id() {
                 .any(|l| l["message"] == "order closed" && l["reason"] == "expired"),
         "{text}"
     );
-    // Each line logged while a message is handled names its delivery: the
-    // queue, the check's number and the order.
+    // Each line logged while a message is handled carries its delivery's
+    // fields: the queue, the check's number and the order.
     let closed = about_j1
         .iter()
         .find(|l| l["message"] == "order closed")
         .unwrap();
-    assert_eq!(closed["span"]["name"], "delivery", "{closed}");
-    assert_eq!(closed["span"]["order_id"], "J-1", "{closed}");
-    assert_eq!(closed["span"]["queue"], "paywait.checks", "{closed}");
-    assert!(closed["span"]["attempt"].is_string(), "{closed}");
+    assert_eq!(closed["queue"], "paywait.checks", "{closed}");
+    assert!(closed["attempt"].is_u64(), "{closed}");
     assert!(
         lines
             .iter()
