@@ -44,10 +44,8 @@ pub struct Barriers {
     /// Every payment that reached the broker before this moment has been
     /// handled.
     handled_through: watch::Sender<Option<DateTime<Utc>>>,
-    /// Since when closes have been waiting with no barrier of this daemon
-    /// passing: kept through a close that gives up (its check is retried),
-    /// and through barriers that could not even be published.
-    unserved_since: Mutex<Option<Instant>>,
+    /// Whether closes are held up, and since when.
+    stall: Mutex<Stall>,
     /// How long a close waits at most before its message is retried.
     patience: Duration,
 }
@@ -58,13 +56,80 @@ struct InFlight {
     sent: Instant,
 }
 
+/// How long a check whose close gave up takes at most to come back and
+/// wait again (it is retried with backoff capped at `RETRY_CAP`).
+const COMING_BACK: Duration = Duration::from_secs(2 * crate::backoff::RETRY_CAP.as_secs());
+
+/// Whether closes are held up by the payments queue: since when no barrier
+/// of this daemon has passed while closes waited. A close that gives up
+/// keeps the stall (its check comes back to wait again), so a queue that
+/// confirms nothing shows as one long stall, not many short ones; a stall
+/// no close is waiting on any more, nor coming back to, is over.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<Instant>,
+    waiting: usize,
+    last_gave_up: Option<Instant>,
+}
+
+impl Stall {
+    fn begin(&mut self, now: Instant) {
+        self.waiting += 1;
+        self.still_waiting(now);
+    }
+
+    /// A waiting close found itself not served yet (a barrier passed that
+    /// was sent before its moment): a stall starts again from here.
+    fn still_waiting(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    fn end(&mut self) {
+        self.waiting -= 1;
+    }
+
+    fn gave_up(&mut self, now: Instant) {
+        self.last_gave_up = Some(now);
+    }
+
+    fn served(&mut self) {
+        self.since = None;
+    }
+
+    fn held_for(&mut self, now: Instant) -> Option<Duration> {
+        let coming_back = self
+            .last_gave_up
+            .is_some_and(|at| now.saturating_duration_since(at) < COMING_BACK);
+        if self.waiting == 0 && !coming_back {
+            self.since = None;
+        }
+        self.since.map(|since| now.saturating_duration_since(since))
+    }
+}
+
+/// A close waiting in [`Barriers::wait_through`], until dropped.
+struct Waiting<'a>(&'a Barriers);
+
+impl<'a> Waiting<'a> {
+    fn begin(barriers: &'a Barriers, now: Instant) -> Self {
+        barriers.stall().begin(now);
+        Self(barriers)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.stall().end();
+    }
+}
+
 impl Barriers {
     /// Barriers for closes that wait at most `patience` each time.
     pub fn new(patience: Duration) -> Self {
         Self {
             in_flight: Mutex::new(HashMap::new()),
             handled_through: watch::Sender::new(None),
-            unserved_since: Mutex::new(None),
+            stall: Mutex::new(Stall::default()),
             patience,
         }
     }
@@ -76,6 +141,26 @@ impl Barriers {
     pub async fn wait_through(&self, worker: &Worker, at: DateTime<Utc>) -> Result<Duration> {
         let started = Instant::now();
         let mut handled = self.handled_through.subscribe();
+        if handled.borrow().is_some_and(|through| through >= at) {
+            return Ok(Duration::ZERO);
+        }
+        let _waiting = Waiting::begin(self, started);
+        let waited = self
+            .wait_for_barrier(worker, at, started, &mut handled)
+            .await;
+        if waited.is_err() {
+            self.stall().gave_up(Instant::now());
+        }
+        waited
+    }
+
+    async fn wait_for_barrier(
+        &self,
+        worker: &Worker,
+        at: DateTime<Utc>,
+        started: Instant,
+        handled: &mut watch::Receiver<Option<DateTime<Utc>>>,
+    ) -> Result<Duration> {
         loop {
             if handled
                 .borrow_and_update()
@@ -83,10 +168,7 @@ impl Barriers {
             {
                 return Ok(started.elapsed());
             }
-            self.unserved_since
-                .lock()
-                .expect("barrier lock")
-                .get_or_insert(started);
+            self.stall().still_waiting(Instant::now());
             if started.elapsed() > self.patience {
                 return Err(Error::PaymentsBehind {
                     waited: self.patience,
@@ -146,7 +228,7 @@ impl Barriers {
             in_flight.retain(|_, each| each.published_at > passed.published_at);
             passed.published_at
         };
-        *self.unserved_since.lock().expect("barrier lock") = None;
+        self.stall().served();
         self.handled_through.send_if_modified(|through| {
             let later = through.is_none_or(|through| through < published_at);
             if later {
@@ -170,13 +252,14 @@ impl Barriers {
         Ok(())
     }
 
-    /// How long closes have been waiting for the payments queue with no
-    /// barrier passing, if any are.
+    /// How long closes have been held up waiting for the payments queue
+    /// with no barrier passing, if they are.
     pub fn closes_waiting_for(&self) -> Option<Duration> {
-        self.unserved_since
-            .lock()
-            .expect("barrier lock")
-            .map(|since| since.elapsed())
+        self.stall().held_for(Instant::now())
+    }
+
+    fn stall(&self) -> std::sync::MutexGuard<'_, Stall> {
+        self.stall.lock().expect("barrier lock")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
@@ -211,6 +294,44 @@ mod tests {
             .expect("a new barrier");
         assert!(barriers.passed(&next));
         assert!(barriers.handled_through.borrow().unwrap() >= later_close);
+    }
+
+    #[test]
+    fn a_stall_lasts_through_closes_that_give_up_and_come_back() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut stall = Stall::default();
+        assert_eq!(stall.held_for(at(0)), None);
+        stall.begin(at(0));
+        assert_eq!(stall.held_for(at(20)), Some(Duration::from_secs(20)));
+        // The close gives up; its check comes back and waits again.
+        stall.gave_up(at(30));
+        stall.end();
+        assert_eq!(stall.held_for(at(33)), Some(Duration::from_secs(33)));
+        stall.begin(at(35));
+        stall.gave_up(at(65));
+        stall.end();
+        assert_eq!(stall.held_for(at(70)), Some(Duration::from_secs(70)));
+        // No close came back (its order was paid meanwhile): over.
+        assert_eq!(stall.held_for(at(65) + COMING_BACK), None);
+        assert_eq!(stall.held_for(at(200)), None);
+    }
+
+    #[test]
+    fn a_barrier_passing_ends_the_stall() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut stall = Stall::default();
+        stall.begin(at(0));
+        stall.begin(at(1));
+        stall.served();
+        assert_eq!(stall.held_for(at(2)), None);
+        // Those still waiting start a new stall with their next barrier.
+        stall.still_waiting(at(2));
+        assert_eq!(stall.held_for(at(3)), Some(Duration::from_secs(1)));
+        stall.end();
+        stall.end();
+        assert_eq!(stall.held_for(at(4)), None);
     }
 
     #[test]

@@ -367,6 +367,8 @@ async fn payments_behind_a_faulty_link_pay(name: &str, fault: PaymentsFault, ord
     use chrono::{SecondsFormat, Utc};
     use serde_json::json;
 
+    use crate::on_time::{Backlog, count, pay_in_one_burst_before};
+
     let BehindProxies {
         app,
         broker,
@@ -383,12 +385,14 @@ async fn payments_behind_a_faulty_link_pay(name: &str, fault: PaymentsFault, ord
                 .map(|i| json!({"order_id": order(i), "expires_at": expires_at}).to_string()),
         )
         .await;
-    let sql = |query: &'static str| {
-        let sandbox = &app.sandbox;
-        async move { sandbox.count_by(query).await.first().map_or(0, |(_, n)| *n) }
-    };
     let stored_by = Instant::now() + Duration::from_secs(8);
-    while sql("SELECT 'orders' AS key, count(*) AS n FROM orders").await < orders as i64 {
+    while count(
+        &app.sandbox,
+        "SELECT 'orders' AS key, count(*) AS n FROM orders",
+    )
+    .await
+        < orders as i64
+    {
         assert!(
             Instant::now() < stored_by,
             "{name}: the orders were not stored in time"
@@ -409,36 +413,21 @@ async fn payments_behind_a_faulty_link_pay(name: &str, fault: PaymentsFault, ord
     if let Ok(wait) = (paying_from - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
     }
-    let confirmed = app
-        .client
-        .publish_inbound_burst(
-            "payment.succeeded",
-            (0..orders).map(|i| {
-                json!({"order_id": order(i), "payment_id": format!("PAY-{i}")}).to_string()
-            }),
-        )
-        .await;
-    let in_time: Vec<usize> = (0..orders).filter(|i| confirmed[*i] < deadline).collect();
-    assert!(
-        in_time.len() >= orders / 2,
-        "{name}: only {} payments reached the broker before the deadline",
-        in_time.len()
-    );
-    if let Ok(wait) = (deadline - Utc::now()).to_std() {
-        tokio::time::sleep(wait).await;
-    }
-    let handled_at_deadline = sql("SELECT 'payments' AS key, count(*) AS n FROM payments").await;
-    assert!(
-        handled_at_deadline < in_time.len() as i64,
-        "{name}: every payment was in hand at the deadline: no backlog was tested"
-    );
+    let Backlog {
+        in_time,
+        handled_at_deadline,
+    } = pay_in_one_burst_before(&app, orders, &order, deadline).await;
     if let PaymentsFault::Slow(_) = fault {
         tokio::time::sleep(Duration::from_secs(5)).await;
         broker.pass();
     }
 
     let settled_by = Instant::now() + BACK_WITHIN + Duration::from_secs(60);
-    while sql("SELECT 'pending' AS key, count(*) AS n FROM orders WHERE status = 'pending'").await
+    while count(
+        &app.sandbox,
+        "SELECT 'pending' AS key, count(*) AS n FROM orders WHERE status = 'pending'",
+    )
+    .await
         > 0
     {
         assert!(Instant::now() < settled_by, "{name}: orders still pending");

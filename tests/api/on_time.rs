@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use paywait::{
     db::Database,
     domain::{OrderId, OrderStatus},
@@ -132,7 +132,7 @@ async fn stored(app: &TestApp) -> i64 {
     .await
 }
 
-async fn count(sandbox: &Sandbox, query: &str) -> i64 {
+pub(crate) async fn count(sandbox: &Sandbox, query: &str) -> i64 {
     sandbox.count_by(query).await.first().map_or(0, |(_, n)| *n)
 }
 
@@ -170,34 +170,10 @@ async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reache
         "placing and storing took too long ({placing:?} to place) to time the burst"
     );
     tokio::time::sleep((start - Utc::now()).to_std().unwrap()).await;
-    let confirmed = app
-        .client
-        .publish_inbound_burst(
-            "payment.succeeded",
-            (0..BURST).map(|i| {
-                json!({"order_id": order(i), "payment_id": format!("PAY-{i}")}).to_string()
-            }),
-        )
-        .await;
-    let in_time: Vec<usize> = (0..BURST).filter(|i| confirmed[*i] < deadline).collect();
-    assert!(
-        in_time.len() >= BURST / 2,
-        "only {} of the payments reached the broker before the deadline: the burst was too slow to test anything",
-        in_time.len()
-    );
-    if let Ok(wait) = (deadline - Utc::now()).to_std() {
-        tokio::time::sleep(wait).await;
-    }
-    let handled_at_deadline = count(
-        &app.sandbox,
-        "SELECT 'payments' AS key, count(*) AS n FROM payments",
-    )
-    .await;
-    assert!(
-        handled_at_deadline < in_time.len() as i64,
-        "the daemon had every payment in hand at the deadline ({handled_at_deadline}): no backlog was tested"
-    );
-
+    let Backlog {
+        in_time,
+        handled_at_deadline,
+    } = pay_in_one_burst_before(&app, BURST, &order, deadline).await;
     eprintln!(
         "burst: placed in {placing:?}; {} of {BURST} payments confirmed before the deadline, \
          {handled_at_deadline} handled by then",
@@ -245,6 +221,58 @@ async fn a_burst_of_payments_just_before_the_deadline_pays_every_order_it_reache
     );
 }
 
+/// Payments that reached the broker before a deadline and the daemon behind
+/// on them at that moment.
+pub(crate) struct Backlog {
+    /// The orders whose payment the broker confirmed before the deadline.
+    pub in_time: Vec<usize>,
+    /// Payments the daemon had recorded at the deadline.
+    pub handled_at_deadline: i64,
+}
+
+/// Pays orders `0..orders` (`order(i)`, payment `PAY-i`) in one burst
+/// straight to the broker, then waits for `deadline`. Fails unless at least
+/// half reached the broker before it and the daemon was behind on them then
+/// — otherwise there was no backlog to test.
+pub(crate) async fn pay_in_one_burst_before(
+    app: &TestApp,
+    orders: usize,
+    order: &impl Fn(usize) -> String,
+    deadline: DateTime<Utc>,
+) -> Backlog {
+    let confirmed = app
+        .client
+        .publish_inbound_burst(
+            "payment.succeeded",
+            (0..orders).map(|i| {
+                json!({"order_id": order(i), "payment_id": format!("PAY-{i}")}).to_string()
+            }),
+        )
+        .await;
+    let in_time: Vec<usize> = (0..orders).filter(|i| confirmed[*i] < deadline).collect();
+    assert!(
+        in_time.len() >= orders / 2,
+        "only {} of {orders} payments reached the broker before the deadline: the burst was too slow to test anything",
+        in_time.len()
+    );
+    if let Ok(wait) = (deadline - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let handled_at_deadline = count(
+        &app.sandbox,
+        "SELECT 'payments' AS key, count(*) AS n FROM payments",
+    )
+    .await;
+    assert!(
+        handled_at_deadline < in_time.len() as i64,
+        "the daemon had every payment in hand at the deadline ({handled_at_deadline}): no backlog was tested"
+    );
+    Backlog {
+        in_time,
+        handled_at_deadline,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_paid_on_time_while_paywait_was_down_are_paid() {
     paid_while_down(false).await;
@@ -253,6 +281,28 @@ async fn orders_paid_on_time_while_paywait_was_down_are_paid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_daemons_orders_paid_on_time_while_down_are_paid() {
     paid_while_down(true).await;
+}
+
+/// Places `order_id` (due 2 s later) while payments cannot get through,
+/// and sees its close held: the order stays pending, and after a minute
+/// `/readyz` says why and the gauge the alert watches has passed 60.
+async fn place_and_see_its_close_held(app: &TestApp, order_id: &str) {
+    app.place(order_id).await;
+    let placed = Instant::now();
+    let body = app.wait_for_readiness(503, Duration::from_secs(90)).await;
+    assert!(body.contains("payments queue"), "{body}");
+    assert!(placed.elapsed() > Duration::from_secs(60));
+    let order = app.order(order_id).await.unwrap();
+    assert_eq!(
+        order.status,
+        OrderStatus::Pending,
+        "closed without its barrier"
+    );
+    assert!(
+        app.metric("paywait_closes_waiting_for_payments_seconds")
+            .await
+            > 60.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,24 +334,8 @@ async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
         .await
         .unwrap();
     app.restart().await;
-    app.place("STUCK-1").await;
-    let placed = Instant::now();
-
     // The close waits for a barrier that never passes: /readyz says why.
-    let body = app.wait_for_readiness(503, Duration::from_secs(90)).await;
-    assert!(body.contains("payments queue"), "{body}");
-    assert!(placed.elapsed() > Duration::from_secs(60));
-    let order = app.order("STUCK-1").await.unwrap();
-    assert_eq!(
-        order.status,
-        OrderStatus::Pending,
-        "closed without its barrier"
-    );
-    assert!(
-        app.metric("paywait_closes_waiting_for_payments_seconds")
-            .await
-            > 60.0
-    );
+    place_and_see_its_close_held(&app, "STUCK-1").await;
     let (_, page) = app.get("/").await;
     assert!(page.contains("closes waiting now, for"), "{page}");
 
@@ -368,23 +402,7 @@ async fn closes_wait_while_the_payments_queue_is_unreachable_and_readiness_says_
     // The payments queue confirms nothing: no barrier gets through it, and
     // each close gives up after the confirm timeout, to be tried again.
     let suspended = Suspended::queue(&app.sandbox.vhost, &payments);
-    app.place("UNREACHABLE-1").await;
-    let placed = Instant::now();
-
-    let body = app.wait_for_readiness(503, Duration::from_secs(90)).await;
-    assert!(body.contains("payments queue"), "{body}");
-    assert!(placed.elapsed() > Duration::from_secs(60));
-    let order = app.order("UNREACHABLE-1").await.unwrap();
-    assert_eq!(
-        order.status,
-        OrderStatus::Pending,
-        "closed without its barrier"
-    );
-    assert!(
-        app.metric("paywait_closes_waiting_for_payments_seconds")
-            .await
-            > 60.0
-    );
+    place_and_see_its_close_held(&app, "UNREACHABLE-1").await;
 
     drop(suspended);
     app.wait_for_status(
