@@ -1,7 +1,6 @@
 //! What each command does.
 
-use chrono::{SecondsFormat, Utc};
-use serde_json::json;
+use chrono::{SecondsFormat, SubsecRound, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -9,7 +8,10 @@ use crate::{
     cli::{Cli, Command},
     configuration::{Settings, Sources},
     db::{self, Database},
-    domain::{Currency, Inbox, OrderId, PaymentId, describe_event},
+    domain::{
+        Currency, Inbox, OrderCancelled, OrderId, OrderPlaced, PaymentId, PaymentSucceeded,
+        describe_event,
+    },
     error::{Error, Result},
     shutdown,
     startup::Application,
@@ -118,7 +120,7 @@ async fn publish_inbound(
     settings: &Settings,
     inbox: Inbox,
     order_id: &OrderId,
-    body: serde_json::Value,
+    body: &[u8],
 ) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let publisher = broker.publisher(settings.amqp.confirm_timeout).await?;
@@ -129,7 +131,7 @@ async fn publish_inbound(
             &topology,
             inbox,
             &what,
-            body.to_string().as_bytes(),
+            body,
             Some(&settings.amqp.nodes()[0].username()),
         )
         .await?;
@@ -145,13 +147,14 @@ async fn place(
     amount_cents: Option<u32>,
     currency: Option<&Currency>,
 ) -> Result<()> {
-    let body = json!({
-        "order_id": order_id,
-        "amount_cents": amount_cents,
-        "currency": currency,
-        "placed_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    });
-    publish_inbound(settings, Inbox::Placed, order_id, body).await
+    let placed = OrderPlaced {
+        order_id: order_id.clone(),
+        amount_cents: amount_cents.map(i64::from),
+        currency: currency.cloned(),
+        placed_at: Some(Utc::now().trunc_subsecs(3)),
+        expires_at: None,
+    };
+    publish_inbound(settings, Inbox::Placed, order_id, &placed.to_body()).await
 }
 
 async fn pay(
@@ -161,19 +164,28 @@ async fn pay(
     amount_cents: Option<u32>,
     currency: Option<&Currency>,
 ) -> Result<()> {
-    let body = json!({
-        "order_id": order_id,
-        "payment_id": payment_id,
-        "amount_cents": amount_cents,
-        "currency": currency,
-        "paid_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    });
-    publish_inbound(settings, Inbox::Payments, order_id, body).await
+    let payment = PaymentSucceeded {
+        order_id: order_id.clone(),
+        payment_id: payment_id.clone(),
+        amount_cents: amount_cents.map(i64::from),
+        currency: currency.cloned(),
+        paid_at: Some(Utc::now().trunc_subsecs(3)),
+    };
+    publish_inbound(settings, Inbox::Payments, order_id, &payment.to_body()).await
 }
 
 async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>) -> Result<()> {
-    let body = json!({"order_id": order_id, "reason": reason});
-    publish_inbound(settings, Inbox::Cancellations, order_id, body).await
+    let cancelled = OrderCancelled {
+        order_id: order_id.clone(),
+        reason,
+    };
+    publish_inbound(
+        settings,
+        Inbox::Cancellations,
+        order_id,
+        &cancelled.to_body(),
+    )
+    .await
 }
 
 async fn replay(settings: &Settings, limit: u32, mode: ReplayMode) -> Result<()> {

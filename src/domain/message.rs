@@ -180,6 +180,17 @@ pub struct TimerBody<'a> {
 }
 
 impl OrderPlaced {
+    /// The message's JSON body, which [`OrderPlaced::parse`] reads back as
+    /// this order.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id)
+            .field("amount_cents", self.amount_cents)
+            .field("currency", self.currency.as_ref().map(Currency::as_str))
+            .time("placed_at", self.placed_at)
+            .time("expires_at", self.expires_at)
+            .into_bytes()
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
         let order_id = fields.order_id()?;
@@ -205,6 +216,17 @@ impl OrderPlaced {
 }
 
 impl PaymentSucceeded {
+    /// The message's JSON body, which [`PaymentSucceeded::parse`] reads
+    /// back as this payment.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id)
+            .field("payment_id", Some(self.payment_id.as_str()))
+            .field("amount_cents", self.amount_cents)
+            .field("currency", self.currency.as_ref().map(Currency::as_str))
+            .time("paid_at", self.paid_at)
+            .into_bytes()
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
         let order_id = fields.order_id()?;
@@ -227,6 +249,14 @@ impl PaymentSucceeded {
 impl OrderCancelled {
     /// The longest reason kept, in characters.
     pub const MAX_REASON: usize = 256;
+
+    /// The message's JSON body, which [`OrderCancelled::parse`] reads back
+    /// as this cancellation.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id)
+            .field("reason", self.reason.as_deref())
+            .into_bytes()
+    }
 
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
         let fields = Fields::parse(body)?;
@@ -389,6 +419,34 @@ impl PaymentId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A JSON object body being written: fields that are `None` are left out,
+/// times are RFC 3339 in UTC, with as many decimals as they need.
+struct Body(Map<String, Value>);
+
+impl Body {
+    fn with_order(order_id: &OrderId) -> Self {
+        Self(Map::new()).field("order_id", Some(order_id.as_str()))
+    }
+
+    fn field(mut self, name: &str, value: Option<impl Into<Value>>) -> Self {
+        if let Some(value) = value {
+            self.0.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    fn time(self, name: &str, at: Option<DateTime<Utc>>) -> Self {
+        self.field(
+            name,
+            at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        )
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        Value::Object(self.0).to_string().into_bytes()
     }
 }
 
@@ -986,5 +1044,73 @@ mod tests {
         assert_eq!(Attempt::FIRST.next().get(), 2);
         assert_eq!(Attempt::new(0), None);
         assert_eq!(Attempt::new(Attempt::MAX + 1), None);
+    }
+
+    mod bodies {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn order_id() -> impl Strategy<Value = OrderId> {
+            "[A-Za-z0-9._:-]{1,64}".prop_map(|text| OrderId::parse(text).unwrap())
+        }
+
+        fn currency() -> impl Strategy<Value = Option<Currency>> {
+            proptest::option::of("[A-Z]{3}".prop_map(|text| Currency::parse(&text).unwrap()))
+        }
+
+        /// A time PostgreSQL keeps as it is: to the microsecond, within
+        /// years 1 to 9999.
+        fn time() -> impl Strategy<Value = Option<DateTime<Utc>>> {
+            proptest::option::of(
+                (-62_135_596_800_000_000i64..253_402_300_799_000_000)
+                    .prop_map(|micros| DateTime::from_timestamp_micros(micros).unwrap()),
+            )
+        }
+
+        fn amount() -> impl Strategy<Value = Option<i64>> {
+            proptest::option::of(0..=i64::MAX)
+        }
+
+        proptest! {
+            #[test]
+            fn an_order_placed_reads_back_as_written(
+                order_id in order_id(),
+                amount_cents in amount(),
+                currency in currency(),
+                placed_at in time(),
+                expires_at in time(),
+            ) {
+                let placed = OrderPlaced { order_id, amount_cents, currency, placed_at, expires_at };
+                prop_assert_eq!(OrderPlaced::parse(&placed.to_body()), Ok(placed));
+            }
+
+            #[test]
+            fn a_payment_reads_back_as_written(
+                order_id in order_id(),
+                payment_id in "[^\\p{Cc}]{1,128}",
+                amount_cents in amount(),
+                currency in currency(),
+                paid_at in time(),
+            ) {
+                let payment = PaymentSucceeded {
+                    order_id,
+                    payment_id: PaymentId::parse(&payment_id).unwrap(),
+                    amount_cents,
+                    currency,
+                    paid_at,
+                };
+                prop_assert_eq!(PaymentSucceeded::parse(&payment.to_body()), Ok(payment));
+            }
+
+            #[test]
+            fn a_cancellation_reads_back_as_written(
+                order_id in order_id(),
+                reason in proptest::option::of("[^\\x00]{0,256}"),
+            ) {
+                let cancelled = OrderCancelled { order_id, reason };
+                prop_assert_eq!(OrderCancelled::parse(&cancelled.to_body()), Ok(cancelled));
+            }
+        }
     }
 }
