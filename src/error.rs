@@ -1,6 +1,19 @@
 use std::sync::Arc;
 
-use crate::{amqp::ClientError, configuration::ConfigError, domain::OrderId};
+use crate::{configuration::ConfigError, domain::OrderId};
+
+/// An error of a client library (lapin's, for RabbitMQ), kept whole as the
+/// source of the error that wraps it, opaque outside the shell that uses
+/// the library.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ClientError(Box<dyn std::error::Error + Send + Sync>);
+
+impl ClientError {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(error))
+    }
+}
 
 /// Everything that can go wrong in paywait, by what failed.
 ///

@@ -31,7 +31,7 @@ use lapin::{Channel, ConnectionStatus};
 
 use crate::{
     configuration::AmqpSettings,
-    error::{Error, Result},
+    error::{ClientError, Error, Result},
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,16 +48,11 @@ async fn briefly<T>(courtesy: impl std::future::Future<Output = T>) -> Option<T>
     tokio::time::timeout(COURTESY_TIMEOUT, courtesy).await.ok()
 }
 
-/// An error of the AMQP client, opaque outside this module.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ClientError(#[from] lapin::Error);
-
 /// Wraps a client error with what paywait was doing.
 fn failed(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
     move |source| Error::Amqp {
         context: context.into(),
-        source: source.into(),
+        source: ClientError::new(source),
     }
 }
 
