@@ -13,8 +13,8 @@ use lapin::{
 use super::failed;
 use crate::{
     domain::{
-        ATTEMPT_HEADER, Attempt, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection, Route,
-        TimerBody, due_at_header,
+        ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection,
+        Route, due_at_header,
     },
     error::{Error, Result},
     topology::Topology,
@@ -198,7 +198,12 @@ impl Publisher {
             .with_headers(headers)
             .with_type("paywait.check".into())
             .with_message_id(format!("{order_id}/check/{}", attempt.get()).into());
-        let body = serde_json::to_vec(&TimerBody { order_id }).expect("a timer serialises");
+        let body = CheckDue {
+            order_id: order_id.clone(),
+            attempt: Ok(attempt),
+            due_at: Some(due_at),
+        }
+        .to_body();
         let (exchange, routing_key) = match route {
             Route::Hop(ttl) => ("", topology.wait_queue(ttl).name.as_str()),
             Route::Hold(_) | Route::Due => (topology.expired_exchange(), ""),

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{InvalidOrderId, OrderId};
+use super::{Inbound, Inbox, InvalidOrderId, OrderId, payment::check_publisher};
 
 /// Bodies larger than this are refused unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -173,10 +173,71 @@ pub struct CheckDue {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-/// The body of a timer message. The attempt travels in the `x-attempt` header.
-#[derive(Debug, Serialize)]
-pub struct TimerBody<'a> {
-    pub order_id: &'a OrderId,
+/// A message paywait consumes, read once where it comes in: the worker
+/// acts on this, never on bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Placed(OrderPlaced),
+    Payment(PaymentSucceeded),
+    Cancelled(OrderCancelled),
+    Check(CheckDue),
+}
+
+impl Message {
+    /// Reads `inbound` as the kind of message its inbox holds; every way it
+    /// can be unusable is a [`Rejection`].
+    pub fn parse(inbound: &Inbound) -> Result<Self, Rejection> {
+        let body = &inbound.body;
+        match inbound.inbox {
+            Inbox::Placed => OrderPlaced::parse(body).map(Self::Placed),
+            Inbox::Payments => PaymentSucceeded::parse(body).map(Self::Payment),
+            Inbox::Cancellations => OrderCancelled::parse(body).map(Self::Cancelled),
+            Inbox::Checks => {
+                CheckDue::parse(body, &inbound.attempt, &inbound.due_at).map(Self::Check)
+            }
+        }
+    }
+
+    /// Reads `inbound` as [`Message::parse`] does, once its publisher is
+    /// known to be allowed to send it: a payment is read only from a user
+    /// in `trusted_users` (see `payment::check_publisher`).
+    pub fn admit(inbound: &Inbound, trusted_users: &[String]) -> Result<Self, Rejection> {
+        if inbound.inbox == Inbox::Payments {
+            check_publisher(trusted_users, inbound.user_id.as_deref())?;
+        }
+        Self::parse(inbound)
+    }
+
+    /// The inbox such messages arrive in.
+    pub fn inbox(&self) -> Inbox {
+        match self {
+            Self::Placed(_) => Inbox::Placed,
+            Self::Payment(_) => Inbox::Payments,
+            Self::Cancelled(_) => Inbox::Cancellations,
+            Self::Check(_) => Inbox::Checks,
+        }
+    }
+
+    /// The order it is about.
+    pub fn order_id(&self) -> &OrderId {
+        match self {
+            Self::Placed(placed) => &placed.order_id,
+            Self::Payment(payment) => &payment.order_id,
+            Self::Cancelled(cancelled) => &cancelled.order_id,
+            Self::Check(check) => &check.order_id,
+        }
+    }
+
+    /// Its JSON body, which [`Message::parse`] reads back as this message
+    /// (a check's number and due time travel in its headers).
+    pub fn to_body(&self) -> Vec<u8> {
+        match self {
+            Self::Placed(placed) => placed.to_body(),
+            Self::Payment(payment) => payment.to_body(),
+            Self::Cancelled(cancelled) => cancelled.to_body(),
+            Self::Check(check) => check.to_body(),
+        }
+    }
 }
 
 impl OrderPlaced {
@@ -278,6 +339,12 @@ impl OrderCancelled {
 }
 
 impl CheckDue {
+    /// The timer's JSON body; its number and due time travel in the
+    /// `x-attempt` and `x-due-at` headers.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id).into_bytes()
+    }
+
     pub fn parse(
         body: &[u8],
         attempt: &IntegerHeader,
@@ -1072,6 +1139,34 @@ mod tests {
             proptest::option::of(0..=i64::MAX)
         }
 
+        /// `message` as the daemon receives it: its body in its inbox, a
+        /// check's number and due time in their headers, read back.
+        fn read_back(message: &Message) -> Result<Message, Rejection> {
+            let (attempt, due_at) = match message {
+                Message::Check(check) => (
+                    check
+                        .attempt
+                        .as_ref()
+                        .map_or(IntegerHeader::Missing, |attempt| {
+                            IntegerHeader::Integer(attempt.get().into())
+                        }),
+                    check.due_at.map_or(IntegerHeader::Missing, |due_at| {
+                        IntegerHeader::Integer(due_at_header(due_at).into())
+                    }),
+                ),
+                _ => (IntegerHeader::Missing, IntegerHeader::Missing),
+            };
+            Message::parse(&Inbound {
+                inbox: message.inbox(),
+                body: message.to_body(),
+                attempt,
+                due_at,
+                user_id: None,
+                seen_before: false,
+                received_at: DateTime::UNIX_EPOCH,
+            })
+        }
+
         proptest! {
             #[test]
             fn an_order_placed_reads_back_as_written(
@@ -1081,8 +1176,8 @@ mod tests {
                 placed_at in time(),
                 expires_at in time(),
             ) {
-                let placed = OrderPlaced { order_id, amount_cents, currency, placed_at, expires_at };
-                prop_assert_eq!(OrderPlaced::parse(&placed.to_body()), Ok(placed));
+                let placed = Message::Placed(OrderPlaced { order_id, amount_cents, currency, placed_at, expires_at });
+                prop_assert_eq!(read_back(&placed), Ok(placed));
             }
 
             #[test]
@@ -1093,14 +1188,14 @@ mod tests {
                 currency in currency(),
                 paid_at in time(),
             ) {
-                let payment = PaymentSucceeded {
+                let payment = Message::Payment(PaymentSucceeded {
                     order_id,
                     payment_id: PaymentId::parse(&payment_id).unwrap(),
                     amount_cents,
                     currency,
                     paid_at,
-                };
-                prop_assert_eq!(PaymentSucceeded::parse(&payment.to_body()), Ok(payment));
+                });
+                prop_assert_eq!(read_back(&payment), Ok(payment));
             }
 
             #[test]
@@ -1108,9 +1203,55 @@ mod tests {
                 order_id in order_id(),
                 reason in proptest::option::of("[^\\x00]{0,256}"),
             ) {
-                let cancelled = OrderCancelled { order_id, reason };
-                prop_assert_eq!(OrderCancelled::parse(&cancelled.to_body()), Ok(cancelled));
+                let cancelled = Message::Cancelled(OrderCancelled { order_id, reason });
+                prop_assert_eq!(read_back(&cancelled), Ok(cancelled));
             }
+
+            #[test]
+            fn a_check_reads_back_as_written(
+                order_id in order_id(),
+                attempt in 1..=Attempt::MAX,
+                due_at_millis in 0..253_402_300_799_000i64,
+            ) {
+                let check = Message::Check(CheckDue {
+                    order_id,
+                    attempt: Ok(Attempt::new(attempt).unwrap()),
+                    due_at: DateTime::from_timestamp_millis(due_at_millis),
+                });
+                prop_assert_eq!(read_back(&check), Ok(check));
+            }
+        }
+
+        #[test]
+        fn a_payment_is_read_only_from_a_trusted_publisher() {
+            let trusted = ["payments".to_owned()];
+            let inbound = |user_id: Option<&str>, body: &[u8]| Inbound {
+                inbox: Inbox::Payments,
+                body: body.to_vec(),
+                attempt: IntegerHeader::Missing,
+                due_at: IntegerHeader::Missing,
+                user_id: user_id.map(str::to_owned),
+                seen_before: false,
+                received_at: DateTime::UNIX_EPOCH,
+            };
+            let good = br#"{"order_id":"A-1","payment_id":"P-1"}"#;
+            let admitted = Message::admit(&inbound(Some("payments"), good), &trusted).unwrap();
+            assert_eq!(admitted.order_id().as_str(), "A-1");
+            assert_eq!(admitted.inbox(), Inbox::Payments);
+            // An untrusted publisher is refused as such, its body unread.
+            for body in [&good[..], b"not json"] {
+                let refused = Message::admit(&inbound(Some("mallory"), body), &trusted);
+                assert_eq!(refused.unwrap_err().reason(), "untrusted_publisher");
+            }
+            // A trusted publisher's bad body is refused for what it is.
+            let refused = Message::admit(&inbound(Some("payments"), b"not json"), &trusted);
+            assert_eq!(refused.unwrap_err().reason(), "not_json");
+            // Other messages do not say "paid": anyone may send them.
+            let placed = Inbound {
+                inbox: Inbox::Placed,
+                ..inbound(Some("mallory"), br#"{"order_id":"A-1"}"#)
+            };
+            assert!(Message::admit(&placed, &trusted).is_ok());
         }
     }
 }

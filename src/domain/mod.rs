@@ -27,7 +27,7 @@ pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
-    OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, TimerBody, due_at_header,
+    Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, due_at_header,
     to_the_microsecond,
 };
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! cancellation for an order not seen yet, as `domain::cancellation` says.
 
 use super::Worker;
-use crate::amqp::record_order;
 use crate::{
     domain::{
         CloseReason, Inbound, OrderCancelled, Verdict,
@@ -15,13 +14,12 @@ use crate::{
 /// arrived, is decided again; the order is then known or terminal.
 const DECISIONS: usize = 3;
 
-pub(super) async fn order_cancelled(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
-    let cancelled = match OrderCancelled::parse(&inbound.body) {
-        Ok(cancelled) => cancelled,
-        Err(rejection) => return Ok(Verdict::Reject(rejection)),
-    };
+pub(super) async fn order_cancelled(
+    worker: &Worker,
+    cancelled: OrderCancelled,
+    inbound: &Inbound,
+) -> Result<Verdict> {
     let order_id = &cancelled.order_id;
-    record_order(order_id);
     let mut order = worker.db.find(order_id).await?;
     for _ in 0..DECISIONS {
         match decide(order.as_ref()) {

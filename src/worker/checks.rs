@@ -12,7 +12,6 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use super::Worker;
-use crate::amqp::record_order;
 use crate::{
     domain::{
         Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
@@ -64,17 +63,16 @@ impl Drop for Claim<'_> {
     }
 }
 
-pub(super) async fn timer_fired(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
-    let due = match CheckDue::parse(&inbound.body, &inbound.attempt, &inbound.due_at) {
-        Ok(due) => due,
-        Err(rejection) => return Ok(Verdict::Reject(rejection)),
-    };
+pub(super) async fn timer_fired(
+    worker: &Worker,
+    due: CheckDue,
+    inbound: &Inbound,
+) -> Result<Verdict> {
     let CheckDue {
         order_id,
         attempt,
         due_at,
     } = due;
-    record_order(&order_id);
     let attempt = match attempt {
         Ok(attempt) => attempt,
         Err(rejection) => match number_of_unnumbered(worker.db.find(&order_id).await?.as_ref()) {

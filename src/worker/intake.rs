@@ -4,7 +4,6 @@
 use chrono::Utc;
 
 use super::Worker;
-use crate::amqp::record_order;
 use crate::{
     domain::{
         Attempt, CloseReason, Inbound, Order, OrderPlaced, PaymentOutcome, Transition, Verdict,
@@ -17,12 +16,11 @@ use crate::{
 /// plan stands.
 const PLANS: usize = 3;
 
-pub(super) async fn order_placed(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
-    let placed = match OrderPlaced::parse(&inbound.body) {
-        Ok(placed) => placed,
-        Err(rejection) => return Ok(Verdict::Reject(rejection)),
-    };
-    record_order(&placed.order_id);
+pub(super) async fn order_placed(
+    worker: &Worker,
+    placed: OrderPlaced,
+    inbound: &Inbound,
+) -> Result<Verdict> {
     let (new, skew) = match new_order(placed, Utc::now(), &worker.schedule, &worker.limits) {
         Ok(order) => order,
         Err(rejection) => return Ok(Verdict::Reject(rejection)),

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    amqp::{Handler, Publisher},
+    amqp::{Handler, Publisher, record_order},
     db::Database,
     domain::{
-        Attempt, CloseReason, Inbound, Inbox, Limits, Order, OrderEvent, OrderId, Parked,
+        Attempt, CloseReason, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked,
         Rejection, Schedule, Timers, Verdict,
     },
     error::Result,
@@ -58,11 +58,18 @@ pub struct Worker {
 impl Handler for Worker {
     async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
         let _underway = self.progress.begin();
-        let handled = match inbound.inbox {
-            Inbox::Placed => intake::order_placed(self, inbound).await,
-            Inbox::Payments => payments::payment_succeeded(self, inbound).await,
-            Inbox::Cancellations => cancellations::order_cancelled(self, inbound).await,
-            Inbox::Checks => checks::timer_fired(self, inbound).await,
+        let message = match Message::admit(inbound, &self.trusted_users) {
+            Ok(message) => message,
+            Err(rejection) => return Ok(Verdict::Reject(rejection)),
+        };
+        record_order(message.order_id());
+        let handled = match message {
+            Message::Placed(placed) => intake::order_placed(self, placed, inbound).await,
+            Message::Payment(payment) => payments::payment_succeeded(self, payment, inbound).await,
+            Message::Cancelled(cancelled) => {
+                cancellations::order_cancelled(self, cancelled, inbound).await
+            }
+            Message::Check(check) => checks::timer_fired(self, check, inbound).await,
         };
         // Data PostgreSQL refused would be refused on every retry: the
         // message is parked, and only failures of the outside world retried.

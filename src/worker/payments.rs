@@ -1,22 +1,18 @@
-//! `payment.succeeded`: check who says "paid", record the payment, then do
+//! `payment.succeeded` (from a publisher allowed to say "paid", see
+//! `Message::admit`): record the payment, then do
 //! what `domain::payment` decides.
 
 use super::Worker;
-use crate::amqp::record_order;
 use crate::{
-    domain::{Inbound, PaymentSucceeded, Rejection, Verdict, payment::check_publisher},
+    domain::{Inbound, PaymentSucceeded, Rejection, Verdict},
     error::Result,
 };
 
-pub(super) async fn payment_succeeded(worker: &Worker, inbound: &Inbound) -> Result<Verdict> {
-    if let Err(rejection) = check_publisher(&worker.trusted_users, inbound.user_id.as_deref()) {
-        return Ok(Verdict::Reject(rejection));
-    }
-    let payment = match PaymentSucceeded::parse(&inbound.body) {
-        Ok(payment) => payment,
-        Err(rejection) => return Ok(Verdict::Reject(rejection)),
-    };
-    record_order(&payment.order_id);
+pub(super) async fn payment_succeeded(
+    worker: &Worker,
+    payment: PaymentSucceeded,
+    inbound: &Inbound,
+) -> Result<Verdict> {
     let (first_time, recorded) = worker
         .db
         .record_payment(&payment, inbound.received_at)

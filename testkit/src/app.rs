@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    bodies,
     client::{Client, Message},
     contract,
     sandbox::Sandbox,
@@ -235,11 +236,10 @@ impl TestApp {
     pub async fn fire_timer(&self, order_id: &str, attempt: i32) {
         let mut headers = FieldTable::default();
         headers.insert("x-attempt".into(), AMQPValue::LongInt(attempt));
-        let body = serde_json::json!({"order_id": order_id}).to_string();
         self.publish_to(
             "",
             self.topology.queue(Inbox::Checks),
-            body.as_bytes(),
+            &bodies::timer(order_id),
             BasicProperties::default().with_headers(headers),
         )
         .await;

@@ -11,9 +11,8 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 use paywait::amqp::{Outgoing, PendingConfirm, Publisher, passive_declare};
-use serde_json::json;
 
-use crate::contract;
+use crate::{bodies, contract};
 
 /// The inbound exchange under the default prefix.
 pub const ORDERS_EXCHANGE: &str = "paywait.orders";
@@ -178,14 +177,13 @@ impl Client {
 
     /// `order.placed` for `order_id`, with nothing else.
     pub async fn place(&self, order_id: &str) {
-        let body = json!({"order_id": order_id}).to_string();
-        self.publish_inbound("order.placed", body.as_bytes()).await;
+        self.publish_inbound("order.placed", &bodies::placed(order_id))
+            .await;
     }
 
     /// `payment.succeeded` for `order_id`.
     pub async fn pay(&self, order_id: &str, payment_id: &str) {
-        let body = json!({"order_id": order_id, "payment_id": payment_id}).to_string();
-        self.publish_inbound("payment.succeeded", body.as_bytes())
+        self.publish_inbound("payment.succeeded", &bodies::paid(order_id, payment_id))
             .await;
     }
 

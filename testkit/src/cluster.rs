@@ -19,9 +19,8 @@ use paywait::{
     db::Database,
     domain::{OrderId, OrderStatus},
 };
-use serde_json::json;
 
-use crate::{Client, Daemon, Log, ResilientClient, Sandbox, http_get};
+use crate::{Client, Daemon, Log, ResilientClient, Sandbox, bodies, http_get};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rabbit/cluster.sh");
 
@@ -284,18 +283,13 @@ async fn place_orders(nodes: Vec<String>, rate: u32, stop: Arc<AtomicBool>) -> V
         let i = confirmed.len();
         let order_id = order_id(i);
         client
-            .publish_inbound(
-                "order.placed",
-                json!({"order_id": order_id}).to_string().as_bytes(),
-            )
+            .publish_inbound("order.placed", &bodies::placed(&order_id))
             .await;
         if expected(i).0 == OrderStatus::Paid {
             client
                 .publish_inbound(
                     "payment.succeeded",
-                    json!({"order_id": order_id, "payment_id": format!("PAY-{order_id}")})
-                        .to_string()
-                        .as_bytes(),
+                    &bodies::paid(&order_id, &format!("PAY-{order_id}")),
                 )
                 .await;
         }

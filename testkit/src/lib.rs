@@ -7,6 +7,7 @@
 //! as a reference model.
 
 mod app;
+pub mod bodies;
 mod client;
 mod cluster;
 pub mod contract;
