@@ -2,7 +2,9 @@
 //! counterpart of the parser the daemon reads them with). Tests of bodies
 //! paywait must refuse write theirs by hand.
 
-use paywait::domain::{CheckDue, Message, OrderId, OrderPlaced, PaymentId, PaymentSucceeded};
+use paywait::domain::{
+    CheckDue, Message, OrderCancelled, OrderId, OrderPlaced, PaymentId, PaymentSucceeded,
+};
 
 fn order_id(text: &str) -> OrderId {
     OrderId::parse(text).unwrap_or_else(|why| panic!("{text:?} is no order id: {why}"))
@@ -40,6 +42,15 @@ pub fn timer(order_id_text: &str) -> Vec<u8> {
         order_id: order_id(order_id_text),
         attempt: Ok(paywait::domain::Attempt::FIRST),
         due_at: None,
+    })
+    .to_body()
+}
+
+/// `order.cancelled` for `order_id`, with no reason.
+pub fn cancelled(order_id_text: &str) -> Vec<u8> {
+    Message::Cancelled(OrderCancelled {
+        order_id: order_id(order_id_text),
+        reason: None,
     })
     .to_body()
 }

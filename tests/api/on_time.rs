@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use paywait::{
     db::Database,
-    domain::{OrderId, OrderStatus},
+    domain::{Inbox, OrderId, OrderStatus},
 };
-use paywait_testkit::{Client, Daemon, Log, Sandbox, TestApp, metric_value};
+use paywait_testkit::{Client, Daemon, Log, Sandbox, TestApp, bodies, metric_value};
 use serde_json::json;
 
 const ORDERS: usize = 600;
@@ -307,18 +307,15 @@ async fn place_and_see_its_close_held(app: &TestApp, order_id: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
+/// Something else than the daemon is the payments queue's active consumer,
+/// and never acknowledges: a consumer stuck elsewhere, until the
+/// connection is closed. Taken while the daemon is stopped, which it
+/// then starts again.
+async fn hold_payments(app: &mut TestApp) -> (lapin::Connection, lapin::Consumer) {
     use lapin::{options::BasicConsumeOptions, types::FieldTable};
 
-    let mut app = TestApp::spawn_with("2s", false, &[]).await;
     app.stop().await.unwrap();
-    // Something else is the payments queue's active consumer, and never
-    // acknowledges: a consumer stuck elsewhere.
-    let payments = app
-        .topology
-        .queue(paywait::domain::Inbox::Payments)
-        .to_owned();
+    let payments = app.topology.queue(Inbox::Payments).to_owned();
     let connection = lapin::DefaultConnectionBuilder::new()
         .unwrap()
         .with_uri_str(app.sandbox.amqp_url())
@@ -336,6 +333,33 @@ async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
         .await
         .unwrap();
     app.restart().await;
+    (connection, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_ahead_of_a_cancellation_before_its_order_pays_it() {
+    let mut app = TestApp::spawn_with("1h", false, &[]).await;
+    let (connection, holder) = hold_payments(&mut app).await;
+    // The payment reaches the broker first, then the cancellation; the
+    // payments are behind, and the order comes last.
+    app.pay("AHEAD-1", "PAY-AHEAD-1").await;
+    app.publish("order.cancelled", &bodies::cancelled("AHEAD-1"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(holder);
+    connection.close(200, "done".into()).await.unwrap();
+    app.expect_handled(Inbox::Cancellations, 1).await;
+    app.place("AHEAD-1").await;
+    let order = app
+        .wait_for_status("AHEAD-1", OrderStatus::Paid, Duration::from_secs(30))
+        .await;
+    assert_eq!(order.payment_id.as_deref(), Some("PAY-AHEAD-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_wait_while_no_one_reads_payments_and_readiness_says_why() {
+    let mut app = TestApp::spawn_with("2s", false, &[]).await;
+    let (connection, holder) = hold_payments(&mut app).await;
     // The close waits for a barrier that never passes: /readyz says why.
     place_and_see_its_close_held(&app, "STUCK-1").await;
     let (_, page) = app.get("/").await;
