@@ -44,37 +44,88 @@ pub struct QueueLabels {
 }
 
 /// Every metric, registered under the `paywait_` prefix.
+/// Declares every series once, in a table — its field, its type, how it
+/// is made, its name and its help — and registers them all, in that order.
+macro_rules! series {
+    ($( $field:ident : $kind:ty = $make:expr => $name:literal, $help:literal; )*) => {
+        /// Every series paywait exports, as registered.
+        struct Series {
+            $( $field: $kind, )*
+        }
+
+        impl Series {
+            fn register(registry: &mut Registry) -> Self {
+                $(
+                    let $field: $kind = $make;
+                    registry.register($name, $help, $field.clone());
+                )*
+                Self { $( $field, )* }
+            }
+        }
+    };
+}
+
+series! {
+    orders_placed: Counter = Default::default()
+        => "orders_placed", "Orders accepted by intake (repeats of a known order are not counted)";
+    payments: Counter = Default::default()
+        => "payments", "Payments recorded (repeats of a known payment id are not counted)";
+    checks: Family<OutcomeLabels, Counter> = Default::default()
+        => "checks", "Checks made when a timer fired, by outcome";
+    events_published: Family<EventLabels, Counter> = Default::default()
+        => "events_published", "Events confirmed by the broker, by event";
+    messages_dead: Family<ReasonLabels, Counter> = Default::default()
+        => "messages_dead", "Messages parked in the dead queue, by reason";
+    close_lateness: Histogram = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        => "close_lateness_seconds", "How long after its deadline an order's close was committed";
+    timers_rearmed: Counter = Default::default()
+        => "sweeper_rearmed", "Lost timers re-armed by the sweeper";
+    reconnects: Counter = Default::default()
+        => "reconnects", "Times the daemon reconnected to RabbitMQ after losing it";
+    check_duration: Histogram = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        => "check_duration_seconds", "How long a check took, from its timer's delivery to its acknowledgement";
+    close_wait: Histogram = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        => "close_wait_seconds", "How long a close waited for every payment that reached the broker before it to be handled";
+    queue_messages: Family<QueueLabels, Gauge> = Default::default()
+        => "queue_messages", "Messages ready in each of paywait's queues, as last polled";
+    messages_handled: Family<QueueLabels, Counter> = Default::default()
+        => "messages_handled", "Messages acknowledged once processed or parked, by the queue they came from";
+    message_retries: Family<QueueLabels, Counter> = Default::default()
+        => "message_retries", "Times a message failed part-way (database or broker trouble) and was tried again, by queue";
+    clock_skew: Counter = Default::default()
+        => "clock_skew", "Orders whose placed_at was further ahead of paywait's clock than checks.max_clock_skew, taken as now";
+    timer_hops: Counter = Default::default()
+        => "timer_hops", "Timers sent on through another TTL queue because they were not due yet";
+    timer_arrival: Histogram = Histogram::new([-0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0])
+        => "timer_arrival_seconds", "When timers arrived for their last time, relative to their due time (negative: early, then held in process)";
+    ready: Gauge = Default::default()
+        => "ready", "1 while connected to RabbitMQ and PostgreSQL and consuming (what /readyz answers), else 0";
+    payments_wait: Gauge<f64, std::sync::atomic::AtomicU64> = Default::default()
+        => "closes_waiting_for_payments_seconds", "How long this daemon's closes have been waiting for the payments queue with no barrier passing (0: none waiting)";
+    orders_pending: Gauge = Default::default()
+        => "orders_pending", "Orders waiting for payment, as the database counted them at this scrape";
+    checks_overdue: Gauge = Default::default()
+        => "checks_overdue", "Pending orders whose check is more than a minute late: timers that should have fired and did not";
+    events_owed: Gauge = Default::default()
+        => "events_owed", "Paid or closed orders whose event the broker has not confirmed yet";
+    orders_cancelled: Counter = Default::default()
+        => "orders_cancelled", "Pending orders closed because the customer cancelled them";
+    gateway_requests: Family<AnswerLabels, Counter> = Default::default()
+        => "gateway_requests", "Questions to the payment gateway, by answer (paid, unpaid, pending, unusable)";
+    gateway_duration: Histogram = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        => "gateway_request_duration_seconds", "How long the payment gateway took to answer";
+    races_lost: Family<WriteLabels, Counter> = Default::default()
+        => "races_lost", "Conditional writes that found the order moved by another first: a close that lost to a payment (or another close), a settle that lost to a close (or another payment)";
+}
+
+/// Every metric, registered under the `paywait_` prefix.
 pub struct Metrics {
     registry: Registry,
-    orders_placed: Counter,
-    payments: Counter,
-    checks: Family<OutcomeLabels, Counter>,
-    events_published: Family<EventLabels, Counter>,
-    messages_dead: Family<ReasonLabels, Counter>,
-    close_lateness: Histogram,
-    timers_rearmed: Counter,
-    reconnects: Counter,
-    check_duration: Histogram,
-    close_wait: Histogram,
-    queue_messages: Family<QueueLabels, Gauge>,
-    messages_handled: Family<QueueLabels, Counter>,
-    message_retries: Family<QueueLabels, Counter>,
-    orders_cancelled: Counter,
-    clock_skew: Counter,
-    timer_hops: Counter,
-    timer_arrival: Histogram,
-    gateway_requests: Family<AnswerLabels, Counter>,
-    gateway_duration: Histogram,
-    races_lost: Family<WriteLabels, Counter>,
-    ready: Gauge,
-    payments_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
+    series: Series,
     /// Closes that waited for the payments ahead of them, and how long in
     /// all (microseconds), for the status page.
     close_waits: std::sync::atomic::AtomicU64,
     close_waited_micros: std::sync::atomic::AtomicU64,
-    orders_pending: Gauge,
-    checks_overdue: Gauge,
-    events_owed: Gauge,
     recent_events: Mutex<VecDeque<RecentEvent>>,
 }
 
@@ -99,230 +150,39 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("paywait");
-        let orders_placed = Counter::default();
-        registry.register(
-            "orders_placed",
-            "Orders accepted by intake (repeats of a known order are not counted)",
-            orders_placed.clone(),
-        );
-        let payments = Counter::default();
-        registry.register(
-            "payments",
-            "Payments recorded (repeats of a known payment id are not counted)",
-            payments.clone(),
-        );
-        let checks = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "checks",
-            "Checks made when a timer fired, by outcome",
-            checks.clone(),
-        );
-        let events_published = Family::<EventLabels, Counter>::default();
-        registry.register(
-            "events_published",
-            "Events confirmed by the broker, by event",
-            events_published.clone(),
-        );
-        let messages_dead = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "messages_dead",
-            "Messages parked in the dead queue, by reason",
-            messages_dead.clone(),
-        );
-        let close_lateness = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0, 300.0,
-        ]);
-        registry.register(
-            "close_lateness_seconds",
-            "How long after its deadline an order's close was committed",
-            close_lateness.clone(),
-        );
-
-        let timers_rearmed = Counter::default();
-        registry.register(
-            "sweeper_rearmed",
-            "Lost timers re-armed by the sweeper",
-            timers_rearmed.clone(),
-        );
-        let reconnects = Counter::default();
-        registry.register(
-            "reconnects",
-            "Times the daemon reconnected to RabbitMQ after losing it",
-            reconnects.clone(),
-        );
-
-        let check_duration = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ]);
-        registry.register(
-            "check_duration_seconds",
-            "How long a check took, from its timer's delivery to its acknowledgement",
-            check_duration.clone(),
-        );
-        let close_wait = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ]);
-        registry.register(
-            "close_wait_seconds",
-            "How long a close waited for every payment that reached the broker before it to be handled",
-            close_wait.clone(),
-        );
-        let queue_messages = Family::<QueueLabels, Gauge>::default();
-        registry.register(
-            "queue_messages",
-            "Messages ready in each of paywait's queues, as last polled",
-            queue_messages.clone(),
-        );
-
-        let messages_handled = Family::<QueueLabels, Counter>::default();
-        registry.register(
-            "messages_handled",
-            "Messages acknowledged once processed or parked, by the queue they came from",
-            messages_handled.clone(),
-        );
-
-        let message_retries = Family::<QueueLabels, Counter>::default();
-        registry.register(
-            "message_retries",
-            "Times a message failed part-way (database or broker trouble) and was tried again, by queue",
-            message_retries.clone(),
-        );
-
-        let clock_skew = Counter::default();
-        registry.register(
-            "clock_skew",
-            "Orders whose placed_at was further ahead of paywait's clock than checks.max_clock_skew, taken as now",
-            clock_skew.clone(),
-        );
-        let timer_hops = Counter::default();
-        registry.register(
-            "timer_hops",
-            "Timers sent on through another TTL queue because they were not due yet",
-            timer_hops.clone(),
-        );
-        let timer_arrival = Histogram::new([
-            -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
-            0.25, 1.0, 10.0,
-        ]);
-        registry.register(
-            "timer_arrival_seconds",
-            "When timers arrived for their last time, relative to their due time (negative: early, then held in process)",
-            timer_arrival.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 while connected to RabbitMQ and PostgreSQL and consuming (what /readyz answers), else 0",
-            ready.clone(),
-        );
-        let payments_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "closes_waiting_for_payments_seconds",
-            "How long this daemon's closes have been waiting for the payments queue with no barrier passing (0: none waiting)",
-            payments_wait.clone(),
-        );
-        let orders_pending = Gauge::default();
-        registry.register(
-            "orders_pending",
-            "Orders waiting for payment, as the database counted them at this scrape",
-            orders_pending.clone(),
-        );
-        let checks_overdue = Gauge::default();
-        registry.register(
-            "checks_overdue",
-            "Pending orders whose check is more than a minute late: timers that should have fired and did not",
-            checks_overdue.clone(),
-        );
-        let events_owed = Gauge::default();
-        registry.register(
-            "events_owed",
-            "Paid or closed orders whose event the broker has not confirmed yet",
-            events_owed.clone(),
-        );
-        let orders_cancelled = Counter::default();
-        registry.register(
-            "orders_cancelled",
-            "Pending orders closed because the customer cancelled them",
-            orders_cancelled.clone(),
-        );
-        let gateway_requests = Family::<AnswerLabels, Counter>::default();
-        registry.register(
-            "gateway_requests",
-            "Questions to the payment gateway, by answer (paid, unpaid, pending, unusable)",
-            gateway_requests.clone(),
-        );
-        let gateway_duration = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
-        registry.register(
-            "gateway_request_duration_seconds",
-            "How long the payment gateway took to answer",
-            gateway_duration.clone(),
-        );
-
-        let races_lost = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "races_lost",
-            "Conditional writes that found the order moved by another first: a close that lost to a payment (or another close), a settle that lost to a close (or another payment)",
-            races_lost.clone(),
-        );
-
+        let series = Series::register(&mut registry);
         // Zero series exist from the start, so rates and alerts work at once.
         for outcome in [
             CheckOutcome::Paid,
             CheckOutcome::Rescheduled,
             CheckOutcome::Closed,
         ] {
-            let _ = checks.get_or_create(&OutcomeLabels {
+            let _ = series.checks.get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             });
         }
         for reason in Rejection::REASONS {
-            let _ = messages_dead.get_or_create(&ReasonLabels { reason });
+            let _ = series.messages_dead.get_or_create(&ReasonLabels { reason });
         }
         for write in Self::RACED_WRITES {
-            let _ = races_lost.get_or_create(&WriteLabels { write });
+            let _ = series.races_lost.get_or_create(&WriteLabels { write });
         }
         for answer in GatewayAnswer::LABELS {
-            let _ = gateway_requests.get_or_create(&AnswerLabels { answer });
+            let _ = series
+                .gateway_requests
+                .get_or_create(&AnswerLabels { answer });
         }
         for event in EventKind::ALL {
-            let _ = events_published.get_or_create(&EventLabels {
+            let _ = series.events_published.get_or_create(&EventLabels {
                 event: event.name(),
             });
         }
 
         Self {
             registry,
-            orders_placed,
-            payments,
-            checks,
-            events_published,
-            messages_dead,
-            close_lateness,
-            timers_rearmed,
-            reconnects,
-            check_duration,
-            close_wait,
-            queue_messages,
-            messages_handled,
-            message_retries,
-            orders_cancelled,
-            clock_skew,
-            timer_hops,
-            timer_arrival,
-            gateway_requests,
-            gateway_duration,
-            races_lost,
-            ready,
-            payments_wait,
+            series,
             close_waits: Default::default(),
             close_waited_micros: Default::default(),
-            orders_pending,
-            checks_overdue,
-            events_owed,
             recent_events: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
         }
     }
@@ -333,52 +193,58 @@ impl Metrics {
     /// A conditional write (`close` or `settle`) found the order already
     /// moved by another.
     pub fn race_lost(&self, write: &'static str) {
-        self.races_lost.get_or_create(&WriteLabels { write }).inc();
+        self.series
+            .races_lost
+            .get_or_create(&WriteLabels { write })
+            .inc();
     }
 
     /// What `/readyz` would answer now.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.set(i64::from(ready));
+        self.series.ready.set(i64::from(ready));
     }
 
     /// The orders as the database counted them now.
     pub fn set_order_figures(&self, figures: &OrderFigures) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        self.orders_pending.set(gauge(figures.pending));
-        self.checks_overdue.set(gauge(figures.overdue));
-        self.events_owed.set(gauge(figures.events_owed));
+        self.series.orders_pending.set(gauge(figures.pending));
+        self.series.checks_overdue.set(gauge(figures.overdue));
+        self.series.events_owed.set(gauge(figures.events_owed));
     }
 
     pub fn clock_skewed(&self) {
-        self.clock_skew.inc();
+        self.series.clock_skew.inc();
     }
 
     pub fn timer_hopped(&self) {
-        self.timer_hops.inc();
+        self.series.timer_hops.inc();
     }
 
     /// A timer arrived for its last hop `offset` after its due time
     /// (negative: early).
     pub fn timer_arrived(&self, offset: chrono::TimeDelta) {
-        self.timer_arrival
+        self.series
+            .timer_arrival
             .observe(offset.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
     }
 
     pub fn order_cancelled(&self) {
-        self.orders_cancelled.inc();
+        self.series.orders_cancelled.inc();
     }
 
     /// The gateway gave `answer` after `took`.
     pub fn gateway_asked(&self, answer: &'static str, took: std::time::Duration) {
-        self.gateway_requests
+        self.series
+            .gateway_requests
             .get_or_create(&AnswerLabels { answer })
             .inc();
-        self.gateway_duration.observe(took.as_secs_f64());
+        self.series.gateway_duration.observe(took.as_secs_f64());
     }
 
     /// A message from `queue` failed part-way and will be tried again.
     pub fn message_retried(&self, queue: &str) {
-        self.message_retries
+        self.series
+            .message_retries
             .get_or_create(&QueueLabels {
                 queue: queue.to_owned(),
             })
@@ -387,7 +253,8 @@ impl Metrics {
 
     /// A message from `queue` was acknowledged: processed, or parked.
     pub fn message_handled(&self, queue: &str) {
-        self.messages_handled
+        self.series
+            .messages_handled
             .get_or_create(&QueueLabels {
                 queue: queue.to_owned(),
             })
@@ -397,7 +264,7 @@ impl Metrics {
     /// A close waited `took` for the payments ahead of it.
     pub fn close_waited(&self, took: std::time::Duration) {
         use std::sync::atomic::Ordering;
-        self.close_wait.observe(took.as_secs_f64());
+        self.series.close_wait.observe(took.as_secs_f64());
         self.close_waits.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.close_waited_micros
@@ -416,16 +283,18 @@ impl Metrics {
 
     /// How long the oldest barrier closes wait for has been on its way.
     pub fn set_payments_wait(&self, oldest: Option<std::time::Duration>) {
-        self.payments_wait
+        self.series
+            .payments_wait
             .set(oldest.map_or(0.0, |oldest| oldest.as_secs_f64()));
     }
 
     pub fn check_finished(&self, took: std::time::Duration) {
-        self.check_duration.observe(took.as_secs_f64());
+        self.series.check_duration.observe(took.as_secs_f64());
     }
 
     pub fn queue_depth(&self, queue: &str, messages: u32) {
-        self.queue_messages
+        self.series
+            .queue_messages
             .get_or_create(&QueueLabels {
                 queue: queue.to_owned(),
             })
@@ -433,23 +302,24 @@ impl Metrics {
     }
 
     pub fn timer_rearmed(&self) {
-        self.timers_rearmed.inc();
+        self.series.timers_rearmed.inc();
     }
 
     pub fn reconnected(&self) {
-        self.reconnects.inc();
+        self.series.reconnects.inc();
     }
 
     pub fn order_placed(&self) {
-        self.orders_placed.inc();
+        self.series.orders_placed.inc();
     }
 
     pub fn payment_recorded(&self) {
-        self.payments.inc();
+        self.series.payments.inc();
     }
 
     pub fn check_made(&self, outcome: CheckOutcome) {
-        self.checks
+        self.series
+            .checks
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
@@ -458,7 +328,8 @@ impl Metrics {
 
     /// The broker confirmed `event`.
     pub fn event_published(&self, event: &OrderEvent) {
-        self.events_published
+        self.series
+            .events_published
             .get_or_create(&EventLabels {
                 event: event.event.name(),
             })
@@ -515,13 +386,15 @@ impl Metrics {
     }
 
     pub fn message_parked(&self, reason: &'static str) {
-        self.messages_dead
+        self.series
+            .messages_dead
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
     pub fn order_closed(&self, lateness: chrono::TimeDelta) {
-        self.close_lateness
+        self.series
+            .close_lateness
             .observe(lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
     }
 
