@@ -4,6 +4,7 @@ use chrono::{SecondsFormat, SubsecRound, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    amqp::Topology,
     amqp::{self, Broker, ReplayMode, Replayed},
     cli::{Cli, Command},
     configuration::{Settings, Sources},
@@ -16,7 +17,6 @@ use crate::{
     shutdown,
     startup::Application,
     telemetry,
-    topology::Topology,
 };
 
 /// Runs the command the user asked for.

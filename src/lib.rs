@@ -15,6 +15,8 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod http;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod progress;
 pub mod service;
@@ -22,7 +24,6 @@ pub mod shutdown;
 pub mod startup;
 pub mod status;
 pub mod telemetry;
-pub mod topology;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -1,12 +1,14 @@
 //! Building and running the daemon: one supervised session per connection
 //! to RabbitMQ, reconnecting with capped, jittered backoff when it is lost.
 
+use chrono::Utc;
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    amqp::Topology,
     amqp::{Broker, ConsumeSettings, Session},
     backoff,
     configuration::Settings,
@@ -18,8 +20,7 @@ use crate::{
     metrics::Metrics,
     progress::Progress,
     service,
-    topology::Topology,
-    worker::{self, Barriers, ChecksInFlight, Worker},
+    worker::{self, AskGateway, Barriers, ChecksInFlight, Live, Worker},
 };
 
 /// The daemon, with its HTTP listener bound and nothing else started yet.
@@ -93,25 +94,22 @@ impl Application {
             metrics: metrics.clone(),
             progress: Progress::default(),
             barriers: Arc::new(Barriers::new(settings.amqp.confirm_timeout)),
+            topology: Arc::new(Topology::from_settings(&settings)),
         };
 
         let http_stop = CancellationToken::new();
-        let app = http::router(HttpState {
+        let state = HttpState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             db: db.clone(),
             broker: broker.clone(),
-            topology: Topology::from_settings(&settings),
+            topology: services.topology.clone(),
             barriers: services.barriers.clone(),
             address: listener
                 .local_addr()
                 .map_or_else(|_| settings.http.listen.to_string(), |a| a.to_string()),
-        });
-        let server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        };
+        let server = tokio::spawn(http::serve(listener, state, http_stop.clone()));
 
         let watchdog = CancellationToken::new();
         service::keep_watchdog_fed(
@@ -168,6 +166,8 @@ struct Services {
     metrics: Arc<Metrics>,
     progress: Progress,
     barriers: Arc<Barriers>,
+    /// Built once, for every session and the HTTP endpoints.
+    topology: Arc<Topology>,
 }
 
 /// One connection's life: declare, consume and sweep until `stop` (then
@@ -185,29 +185,35 @@ async fn session(
         metrics,
         progress,
         barriers,
+        topology,
     } = services;
     let setting_up = progress.begin();
     let not_consuming = |error| Lost {
         error,
         was_consuming: false,
     };
-    let topology = Arc::new(Topology::from_settings(settings));
     let session = Session::open(broker, topology.clone(), settings.amqp.confirm_timeout)
         .await
         .map_err(not_consuming)?;
     let worker = Arc::new(Worker {
-        db: db.clone(),
-        publisher: session.publisher().clone(),
-        topology,
+        store: db.clone(),
+        bus: Live {
+            publisher: session.publisher().clone(),
+            topology: topology.clone(),
+            barriers: barriers.clone(),
+            db: db.clone(),
+        },
+        clock: Utc::now,
         schedule: settings.checks.schedule.clone(),
         timers: settings.timers(),
         limits: settings.limits(),
         metrics: metrics.clone(),
         trusted_users: settings.payments.trusted_users.clone(),
-        gateway: gateway.clone(),
+        gateway: gateway
+            .clone()
+            .map(|gateway| gateway as Arc<dyn AskGateway>),
         checks_in_flight: ChecksInFlight::default(),
         progress: progress.clone(),
-        barriers: barriers.clone(),
     });
 
     let stop_session = stop.child_token();
@@ -245,7 +251,7 @@ async fn session(
     tracing::info!("paywait is running");
     let queues: Vec<&str> = Inbox::ALL
         .iter()
-        .map(|inbox| worker.topology.queue(*inbox))
+        .map(|inbox| topology.queue(*inbox))
         .collect();
     service::ready(&format!("consuming from {}", queues.join(", ")));
 

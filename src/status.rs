@@ -6,11 +6,11 @@ use std::{net::SocketAddr, time::Duration};
 use chrono::Utc;
 
 use crate::{
+    amqp::Topology,
     amqp::{self, Broker},
     db::Database,
     domain::{DaemonFigures, Status},
     error::Result,
-    topology::Topology,
 };
 
 /// How long the daemon's `/readyz` may take to answer.

@@ -18,9 +18,9 @@ use lapin::{
     types::FieldTable,
 };
 use paywait::{
+    amqp::Topology,
     amqp::{Outgoing, Publisher},
     domain::Inbox,
-    topology::Topology,
 };
 use paywait_testkit::Client;
 use serde_json::{Value, json};

@@ -11,8 +11,8 @@ use lapin::{
     types::FieldTable,
 };
 use paywait::{
+    amqp::Topology,
     amqp::{Outgoing, Publisher},
-    topology::Topology,
 };
 use paywait_testkit::Client;
 use tokio::sync::mpsc;

@@ -12,8 +12,8 @@ use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use paywait::{
+    amqp::Topology,
     configuration::{Settings, Sources},
-    topology::Topology,
 };
 use paywait_testkit::{Client, Daemon, Log, metric_value};
 use serde_json::Value;

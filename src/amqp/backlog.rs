@@ -7,7 +7,7 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::{Broker, declare::passive_declare};
-use crate::{domain::QueueFigures, error::Result, metrics::Metrics, topology::Topology};
+use crate::{amqp::Topology, domain::QueueFigures, error::Result, metrics::Metrics};
 
 /// How often the queues are polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::{Publisher, failed, publisher::BARRIER_HEADER};
 use crate::{
+    amqp::Topology,
     backoff,
     domain::{
         ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, OrderId, Parked,
@@ -29,7 +30,6 @@ use crate::{
     },
     error::{Error, Result},
     metrics::Metrics,
-    topology::Topology,
 };
 
 /// Names the order a delivery is about in its `delivery` span, once the

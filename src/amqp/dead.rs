@@ -14,7 +14,7 @@ use super::{
     Broker, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
     passive_declare,
 };
-use crate::{error::Result, topology::Topology};
+use crate::{amqp::Topology, error::Result};
 
 /// A parked message, as an operator reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

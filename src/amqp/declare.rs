@@ -8,9 +8,9 @@ use lapin::{
 
 use super::failed;
 use crate::{
+    amqp::topology::{Argument, ExchangeKind, Topology},
     domain::Inbox,
     error::Result,
-    topology::{Argument, ExchangeKind, Topology},
 };
 
 fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {

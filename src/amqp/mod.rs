@@ -1,5 +1,5 @@
 //! The RabbitMQ shell, and the only module that knows the AMQP client:
-//! connections, declaring the topology, publishing with confirms, the
+//! the topology (every exchange, queue and binding, named once), connections, declaring it, publishing with confirms, the
 //! consume loop that turns deliveries into [`crate::domain::Inbound`]
 //! values and acknowledges them last, and reading the dead queue.
 
@@ -10,6 +10,7 @@ mod dead;
 mod declare;
 mod publisher;
 mod session;
+pub mod topology;
 mod watch;
 
 pub use backlog::queue_figures;
@@ -22,6 +23,7 @@ pub use publisher::{
     USER_ID_HEADER,
 };
 pub use session::Session;
+pub use topology::Topology;
 pub use watch::watch_events;
 
 use std::time::Duration;
@@ -106,7 +108,7 @@ impl Broker {
 
     /// Declares every exchange, queue and binding of `topology` on a
     /// channel of its own.
-    pub async fn declare(&self, topology: &crate::topology::Topology) -> Result<()> {
+    pub async fn declare(&self, topology: &crate::amqp::Topology) -> Result<()> {
         let channel = self.channel().await?;
         declare(&channel, topology).await?;
         let _ = channel.close(200, "topology declared".into()).await;

@@ -12,12 +12,12 @@ use lapin::{
 
 use super::failed;
 use crate::{
+    amqp::Topology,
     domain::{
         ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection,
         Route, due_at_header,
     },
     error::{Error, Result},
-    topology::Topology,
 };
 
 /// The header that says why a message was parked in the dead queue.

@@ -10,7 +10,7 @@ use super::{
     Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog, consumer::Consumer,
     declare, failed,
 };
-use crate::{domain::Inbox, error::Result, metrics::Metrics, topology::Topology};
+use crate::{amqp::Topology, domain::Inbox, error::Result, metrics::Metrics};
 
 /// A connection to the broker with the topology declared on it.
 pub struct Session {

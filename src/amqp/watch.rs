@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Broker, failed, passive_declare};
 use crate::{
+    amqp::Topology,
     error::{Error, Result},
-    topology::Topology,
 };
 
 /// Hands every event published from now on to `on_event` (routing key,

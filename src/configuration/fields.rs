@@ -35,7 +35,7 @@ pub(super) fn database_url<'de, D: Deserializer<'de>>(
             "the URL must name one database, as in postgres://host/paywait",
         ));
     }
-    crate::db::Target::new(&url).map_err(D::Error::custom)?;
+    super::Target::new(&url).map_err(D::Error::custom)?;
     Ok(url)
 }
 

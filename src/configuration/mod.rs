@@ -16,6 +16,7 @@ mod checks;
 mod database;
 mod error;
 mod fields;
+mod postgres;
 mod secret_url;
 mod service;
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use checks::*;
 pub use database::*;
 pub use error::*;
 use fields::*;
+pub use postgres::{SslMode, Target, set_query};
 pub use secret_url::*;
 use secret_url::{AMQP_SCHEMES, DATABASE_SCHEMES, GATEWAY_SCHEMES};
 pub use service::*;

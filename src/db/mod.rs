@@ -10,9 +10,6 @@ mod schema;
 mod statements;
 mod tls;
 
-pub use rows::Waiting;
-pub use tls::{SslMode, Target};
-
 use chrono::{DateTime, Utc};
 use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
@@ -28,10 +25,10 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::{
-    configuration::{DatabaseSettings, SecretUrl},
+    configuration::{DatabaseSettings, SecretUrl, Target},
     domain::{
-        Attempt, CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus,
-        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep,
+        Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus,
+        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep, Waiting,
     },
     error::{Error, Result},
 };
@@ -103,7 +100,7 @@ fn connection_pool(
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |_| {
         let target = target.clone();
-        futures_util::FutureExt::boxed(async move { target.connect().await })
+        futures_util::FutureExt::boxed(async move { tls::connect(&target).await })
     });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
@@ -132,8 +129,7 @@ fn target(url: &SecretUrl, settings: &DatabaseSettings) -> Result<Target> {
 
 /// Opens one session to the server of `url`, for `address` in errors.
 async fn connect(url: &SecretUrl, settings: &DatabaseSettings) -> Result<AsyncPgConnection> {
-    target(url, settings)?
-        .connect()
+    tls::connect(&target(url, settings)?)
         .await
         .map_err(|error| Error::DatabaseConnect {
             address: url.address(),
@@ -175,7 +171,7 @@ fn with_session_settings(url: &SecretUrl, settings: &str) -> SecretUrl {
             "options".to_owned(),
             options.unwrap_or_else(|| settings.to_owned()),
         ));
-        tls::set_query(url, &pairs);
+        crate::configuration::set_query(url, &pairs);
     })
 }
 
@@ -393,13 +389,14 @@ impl Database {
             .await
     }
 
-    /// Closes a pending order, as check number `attempt` (0 when no check
-    /// closes it), for `reason`; `None` when the order was no longer pending
-    /// (a payment or another close committed first).
+    /// Closes a pending order for `reason` — by check number `by_check`,
+    /// counted among its checks, when a check closes it; `None` when the
+    /// order was no longer pending (a payment or another close committed
+    /// first).
     pub async fn close(
         &self,
         order_id: &OrderId,
-        attempt: u32,
+        by_check: Option<Attempt>,
         now: DateTime<Utc>,
         reason: CloseReason,
     ) -> Result<Option<Order>> {
@@ -407,7 +404,7 @@ impl Database {
             .close
             .run(Closing {
                 order_id: order_id.clone(),
-                attempt,
+                attempt: by_check.map_or(0, Attempt::get),
                 at: now,
                 reason,
             })
@@ -435,23 +432,23 @@ impl Database {
         .await
     }
 
-    /// Records that check number `attempt` of a pending order was made (and
-    /// whether it asked the payment gateway), and that the next one is due
-    /// at `next_check_at`.
+    /// Records that check number `check` of a pending order was made, as
+    /// `kind` says (asking the payment gateway counts its asks), and that
+    /// the next one is due at `next_check_at`.
     pub async fn record_check(
         &self,
         order_id: &OrderId,
-        attempt: u32,
+        check: Attempt,
         next_check_at: DateTime<Utc>,
-        asked_gateway: bool,
+        kind: CheckKind,
     ) -> Result<()> {
         self.batches
             .record_check
             .run(CheckMade {
                 order_id: order_id.clone(),
-                attempt,
+                attempt: check.get(),
                 next_check_at,
-                asked_gateway,
+                asked_gateway: kind == CheckKind::AskedGateway,
             })
             .await
     }

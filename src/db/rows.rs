@@ -9,7 +9,7 @@ use diesel::{
 use super::schema::{orders, payments};
 use crate::{
     domain::{
-        CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment,
+        CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment, Waiting,
         WaitingCancellation,
     },
     error::{Error, Result},
@@ -132,18 +132,12 @@ pub(super) struct WaitingRow {
     pub reason: Option<String>,
 }
 
-/// What waited for one order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Waiting {
-    /// Payments whose outcome is not decided, in the order they came.
-    pub payments: Vec<RecordedPayment>,
-    pub cancellation: Option<WaitingCancellation>,
-}
-
-impl Waiting {
-    pub(super) fn add(&mut self, row: WaitingRow) {
+impl WaitingRow {
+    /// Adds what this row holds to what waited for its order.
+    pub(super) fn add_to(self, waiting: &mut Waiting) {
+        let row = self;
         match row.payment_id {
-            Some(payment_id) => self.payments.push(RecordedPayment {
+            Some(payment_id) => waiting.payments.push(RecordedPayment {
                 payment_id,
                 order_id: row.order_id,
                 amount_cents: row.amount_cents,
@@ -155,7 +149,7 @@ impl Waiting {
                 decided_attempts: None,
             }),
             None => {
-                self.cancellation = Some(WaitingCancellation {
+                waiting.cancellation = Some(WaitingCancellation {
                     reason: row.reason,
                     received_at: row.received_at,
                 })

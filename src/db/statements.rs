@@ -22,13 +22,13 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{
     prepared::{Bind, prepared},
-    rows::{OrderRow, PaymentRow, Waiting, WaitingRow},
+    rows::{OrderRow, PaymentRow, WaitingRow},
     schema::{orders, payments},
 };
 use crate::{
     domain::{
         CloseReason, NewOrder, Order, OrderId, OrderStatus, PaymentOutcome, Placement,
-        RecordedPayment,
+        RecordedPayment, Waiting,
     },
     error::{Error, Result},
 };
@@ -340,7 +340,8 @@ pub(super) async fn waiting(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<W
         .await?;
     let mut by_id: HashMap<String, Waiting> = HashMap::new();
     for row in rows {
-        by_id.entry(row.order_id.clone()).or_default().add(row);
+        let order_id = row.order_id.clone();
+        row.add_to(by_id.entry(order_id).or_default());
     }
     Ok(all_ids
         .iter()

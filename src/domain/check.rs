@@ -52,6 +52,16 @@ pub enum CheckDecision {
     UnknownOrder,
 }
 
+/// How a check that left its order pending was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// As the schedule planned: the next check is the schedule's.
+    Scheduled,
+    /// At the deadline, asking the payment gateway, which had no answer
+    /// yet: the next check asks it again.
+    AskedGateway,
+}
+
 /// The outcome label of a check, as counted in `paywait_checks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckOutcome {

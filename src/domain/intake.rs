@@ -145,6 +145,14 @@ impl Placement {
     }
 }
 
+/// What waited for an order before it arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Payments whose outcome is not decided, in the order they came.
+    pub payments: Vec<RecordedPayment>,
+    pub cancellation: Option<WaitingCancellation>,
+}
+
 /// A cancellation recorded before its order arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingCancellation {

@@ -19,12 +19,12 @@ pub mod sweep;
 pub mod timer;
 
 pub use check::{
-    CheckDecision, CheckOutcome, after_lost_close, decide, decide_early_as_of, decide_redelivered,
-    number_of_unnumbered,
+    CheckDecision, CheckKind, CheckOutcome, after_lost_close, decide, decide_early_as_of,
+    decide_redelivered, number_of_unnumbered,
 };
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
 pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
-pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, WaitingCancellation};
+pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, Waiting, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
     Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, due_at_header,

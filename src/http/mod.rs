@@ -20,12 +20,12 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
+    amqp::Topology,
     amqp::{Broker, ConnectionHealth},
     db::Database,
     domain::{DaemonFigures, OrderId, OrderStory, Status},
     error::Result,
     metrics::Metrics,
-    topology::Topology,
     worker::Barriers,
 };
 
@@ -70,11 +70,23 @@ pub struct HttpState {
     pub readiness: Readiness,
     pub db: Database,
     pub broker: Broker,
-    pub topology: Topology,
+    pub topology: Arc<Topology>,
     /// Where this listener answers, as the status reports the daemon.
     pub address: String,
     /// The barriers this daemon's closes wait for.
     pub barriers: Arc<Barriers>,
+}
+
+/// Serves the endpoints on `listener` until `stop` is cancelled, letting
+/// the requests in hand finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }
 
 pub fn router(state: HttpState) -> Router {

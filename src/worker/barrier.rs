@@ -28,7 +28,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::Worker;
+use super::Live;
 use crate::error::{Error, Result};
 
 /// How often a waiting close looks in the database for a barrier passed by
@@ -138,16 +138,14 @@ impl Barriers {
     /// been handled; returns how long that took. Fails when the payments
     /// consumer did not get there within the patience (the close is then
     /// tried again later).
-    pub async fn wait_through(&self, worker: &Worker, at: DateTime<Utc>) -> Result<Duration> {
+    pub async fn wait_through(&self, live: &Live, at: DateTime<Utc>) -> Result<Duration> {
         let started = Instant::now();
         let mut handled = self.handled_through.subscribe();
         if handled.borrow().is_some_and(|through| through >= at) {
             return Ok(Duration::ZERO);
         }
         let _waiting = Waiting::begin(self, started);
-        let waited = self
-            .wait_for_barrier(worker, at, started, &mut handled)
-            .await;
+        let waited = self.wait_for_barrier(live, at, started, &mut handled).await;
         if waited.is_err() {
             self.stall().gave_up(Instant::now());
         }
@@ -156,7 +154,7 @@ impl Barriers {
 
     async fn wait_for_barrier(
         &self,
-        worker: &Worker,
+        live: &Live,
         at: DateTime<Utc>,
         started: Instant,
         handled: &mut watch::Receiver<Option<DateTime<Utc>>>,
@@ -175,14 +173,14 @@ impl Barriers {
                 });
             }
             if let Some(token) = self.claim_publication(at)
-                && let Err(error) = worker.publisher.barrier(&worker.topology, &token).await
+                && let Err(error) = live.publisher.barrier(&live.topology, &token).await
             {
                 self.lock().remove(&token);
                 return Err(error);
             }
             tokio::select! {
                 _ = handled.changed() => {}
-                () = tokio::time::sleep(POLL) => self.look_for_passes(worker).await?,
+                () = tokio::time::sleep(POLL) => self.look_for_passes(live).await?,
             }
         }
     }
@@ -241,12 +239,12 @@ impl Barriers {
 
     /// Takes the records of this daemon's barriers that another daemon's
     /// consumer passed.
-    async fn look_for_passes(&self, worker: &Worker) -> Result<()> {
+    async fn look_for_passes(&self, live: &Live) -> Result<()> {
         let tokens: Vec<String> = self.lock().keys().cloned().collect();
         if tokens.is_empty() {
             return Ok(());
         }
-        for token in worker.db.take_passed_barriers(&tokens).await? {
+        for token in live.db.take_passed_barriers(&tokens).await? {
             self.passed(&token);
         }
         Ok(())

@@ -11,12 +11,12 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use super::Worker;
+use super::{Bus, Store, Worker};
 use crate::{
     domain::{
-        Attempt, CheckDecision, CheckDue, CheckOutcome, CloseReason, Inbound, Order, OrderId,
-        OrderStatus, Rejection, Route, Verdict, after_lost_close, decide, decide_early_as_of,
-        decide_redelivered,
+        Attempt, CheckDecision, CheckDue, CheckKind, CheckOutcome, CloseReason, Inbound, Order,
+        OrderId, OrderStatus, Rejection, Route, Verdict, after_lost_close, decide,
+        decide_early_as_of, decide_redelivered,
         gateway::{AfterAnswer, GatewayAnswer, after_answer},
         number_of_unnumbered, time_delta,
     },
@@ -63,8 +63,8 @@ impl Drop for Claim<'_> {
     }
 }
 
-pub(super) async fn timer_fired(
-    worker: &Worker,
+pub(super) async fn timer_fired<S: Store, B: Bus>(
+    worker: &Worker<S, B>,
     due: CheckDue,
     inbound: &Inbound,
 ) -> Result<Verdict> {
@@ -75,31 +75,27 @@ pub(super) async fn timer_fired(
     } = due;
     let attempt = match attempt {
         Ok(attempt) => attempt,
-        Err(rejection) => match number_of_unnumbered(worker.db.find(&order_id).await?.as_ref()) {
-            Some(attempt) => {
-                tracing::warn!(%rejection, attempt = attempt.get(), "a check with an unusable number checks its pending order as the next one");
-                attempt
+        Err(rejection) => {
+            match number_of_unnumbered(worker.store.find(&order_id).await?.as_ref()) {
+                Some(attempt) => {
+                    tracing::warn!(%rejection, attempt = attempt.get(), "a check with an unusable number checks its pending order as the next one");
+                    attempt
+                }
+                None => return Ok(Verdict::Reject(rejection)),
             }
-            None => return Ok(Verdict::Reject(rejection)),
-        },
+        }
     };
     let Some(_claim) = worker.checks_in_flight.claim(&order_id, attempt) else {
         tracing::debug!(attempt = attempt.get(), "a copy of a timer in hand dropped");
         return Ok(Verdict::Done);
     };
-    let arrived = Utc::now();
+    let arrived = worker.now();
     let due_at = due_at.unwrap_or(arrived);
     let (order, now) = match worker.timers.route(due_at, arrived) {
         Route::Hop(ttl) => {
             worker
-                .publisher
-                .arm_timer(
-                    &worker.topology,
-                    &order_id,
-                    attempt,
-                    due_at,
-                    Route::Hop(ttl),
-                )
+                .bus
+                .arm_timer(&order_id, attempt, due_at, Route::Hop(ttl))
                 .await?;
             worker.metrics.timer_hopped();
             return Ok(Verdict::Done);
@@ -108,7 +104,7 @@ pub(super) async fn timer_fired(
             let wake = tokio::time::Instant::now() + wait;
             worker.metrics.timer_arrived(-time_delta(wait));
             // Read while waiting, so that only the decision is left at the due time.
-            let order = worker.db.find(&order_id).await?;
+            let order = worker.store.find(&order_id).await?;
             match decide_early_as_of(order.as_ref(), due_at) {
                 Some(as_of) => (order, as_of),
                 None => {
@@ -117,16 +113,16 @@ pub(super) async fn timer_fired(
                     // meanwhile: read it again. Without one, the close is
                     // a conditional write that a payment wins anyway.
                     let order = match &worker.gateway {
-                        Some(_) => worker.db.find(&order_id).await?,
+                        Some(_) => worker.store.find(&order_id).await?,
                         None => order,
                     };
-                    (order, Utc::now())
+                    (order, worker.now())
                 }
             }
         }
         Route::Due => {
             worker.metrics.timer_arrived(arrived - due_at);
-            (worker.db.find(&order_id).await?, Utc::now())
+            (worker.store.find(&order_id).await?, worker.now())
         }
     };
     let schedule = &worker.schedule;
@@ -172,8 +168,8 @@ pub(super) async fn timer_fired(
         CheckDecision::Reschedule { next, due_at } => {
             worker.arm(&order_id, next, due_at).await?;
             worker
-                .db
-                .record_check(&order_id, attempt.get(), due_at, false)
+                .store
+                .record_check(&order_id, attempt, due_at, CheckKind::Scheduled)
                 .await?;
         }
         CheckDecision::UnknownOrder => {
@@ -192,17 +188,17 @@ pub(super) async fn timer_fired(
 
 /// Closes the order for `reason`; when a payment won the race, decides
 /// again on the order as it is.
-async fn close(
-    worker: &Worker,
+async fn close<S: Store, B: Bus>(
+    worker: &Worker<S, B>,
     order_id: &OrderId,
     attempt: Attempt,
     now: DateTime<Utc>,
     reason: CloseReason,
 ) -> Result<(CheckDecision, Option<Order>)> {
-    match worker.close(order_id, attempt.get(), reason).await? {
+    match worker.close(order_id, Some(attempt), reason).await? {
         Some(closed) => {
             // Measured once the close is committed, as the metric promises.
-            let lateness = Utc::now() - closed.expires_at;
+            let lateness = worker.now() - closed.expires_at;
             worker.metrics.order_closed(lateness);
             tracing::info!(
                 attempts = closed.attempts,
@@ -214,7 +210,7 @@ async fn close(
         None => {
             worker.metrics.race_lost("close");
             tracing::info!("a payment committed before the close");
-            let order = worker.db.find(order_id).await?;
+            let order = worker.store.find(order_id).await?;
             let decision = after_lost_close(order.as_ref(), attempt, now, &worker.schedule);
             Ok((decision, order))
         }
@@ -233,8 +229,8 @@ enum AfterAsk {
 
 /// Asks the gateway about an order at its deadline, when one is configured;
 /// without one, the order closes as expired.
-async fn ask_gateway(
-    worker: &Worker,
+async fn ask_gateway<S: Store, B: Bus>(
+    worker: &Worker<S, B>,
     order: &Order,
     attempt: Attempt,
     now: DateTime<Utc>,
@@ -251,7 +247,7 @@ async fn ask_gateway(
     }
     // A payment id the gateway names for another order is no answer.
     if let GatewayAnswer::Paid { payment_id, .. } = &answer
-        && let Some(recorded) = worker.db.payment(payment_id.as_str()).await?
+        && let Some(recorded) = worker.store.payment(payment_id.as_str()).await?
         && recorded.order_id != order_id.as_str()
     {
         answer = GatewayAnswer::Unusable(format!(
@@ -261,7 +257,7 @@ async fn ask_gateway(
     }
     match after_answer(order, answer, gateway.policy()) {
         AfterAnswer::Pay(payment) => {
-            let (first_time, recorded) = worker.db.record_payment(&payment, now).await?;
+            let (first_time, recorded) = worker.store.record_payment(&payment, now).await?;
             if first_time {
                 worker.metrics.payment_recorded();
             }
@@ -281,10 +277,10 @@ async fn ask_gateway(
             // back at once to wait in process, and must find it counted.
             // Should arming fail, the check is delivered again and arms the
             // recorded timer (`decide_redelivered`).
-            let due_at = Utc::now() + time_delta(gateway.wait_before_asking_again());
+            let due_at = worker.now() + time_delta(gateway.wait_before_asking_again());
             worker
-                .db
-                .record_check(order_id, attempt.get(), due_at, true)
+                .store
+                .record_check(order_id, attempt, due_at, CheckKind::AskedGateway)
                 .await?;
             worker.arm(order_id, attempt.next(), due_at).await?;
             Ok(AfterAsk::AskedAgain)

@@ -8,10 +8,12 @@ mod checks;
 mod intake;
 mod money;
 mod payments;
+mod ports;
 mod sweeper;
 
 pub use barrier::Barriers;
 pub use checks::ChecksInFlight;
+pub use ports::{Answer, AskGateway, Bus, Live, Store};
 pub use sweeper::{sweep, sweep_periodically};
 
 use std::sync::Arc;
@@ -19,24 +21,24 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    amqp::{Handler, Publisher, record_order},
+    amqp::{Handler, record_order},
     db::Database,
     domain::{
         Attempt, CloseReason, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked,
         Rejection, Schedule, Timers, Verdict,
     },
     error::Result,
-    gateway::Gateway,
     metrics::Metrics,
     progress::Progress,
-    topology::Topology,
 };
 
-/// Everything a message handler needs.
-pub struct Worker {
-    pub db: Database,
-    pub publisher: Publisher,
-    pub topology: Arc<Topology>,
+/// Everything a message handler needs: the world outside through its ports
+/// (a live daemon's database and broker by default), and the settings.
+pub struct Worker<S = Database, B = Live> {
+    pub store: S,
+    pub bus: B,
+    /// The time now (`Utc::now` but in the model tests).
+    pub clock: fn() -> DateTime<Utc>,
     pub schedule: Schedule,
     /// The TTL queues timers travel through, and how they pick one.
     pub timers: Timers,
@@ -46,16 +48,14 @@ pub struct Worker {
     /// Who may say "paid" (`payments.trusted_users`); empty: anyone.
     pub trusted_users: Vec<String>,
     /// Asked before an unpaid order is closed, when configured.
-    pub gateway: Option<Arc<Gateway>>,
+    pub gateway: Option<Arc<dyn AskGateway>>,
     /// The checks being made now, so that a copy of one is dropped.
     pub checks_in_flight: ChecksInFlight,
     /// Where each message handled and each sweep registers while it runs.
     pub progress: Progress,
-    /// The barriers closes wait for; they outlive sessions.
-    pub barriers: Arc<Barriers>,
 }
 
-impl Handler for Worker {
+impl<S: Store, B: Bus> Handler for Worker<S, B> {
     async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
         let _underway = self.progress.begin();
         let message = match Message::admit(inbound, &self.trusted_users) {
@@ -83,44 +83,43 @@ impl Handler for Worker {
     }
 
     async fn record_parked(&self, parked: &Parked) -> Result<()> {
-        self.db.record_parked(parked).await
+        self.store.record_parked(parked).await
     }
 
     async fn barrier_passed(&self, token: &str) -> Result<()> {
-        // Another daemon's (or no one's): its publisher looks for it in the
-        // database.
-        if !self.barriers.passed(token) {
-            self.db.record_barrier_passed(token).await?;
-        }
-        Ok(())
+        self.bus.barrier_passed(token).await
     }
 }
 
-impl Worker {
+impl<S: Store, B: Bus> Worker<S, B> {
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     /// Closes a pending order for `reason` (its deadline or a cancellation),
-    /// as check number `attempt` (0 for a cancellation), once every payment
+    /// by check number `by_check` (`None` for a cancellation), once every payment
     /// that reached the broker before now has been handled (see
     /// [`barrier`]); `None` when the order was no longer pending (a payment
     /// or another close committed first).
     async fn close(
         &self,
         order_id: &OrderId,
-        attempt: u32,
+        by_check: Option<Attempt>,
         reason: CloseReason,
     ) -> Result<Option<Order>> {
-        let waited = self.barriers.wait_through(self, Utc::now()).await?;
+        let waited = self.bus.wait_for_payments(self.now()).await?;
         self.metrics.close_waited(waited);
-        self.db.close(order_id, attempt, Utc::now(), reason).await
+        self.store
+            .close(order_id, by_check, self.now(), reason)
+            .await
     }
 
     /// Arms the timer of check number `attempt`, due at `due_at`: through
     /// the TTL queue that brings it back just early, or straight to the
     /// check queue when it is (nearly) due.
     async fn arm(&self, order_id: &OrderId, attempt: Attempt, due_at: DateTime<Utc>) -> Result<()> {
-        let route = self.timers.route(due_at, Utc::now());
-        self.publisher
-            .arm_timer(&self.topology, order_id, attempt, due_at, route)
-            .await?;
+        let route = self.timers.route(due_at, self.now());
+        self.bus.arm_timer(order_id, attempt, due_at, route).await?;
         tracing::debug!(%order_id, attempt = attempt.get(), %due_at, "timer armed");
         Ok(())
     }
@@ -131,8 +130,8 @@ impl Worker {
         let Some(event) = OrderEvent::for_status(order) else {
             return Ok(());
         };
-        self.publisher.announce(&self.topology, &event).await?;
-        self.db
+        self.bus.announce(&event).await?;
+        self.store
             .mark_announced(&order.order_id, order.status, order.attempts)
             .await?;
         self.metrics.event_published(&event);

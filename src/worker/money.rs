@@ -2,7 +2,7 @@
 //! `payment.succeeded`, a payment that waited for its order, a gateway that
 //! says "paid".
 
-use super::Worker;
+use super::{Bus, Store, Worker};
 use crate::{
     domain::{
         Attempt, Order, OrderId, OrderStatus, PaymentDecision, PaymentOutcome, RecordedPayment,
@@ -15,7 +15,7 @@ use crate::{
 /// each lost race leaves the order terminal, so the next decision stands.
 const DECISIONS: usize = 3;
 
-impl Worker {
+impl<S: Store, B: Bus> Worker<S, B> {
     /// Does what `payment`, recorded for `order_id`, does to its order, and
     /// publishes what that owes downstream; returns the order as it stands
     /// after (`None` while it is not known). `seen_before`: the message that
@@ -29,12 +29,12 @@ impl Worker {
         seen_before: bool,
         by_check: Option<Attempt>,
     ) -> Result<Option<Order>> {
-        let mut order = self.db.find(order_id).await?;
+        let mut order = self.store.find(order_id).await?;
         for _ in 0..DECISIONS {
             match decide(order.as_ref(), &payment) {
                 PaymentDecision::Settle => {
                     if let Some(paid) = self
-                        .db
+                        .store
                         .settle(order_id, &payment.payment_id, by_check)
                         .await?
                     {
@@ -48,7 +48,7 @@ impl Worker {
                     (order, payment) = self.reread(order_id, payment).await?;
                 }
                 PaymentDecision::Adopt => {
-                    if self.db.adopt(order_id, &payment.payment_id).await? {
+                    if self.store.adopt(order_id, &payment.payment_id).await? {
                         tracing::info!(
                             payment_id = payment.payment_id,
                             "the payment of an order marked paid in SQL"
@@ -97,9 +97,9 @@ impl Worker {
         order_id: &OrderId,
         payment: RecordedPayment,
     ) -> Result<(Option<Order>, RecordedPayment)> {
-        let order = self.db.find(order_id).await?;
+        let order = self.store.find(order_id).await?;
         let payment = self
-            .db
+            .store
             .payment(&payment.payment_id)
             .await?
             .unwrap_or(payment);
@@ -119,7 +119,7 @@ impl Worker {
     ) -> Result<RecordedPayment> {
         let attempts = order.map_or(0, |order| order.attempts);
         let (decided_now, kept) = self
-            .db
+            .store
             .decide_payment(payment_id, outcome, attempts)
             .await?;
         // Whoever decided it announces it.
@@ -146,8 +146,10 @@ impl Worker {
             event = event.event.name(),
             "a payment did not settle its order"
         );
-        self.publisher.announce(&self.topology, &event).await?;
-        self.db.mark_payment_announced(&payment.payment_id).await?;
+        self.bus.announce(&event).await?;
+        self.store
+            .mark_payment_announced(&payment.payment_id)
+            .await?;
         self.metrics.event_published(&event);
         Ok(())
     }
@@ -179,6 +181,6 @@ impl Worker {
         if seen_before {
             return Ok(Some(order.clone()));
         }
-        self.db.claim_announcement(&order.order_id).await
+        self.store.claim_announcement(&order.order_id).await
     }
 }

@@ -2,19 +2,19 @@
 //! `Message::admit`): record the payment, then do
 //! what `domain::payment` decides.
 
-use super::Worker;
+use super::{Bus, Store, Worker};
 use crate::{
     domain::{Inbound, PaymentSucceeded, Rejection, Verdict},
     error::Result,
 };
 
-pub(super) async fn payment_succeeded(
-    worker: &Worker,
+pub(super) async fn payment_succeeded<S: Store, B: Bus>(
+    worker: &Worker<S, B>,
     payment: PaymentSucceeded,
     inbound: &Inbound,
 ) -> Result<Verdict> {
     let (first_time, recorded) = worker
-        .db
+        .store
         .record_payment(&payment, inbound.received_at)
         .await?;
     if recorded.order_id != payment.order_id.as_str() {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +41,7 @@ pub async fn sweep_periodically(
         let _underway = worker.progress.begin();
         until_done(&stop, full, || sweep(&worker, &settings)).await;
         until_done(&stop, full, || announce_owed_payments(&worker, &settings)).await;
-        if let Err(error) = worker.db.forget_old_barriers(BARRIER_RECORDS_KEPT).await {
+        if let Err(error) = worker.store.forget_old_barriers(BARRIER_RECORDS_KEPT).await {
             tracing::warn!(%error, "old barrier records were not removed; trying again next interval");
         }
     }
@@ -72,16 +71,16 @@ where
 /// announcer failed, and the message that brought them may not come back);
 /// returns how many were announced.
 pub async fn announce_owed_payments(worker: &Worker, settings: &SweeperSettings) -> Result<usize> {
-    let cutoff = Sweep::at(Utc::now(), settings.grace).cutoff;
+    let cutoff = Sweep::at(worker.now(), settings.grace).cutoff;
     let owed = worker
-        .db
+        .store
         .owed_payment_events(cutoff, settings.batch)
         .await?;
     let mut announced = 0;
     for payment in &owed {
         let order_id = OrderId::parse(payment.order_id.as_str())
             .map_err(|error| Error::CorruptRow(error.to_string()))?;
-        if let Some(order) = worker.db.find(&order_id).await? {
+        if let Some(order) = worker.store.find(&order_id).await? {
             tracing::warn!(%order_id, payment_id = payment.payment_id, "announcing a payment's owed event");
             worker.announce_payment(&order, payment).await?;
             announced += 1;
@@ -92,8 +91,8 @@ pub async fn announce_owed_payments(worker: &Worker, settings: &SweeperSettings)
 
 /// Re-arms the timers of overdue orders once; returns how many.
 pub async fn sweep(worker: &Worker, settings: &SweeperSettings) -> Result<usize> {
-    let sweep = Sweep::at(Utc::now(), settings.grace);
-    let claimed = worker.db.claim_overdue(&sweep, settings.batch).await?;
+    let sweep = Sweep::at(worker.now(), settings.grace);
+    let claimed = worker.store.claim_overdue(&sweep, settings.batch).await?;
     for (order_id, checks_made) in &claimed {
         let attempt = Sweep::next_attempt(*checks_made);
         worker.arm(order_id, attempt, sweep.due_at).await?;

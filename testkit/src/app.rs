@@ -13,11 +13,11 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use paywait::{
+    amqp::Topology,
     configuration::{Settings, Sources},
     db::Database,
     domain::{Inbox, Order, OrderId, OrderStatus, PaymentOutcome},
     startup::Application,
-    topology::Topology,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;

@@ -5,7 +5,7 @@
 use chrono::{TimeDelta, Utc};
 use paywait::{
     db::Database,
-    domain::{CloseReason, NewOrder, OrderId},
+    domain::{Attempt, CloseReason, NewOrder, OrderId},
 };
 use paywait_testkit::Sandbox;
 
@@ -38,8 +38,8 @@ async fn a_batch_that_closes_an_order_twice_closes_it_as_its_first_request_says(
         };
         let now = Utc::now();
         let (won, lost) = tokio::join!(
-            db.close(&id, 0, now, first),
-            db.close(&id, 1, now, reason_first),
+            db.close(&id, None, now, first),
+            db.close(&id, Some(Attempt::FIRST), now, reason_first),
         );
         let won = won.unwrap().expect("the first request closes the order");
         assert_eq!(won.close_reason, Some(first), "{order_id}");

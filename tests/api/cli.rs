@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use paywait::{domain::OrderStatus, topology::Topology};
+use paywait::{amqp::Topology, domain::OrderStatus};
 
 use paywait_testkit::{Daemon, Log, Sandbox, TestApp};
 

@@ -1,31 +1,40 @@
-//! paywait's core, driven as `src/worker` drives it, over an in-memory
-//! store that writes as `src/db` does: an order leaves `pending` once, by a
-//! conditional write; a payment's outcome is decided once and kept; an
-//! order and a payment id are stored once. Timers are armed into a set per
-//! order and fired when the test says; events are appended to a log.
-//!
-//! Every handler here is the worker's, step for step, with the core's
-//! functions making every decision; what is left out is what the pure core
-//! does not see: batching, the broker's routes for timers that come back
-//! early, time-outs, metrics and logs.
+//! paywait's own worker (`src/worker`), its order of steps included, run
+//! through its ports over an in-memory store that writes as `src/db` does:
+//! an order leaves `pending` once, by a conditional write; a payment's
+//! outcome is decided once and kept; an order and a payment id are stored
+//! once. Timers are armed into a set per order and fired when the test
+//! says; events are appended to a log; the gateway answers what the test
+//! says. What is left out is what a store in memory does not see: batching,
+//! time-outs, and timers that come back early (every timer is fired at or
+//! after its due time).
 //!
 //! A fault can be injected into any delivery: the worker dies right after
 //! its n-th effect (a committed write, a confirmed publish), and the broker
 //! delivers the message again, marked as redelivered, before any other.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use paywait::domain::{
-    Attempt, CheckDecision, CloseReason, Inbox, Limits, NewOrder, Order, OrderCancelled,
-    OrderEvent, OrderId, OrderPlaced, OrderStatus, PaymentDecision, PaymentOutcome,
-    PaymentSucceeded, Placement, RecordedPayment, Schedule, Sweep, Transition, WaitingCancellation,
-    after_lost_close,
-    cancellation::{self, CancelDecision},
-    check,
-    gateway::{AfterAnswer, AskPolicy, GatewayAnswer, after_answer},
-    intake::{new_order, on_arrival},
-    payment,
+use paywait::{
+    Error, Result,
+    amqp::Handler,
+    domain::{
+        Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Limits,
+        NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked, PaymentOutcome,
+        PaymentSucceeded, Placement, RecordedPayment, Route, Schedule, Sweep, Timers, Waiting,
+        WaitingCancellation, check,
+        gateway::{AskPolicy, GatewayAnswer},
+    },
+    metrics::Metrics,
+    progress::Progress,
+    worker::{Answer, AskGateway, Bus, ChecksInFlight, Worker},
 };
 
 /// The worker died; the message it was handling is delivered again.
@@ -124,17 +133,17 @@ impl Store {
 
     /// The undecided payments and the cancellation of an order, in the
     /// order they came.
-    fn waiting_for(
-        &self,
-        order_id: &OrderId,
-    ) -> (Vec<RecordedPayment>, Option<WaitingCancellation>) {
+    fn waiting_for(&self, order_id: &OrderId) -> Waiting {
         let payments = self
             .payments_of(order_id)
             .into_iter()
             .filter(|payment| payment.outcome.is_none())
             .collect();
         let cancellation = self.cancellations.get(order_id.as_str()).cloned();
-        (payments, cancellation)
+        Waiting {
+            payments,
+            cancellation,
+        }
     }
 
     fn record_payment(
@@ -371,25 +380,240 @@ impl Store {
     }
 }
 
-/// What asking the gateway left to do (as in `src/worker/checks.rs`).
-enum AfterAsk {
-    Close(CloseReason),
-    Paid,
-    AskedAgain,
+/// The store, the broker and the gateway the worker sees, shared with the
+/// driver.
+pub struct World {
+    store: Mutex<Store>,
+    /// What the gateway answers now.
+    answer: Mutex<GatewayAnswer>,
+    policy: Option<AskPolicy>,
+    /// A payment delivered while a close waits for the payments before it.
+    race: Mutex<Option<Vec<u8>>>,
+    /// The worker, for the payment a close waits for.
+    worker: OnceLock<Weak<ModelWorker>>,
 }
 
-/// The worker: paywait's core making every decision, the [`Store`]
-/// carrying them out.
-#[derive(Debug)]
+/// The worker the model drives: paywait's, through the model's ports.
+type ModelWorker = Worker<Port, Port>;
+
+/// The world, as the worker's ports.
+#[derive(Clone)]
+pub struct Port(Arc<World>);
+
+thread_local! {
+    /// The worker's clock: the time of the delivery at hand.
+    static NOW: Cell<DateTime<Utc>> = const { Cell::new(DateTime::UNIX_EPOCH) };
+}
+
+fn now() -> DateTime<Utc> {
+    NOW.with(Cell::get)
+}
+
+fn died(_: Died) -> Error {
+    Error::TaskFailed {
+        task: "the model's worker",
+        message: "it died after the effect the test chose".into(),
+    }
+}
+
+impl Port {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.0.store.lock().unwrap()
+    }
+}
+
+impl paywait::worker::Store for Port {
+    async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        Ok(self.store().find(order_id))
+    }
+    async fn place(&self, new: NewOrder) -> Result<Placement> {
+        self.store().place(new).map_err(died)
+    }
+    async fn waiting_for(&self, order_id: &OrderId) -> Result<Waiting> {
+        Ok(self.store().waiting_for(order_id))
+    }
+    async fn record_payment(
+        &self,
+        payment: &PaymentSucceeded,
+        received_at: DateTime<Utc>,
+    ) -> Result<(bool, RecordedPayment)> {
+        self.store()
+            .record_payment(payment, received_at)
+            .map_err(died)
+    }
+    async fn decide_payment(
+        &self,
+        payment_id: &str,
+        outcome: PaymentOutcome,
+        attempts: u32,
+    ) -> Result<(bool, RecordedPayment)> {
+        self.store()
+            .decide_payment(payment_id, outcome, attempts)
+            .map_err(died)
+    }
+    async fn adopt(&self, order_id: &OrderId, payment_id: &str) -> Result<bool> {
+        self.store().adopt(order_id, payment_id).map_err(died)
+    }
+    async fn claim_announcement(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        self.store().claim_announcement(order_id).map_err(died)
+    }
+    async fn payment(&self, payment_id: &str) -> Result<Option<RecordedPayment>> {
+        Ok(self.store().payment(payment_id))
+    }
+    async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
+        Ok(self.store().payments_of(order_id))
+    }
+    async fn settle(
+        &self,
+        order_id: &OrderId,
+        payment_id: &str,
+        by_check: Option<Attempt>,
+    ) -> Result<Option<Order>> {
+        self.store()
+            .settle(order_id, payment_id, by_check)
+            .map_err(died)
+    }
+    async fn close(
+        &self,
+        order_id: &OrderId,
+        by_check: Option<Attempt>,
+        now: DateTime<Utc>,
+        reason: CloseReason,
+    ) -> Result<Option<Order>> {
+        let attempt = by_check.map_or(0, Attempt::get);
+        self.store()
+            .close(order_id, attempt, now, reason)
+            .map_err(died)
+    }
+    async fn record_cancellation(
+        &self,
+        cancelled: &OrderCancelled,
+        received_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.store()
+            .record_cancellation(cancelled, received_at)
+            .map_err(died)
+    }
+    async fn record_check(
+        &self,
+        order_id: &OrderId,
+        check: Attempt,
+        next_check_at: DateTime<Utc>,
+        kind: CheckKind,
+    ) -> Result<()> {
+        let asked_gateway = kind == CheckKind::AskedGateway;
+        self.store()
+            .record_check(order_id, check.get(), next_check_at, asked_gateway)
+            .map_err(died)
+    }
+    async fn mark_announced(
+        &self,
+        order_id: &OrderId,
+        status: OrderStatus,
+        attempts: u32,
+    ) -> Result<()> {
+        self.store()
+            .mark_announced(order_id, status, attempts, now())
+            .map_err(died)
+    }
+    async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
+        self.store()
+            .mark_payment_announced(payment_id, now())
+            .map_err(died)
+    }
+    async fn record_parked(&self, _: &Parked) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Bus for Port {
+    async fn arm_timer(
+        &self,
+        order_id: &OrderId,
+        attempt: Attempt,
+        _: DateTime<Utc>,
+        _: Route,
+    ) -> Result<()> {
+        self.store().arm(order_id, attempt).map_err(died)
+    }
+
+    async fn announce(&self, event: &OrderEvent) -> Result<()> {
+        self.store().publish(event).map_err(died)
+    }
+
+    /// The payment racing the close, if the test sends one, is handled
+    /// here: it reached the broker before the close was decided. (Boxed:
+    /// the worker's future holds this one, which holds the worker's.)
+    #[allow(refining_impl_trait)]
+    fn wait_for_payments(
+        &self,
+        _: DateTime<Utc>,
+    ) -> Pin<Box<dyn Future<Output = Result<Duration>> + Send + '_>> {
+        let race = self.0.race.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(body) = race {
+                let worker = self.0.worker.get().and_then(Weak::upgrade);
+                let worker = worker.expect("the worker lives while it handles");
+                let inbound = inbound(Inbox::Payments, body, IntegerHeader::Missing, false);
+                worker
+                    .handle(&inbound)
+                    .await
+                    .expect("the racing payment is handled");
+            }
+            Ok(Duration::ZERO)
+        })
+    }
+
+    async fn barrier_passed(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl AskGateway for Port {
+    fn ask<'a>(&'a self, _: &'a Order) -> Answer<'a> {
+        let answer = self.0.answer.lock().unwrap().clone();
+        Box::pin(async move { answer })
+    }
+    fn policy(&self) -> &AskPolicy {
+        self.0.policy.as_ref().expect("asked only when configured")
+    }
+    fn wait_before_asking_again(&self) -> Duration {
+        self.policy().wait_before_asking_again(0.0)
+    }
+}
+
+/// A message as the consumer hands it to the worker.
+fn inbound(inbox: Inbox, body: Vec<u8>, attempt: IntegerHeader, seen_before: bool) -> Inbound {
+    Inbound {
+        inbox,
+        body,
+        attempt,
+        due_at: IntegerHeader::Missing,
+        user_id: None,
+        seen_before,
+        received_at: now(),
+    }
+}
+
+/// Drives paywait's worker over the [`World`].
 pub struct Driver {
-    pub store: Store,
+    world: Arc<World>,
+    worker: Arc<ModelWorker>,
+    runtime: tokio::runtime::Runtime,
     schedule: Schedule,
-    limits: Limits,
-    gateway: Option<AskPolicy>,
     /// The time a delivery is received at: a millisecond after the last.
     clock: DateTime<Utc>,
     /// The check number of the last timer delivered for each order.
     last_fired: BTreeMap<String, Attempt>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("store", &*self.store())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Driver {
@@ -399,14 +623,46 @@ impl Driver {
         gateway: Option<AskPolicy>,
         epoch: DateTime<Utc>,
     ) -> Self {
-        Self {
-            store: Store::default(),
-            schedule,
+        let world = Arc::new(World {
+            store: Mutex::new(Store::default()),
+            answer: Mutex::new(GatewayAnswer::Unpaid),
+            race: Mutex::new(None),
+            worker: OnceLock::new(),
+            policy: gateway.clone(),
+        });
+        let other_waits: Vec<Duration> = gateway.iter().map(|policy| policy.retry).collect();
+        let port = Port(world.clone());
+        let worker = Arc::new(Worker {
+            store: port.clone(),
+            bus: port.clone(),
+            clock: now,
+            timers: Timers::new(&schedule, &other_waits, Duration::ZERO),
+            schedule: schedule.clone(),
             limits,
-            gateway,
+            metrics: Arc::new(Metrics::new()),
+            trusted_users: Vec::new(),
+            gateway: gateway.map(|_| Arc::new(port) as Arc<dyn AskGateway>),
+            checks_in_flight: ChecksInFlight::default(),
+            progress: Progress::default(),
+        });
+        let _ = world.worker.set(Arc::downgrade(&worker));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        Self {
+            world,
+            worker,
+            runtime,
+            schedule,
             clock: epoch,
             last_fired: BTreeMap::new(),
         }
+    }
+
+    /// The store as the worker left it.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.world.store.lock().unwrap()
     }
 
     fn tick(&mut self) -> DateTime<Utc> {
@@ -423,22 +679,21 @@ impl Driver {
         redelivered: bool,
         dies_after: Option<u32>,
     ) {
-        self.with_redelivery(dies_after, redelivered, |driver, seen_before| {
-            let received_at = driver.tick();
-            match inbox {
-                Inbox::Placed => driver.order_placed(body, seen_before),
-                Inbox::Payments => driver.payment_succeeded(body, received_at, seen_before),
-                Inbox::Cancellations => driver.order_cancelled(body, received_at, seen_before),
-                Inbox::Checks => unreachable!("timers are fired with `fire_timer`"),
-            }
-        });
+        assert_ne!(inbox, Inbox::Checks, "timers are fired with `fire_timer`");
+        let at = self.tick();
+        self.handle(
+            at,
+            dies_after,
+            |seen_before| inbound(inbox, body.to_vec(), IntegerHeader::Missing, seen_before),
+            redelivered,
+        );
     }
 
     /// A payment service's `UPDATE orders SET status = 'paid' ... WHERE
     /// status = 'pending'`.
     pub fn paid_in_sql(&mut self, order_id: &str) {
         let at = self.tick();
-        if let Some(order) = self.store.orders.get_mut(order_id)
+        if let Some(order) = self.store().orders.get_mut(order_id)
             && order.status == OrderStatus::Pending
         {
             order.status = OrderStatus::Paid;
@@ -449,45 +704,45 @@ impl Driver {
     /// The order's next timer fires at `at` (the sweeper arms one again if
     /// it was lost); timers of checks already made are passed over, as the
     /// core finds them stale. The gateway, if asked, answers `answer`.
-    /// `race`: a `payment.succeeded` handled while the check is about to
-    /// close the order, committing first; delivered after the check if the
-    /// check closes nothing.
+    /// `race`: a `payment.succeeded` handled while the check's close waits
+    /// for the payments before it, committing first; delivered after the
+    /// check if the check closes nothing.
     pub fn fire_timer(
         &mut self,
         order_id: &str,
         at: DateTime<Utc>,
         answer: &GatewayAnswer,
         dies_after: Option<u32>,
-        mut race: Option<&[u8]>,
+        race: Option<&[u8]>,
     ) {
+        *self.world.answer.lock().unwrap() = answer.clone();
+        *self.world.race.lock().unwrap() = race.map(<[u8]>::to_vec);
         for _ in 0..100 {
             let armed = self
-                .store
+                .store()
                 .timers
                 .get_mut(order_id)
                 .and_then(BTreeSet::pop_first);
-            let attempt = match armed.or_else(|| self.store.sweep(order_id, at).map(Attempt::get)) {
+            let swept = || self.store().sweep(order_id, at).map(Attempt::get);
+            let attempt = match armed.or_else(swept) {
                 Some(attempt) => Attempt::new(attempt).expect("a check number"),
                 None => break,
             };
-            let id = OrderId::parse(order_id).expect("an order id");
             self.last_fired.insert(order_id.to_owned(), attempt);
             // Whether the timer was stale when it came (not when it came
             // again after the worker died handling it).
-            let (mut runs, mut stale) = (0, false);
-            self.with_redelivery(dies_after, false, |driver, seen_before| {
-                runs += 1;
-                let decision =
-                    driver.timer_fired(&id, attempt, at, answer, seen_before, &mut race)?;
-                stale = runs == 1 && decision == CheckDecision::Stale;
-                Ok(())
-            });
+            let id = OrderId::parse(order_id).expect("an order id");
+            let order = self.store().find(&id);
+            let stale =
+                check::decide(order.as_ref(), attempt, at, &self.schedule) == CheckDecision::Stale;
+            self.fire(order_id, attempt, at, dies_after, false);
             if !stale {
                 break;
             }
         }
+        let race = self.world.race.lock().unwrap().take();
         if let Some(body) = race {
-            self.deliver(Inbox::Payments, body, false, None);
+            self.deliver(Inbox::Payments, &body, false, None);
         }
     }
 
@@ -498,35 +753,49 @@ impl Driver {
         let Some(&attempt) = self.last_fired.get(order_id) else {
             return;
         };
-        let id = OrderId::parse(order_id).expect("an order id");
-        self.with_redelivery(None, redelivered, |driver, seen_before| {
-            driver
-                .timer_fired(
-                    &id,
-                    attempt,
-                    at,
-                    &GatewayAnswer::Unpaid,
-                    seen_before,
-                    &mut None,
-                )
-                .map(drop)
-        });
+        *self.world.answer.lock().unwrap() = GatewayAnswer::Unpaid;
+        self.fire(order_id, attempt, at, None, redelivered);
+    }
+
+    fn fire(
+        &mut self,
+        order_id: &str,
+        attempt: Attempt,
+        at: DateTime<Utc>,
+        dies_after: Option<u32>,
+        redelivered: bool,
+    ) {
+        let body = paywait::domain::Message::Check(paywait::domain::CheckDue {
+            order_id: OrderId::parse(order_id).expect("an order id"),
+            attempt: Ok(attempt),
+            due_at: None,
+        })
+        .to_body();
+        let number = IntegerHeader::Integer(attempt.get().into());
+        self.handle(
+            at,
+            dies_after,
+            |seen_before| inbound(Inbox::Checks, body.clone(), number.clone(), seen_before),
+            redelivered,
+        );
     }
 
     /// Fires every timer left, and those the sweeper arms again, at `at`,
     /// the gateway answering `answer`, until none is left.
     pub fn run_out(&mut self, at: DateTime<Utc>, answer: &GatewayAnswer) {
         for _ in 0..100 {
-            let busy: Vec<String> = self
-                .store
-                .orders
-                .iter()
-                .filter(|(id, order)| {
-                    self.store.timers.get(*id).is_some_and(|t| !t.is_empty())
-                        || (order.event_published_at.is_none() && order.next_check_at.is_some())
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
+            let busy: Vec<String> = {
+                let store = self.store();
+                store
+                    .orders
+                    .iter()
+                    .filter(|(id, order)| {
+                        store.timers.get(*id).is_some_and(|t| !t.is_empty())
+                            || (order.event_published_at.is_none() && order.next_check_at.is_some())
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
             if busy.is_empty() {
                 return;
             }
@@ -534,390 +803,29 @@ impl Driver {
                 self.fire_timer(&order_id, at, answer, None, None);
             }
         }
-        panic!("timers still fire after 100 rounds: {:#?}", self.store);
+        panic!("timers still fire after 100 rounds: {:#?}", self.store());
     }
 
-    fn with_redelivery(
+    /// Hands the worker a message at `at`, dying after `dies_after`
+    /// effects; a message it died on is delivered again, as redelivered,
+    /// before any other.
+    fn handle(
         &mut self,
+        at: DateTime<Utc>,
         dies_after: Option<u32>,
+        message: impl Fn(bool) -> Inbound,
         redelivered: bool,
-        mut handle: impl FnMut(&mut Self, bool) -> Run<()>,
     ) {
-        self.store.fuse = dies_after;
-        let first = handle(self, redelivered);
-        self.store.fuse = None;
+        NOW.with(|now| now.set(at));
+        self.store().fuse = dies_after;
+        let first = self
+            .runtime
+            .block_on(self.worker.handle(&message(redelivered)));
+        self.store().fuse = None;
         if first.is_err() {
-            handle(self, true).expect("a redelivery runs without a fault");
+            self.runtime
+                .block_on(self.worker.handle(&message(true)))
+                .expect("a redelivery runs without a fault");
         }
-    }
-
-    // ---- src/worker/intake.rs ----
-
-    fn order_placed(&mut self, body: &[u8], seen_before: bool) -> Run<()> {
-        let Ok(placed) = OrderPlaced::parse(body) else {
-            return Ok(()); // parked
-        };
-        let now = self.clock;
-        let Ok((new, _skew)) = new_order(placed, now, &self.schedule, &self.limits) else {
-            return Ok(()); // parked
-        };
-        let placement = self.store.place(new)?;
-        let mut order = placement.order().clone();
-        let mut moved = false;
-        if placement.looks_for_waiting(seen_before) {
-            (order, moved) = self.play_what_waited(order, seen_before)?;
-        }
-        if placement.arms_first_timer(&order, seen_before) {
-            self.store.arm(&order.order_id, Attempt::FIRST)?;
-        }
-        if moved {
-            self.announce(&order)
-        } else {
-            self.announce_owed(&order, seen_before)
-        }
-    }
-
-    fn decide_waiting(
-        &mut self,
-        order: &Order,
-        outcomes: Vec<(String, PaymentOutcome)>,
-        seen_before: bool,
-    ) -> Run<()> {
-        for (payment_id, outcome) in outcomes {
-            self.keep_outcome(Some(order), &payment_id, outcome, seen_before)?;
-        }
-        Ok(())
-    }
-
-    // ---- src/worker/money.rs ----
-
-    fn reread(
-        &self,
-        order_id: &OrderId,
-        payment: RecordedPayment,
-    ) -> (Option<Order>, RecordedPayment) {
-        let order = self.store.find(order_id);
-        let payment = self.store.payment(&payment.payment_id).unwrap_or(payment);
-        (order, payment)
-    }
-
-    fn keep_outcome(
-        &mut self,
-        order: Option<&Order>,
-        payment_id: &str,
-        outcome: PaymentOutcome,
-        seen_before: bool,
-    ) -> Run<RecordedPayment> {
-        let attempts = order.map_or(0, |order| order.attempts);
-        let (decided_now, kept) = self.store.decide_payment(payment_id, outcome, attempts)?;
-        if let Some(order) = order
-            && (decided_now || seen_before)
-        {
-            self.announce_payment(order, &kept)?;
-        }
-        Ok(kept)
-    }
-
-    fn play_what_waited(&mut self, mut order: Order, seen_before: bool) -> Run<(Order, bool)> {
-        let order_id = order.order_id.clone();
-        for _ in 0..3 {
-            let (payments, cancellation) = self.store.waiting_for(&order_id);
-            let arrival = on_arrival(&order, &payments, cancellation.as_ref());
-            self.decide_waiting(&order, arrival.earlier, seen_before)?;
-            let moved_now = arrival.transition.is_some();
-            let moved = match &arrival.transition {
-                None => Some(order.clone()),
-                Some(Transition::Settle(payment)) => {
-                    self.store.settle(&order_id, &payment.payment_id, None)?
-                }
-                Some(Transition::Cancel) => {
-                    let now = self.clock;
-                    self.store
-                        .close(&order_id, 0, now, CloseReason::Cancelled)?
-                }
-            };
-            let Some(moved) = moved else {
-                order = self.store.find(&order_id).unwrap_or(order);
-                continue;
-            };
-            order = moved;
-            if let Some(payment_id) = &arrival.adopted
-                && !self.store.adopt(&order_id, payment_id)?
-            {
-                order = self.store.find(&order_id).unwrap_or(order);
-                continue;
-            }
-            self.decide_waiting(&order, arrival.later, seen_before)?;
-            if seen_before {
-                for payment in self.store.payments_of(&order_id) {
-                    self.announce_payment(&order, &payment)?;
-                }
-            }
-            return Ok((order, moved_now));
-        }
-        Ok((order, false))
-    }
-
-    // ---- src/worker/payments.rs and money.rs ----
-
-    fn payment_succeeded(
-        &mut self,
-        body: &[u8],
-        received_at: DateTime<Utc>,
-        seen_before: bool,
-    ) -> Run<()> {
-        let Ok(payment) = PaymentSucceeded::parse(body) else {
-            return Ok(()); // parked
-        };
-        let (_first_time, recorded) = self.store.record_payment(&payment, received_at)?;
-        if recorded.order_id != payment.order_id.as_str() {
-            return Ok(()); // parked: the payment id is another order's
-        }
-        self.apply_payment(&payment.order_id, recorded, seen_before, None)
-            .map(drop)
-    }
-
-    fn apply_payment(
-        &mut self,
-        order_id: &OrderId,
-        mut payment: RecordedPayment,
-        seen_before: bool,
-        by_check: Option<Attempt>,
-    ) -> Run<Option<Order>> {
-        let mut order = self.store.find(order_id);
-        for _ in 0..3 {
-            match payment::decide(order.as_ref(), &payment) {
-                PaymentDecision::Settle => {
-                    if let Some(paid) =
-                        self.store.settle(order_id, &payment.payment_id, by_check)?
-                    {
-                        self.announce(&paid)?;
-                        return Ok(Some(paid));
-                    }
-                    (order, payment) = self.reread(order_id, payment);
-                }
-                PaymentDecision::Adopt => {
-                    if self.store.adopt(order_id, &payment.payment_id)? {
-                        if let Some(order) = &order {
-                            self.announce_owed(order, seen_before)?;
-                        }
-                        return Ok(order);
-                    }
-                    (order, payment) = self.reread(order_id, payment);
-                }
-                PaymentDecision::Keep(outcome) => {
-                    let kept = self.keep_outcome(
-                        order.as_ref(),
-                        &payment.payment_id,
-                        outcome,
-                        seen_before,
-                    )?;
-                    if kept.outcome == Some(PaymentOutcome::Settled) {
-                        payment = kept;
-                        continue;
-                    }
-                    return Ok(order);
-                }
-                PaymentDecision::AlreadySettled => {
-                    if let Some(order) = &order {
-                        self.announce_owed(order, seen_before)?;
-                    }
-                    return Ok(order);
-                }
-                PaymentDecision::Early => return Ok(None),
-            }
-        }
-        Ok(order)
-    }
-
-    // ---- src/worker/cancellations.rs ----
-
-    fn order_cancelled(
-        &mut self,
-        body: &[u8],
-        received_at: DateTime<Utc>,
-        seen_before: bool,
-    ) -> Run<()> {
-        let Ok(cancelled) = OrderCancelled::parse(body) else {
-            return Ok(()); // parked
-        };
-        let order_id = &cancelled.order_id;
-        let mut order = self.store.find(order_id);
-        for _ in 0..3 {
-            match cancellation::decide(order.as_ref()) {
-                CancelDecision::Close => {
-                    match self
-                        .store
-                        .close(order_id, 0, received_at, CloseReason::Cancelled)?
-                    {
-                        Some(closed) => return self.announce(&closed),
-                        None => order = self.store.find(order_id),
-                    }
-                }
-                CancelDecision::LeaveAsItIs => {
-                    if let Some(order) = &order {
-                        self.announce_owed(order, seen_before)?;
-                    }
-                    return Ok(());
-                }
-                CancelDecision::KeepForArrival => {
-                    self.store.record_cancellation(&cancelled, received_at)?;
-                    order = self.store.find(order_id);
-                    if order.is_none() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // ---- src/worker/checks.rs ----
-
-    fn timer_fired(
-        &mut self,
-        order_id: &OrderId,
-        attempt: Attempt,
-        now: DateTime<Utc>,
-        answer: &GatewayAnswer,
-        seen_before: bool,
-        race: &mut Option<&[u8]>,
-    ) -> Run<CheckDecision> {
-        let order = self.store.find(order_id);
-        let decide = if seen_before {
-            check::decide_redelivered
-        } else {
-            check::decide
-        };
-        let decided = decide(order.as_ref(), attempt, now, &self.schedule);
-        let (decision, order) = match (decided, order) {
-            (CheckDecision::Close, Some(order)) => {
-                let reason = match self.ask_gateway(&order, attempt, now, answer, seen_before)? {
-                    AfterAsk::Close(reason) => reason,
-                    AfterAsk::Paid | AfterAsk::AskedAgain => return Ok(decided),
-                };
-                if let Some(body) = race.take() {
-                    self.deliver(Inbox::Payments, body, false, None);
-                }
-                self.close(order_id, attempt, now, reason)?
-            }
-            (decision, order) => (decision, order),
-        };
-        match decision {
-            CheckDecision::Close => {
-                if let Some(order) = order {
-                    self.announce(&order)?;
-                }
-            }
-            CheckDecision::Announce(_) => {
-                if let Some(order) = &order
-                    && let Some(owed) = self.claim_owed(order, seen_before)?
-                {
-                    self.announce(&owed)?;
-                }
-            }
-            CheckDecision::Reschedule { next, due_at } => {
-                self.store.arm(order_id, next)?;
-                self.store
-                    .record_check(order_id, attempt.get(), due_at, false)?;
-            }
-            CheckDecision::UnknownOrder | CheckDecision::Stale | CheckDecision::Settled(_) => {}
-        }
-        Ok(decision)
-    }
-
-    fn close(
-        &mut self,
-        order_id: &OrderId,
-        attempt: Attempt,
-        now: DateTime<Utc>,
-        reason: CloseReason,
-    ) -> Run<(CheckDecision, Option<Order>)> {
-        match self.store.close(order_id, attempt.get(), now, reason)? {
-            Some(closed) => Ok((CheckDecision::Close, Some(closed))),
-            None => {
-                let order = self.store.find(order_id);
-                let decision = after_lost_close(order.as_ref(), attempt, now, &self.schedule);
-                Ok((decision, order))
-            }
-        }
-    }
-
-    fn ask_gateway(
-        &mut self,
-        order: &Order,
-        attempt: Attempt,
-        now: DateTime<Utc>,
-        answer: &GatewayAnswer,
-        seen_before: bool,
-    ) -> Run<AfterAsk> {
-        let Some(policy) = self.gateway.clone() else {
-            return Ok(AfterAsk::Close(CloseReason::Expired));
-        };
-        let order_id = &order.order_id;
-        let mut answer = answer.clone();
-        if let GatewayAnswer::Paid { payment_id, .. } = &answer
-            && let Some(recorded) = self.store.payment(payment_id.as_str())
-            && recorded.order_id != order_id.as_str()
-        {
-            answer = GatewayAnswer::Unusable("another order's payment".into());
-        }
-        match after_answer(order, answer, &policy) {
-            AfterAnswer::Pay(payment) => {
-                let (_first_time, recorded) = self.store.record_payment(&payment, now)?;
-                let after = self.apply_payment(order_id, recorded, seen_before, Some(attempt))?;
-                match after.map(|order| order.status) {
-                    Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
-                    _ => Ok(AfterAsk::Paid),
-                }
-            }
-            AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
-            AfterAnswer::AskAgain => {
-                let wait = policy.wait_before_asking_again(0.0);
-                let due_at = now + TimeDelta::from_std(wait).expect("a short retry");
-                self.store
-                    .record_check(order_id, attempt.get(), due_at, true)?;
-                self.store.arm(order_id, attempt.next())?;
-                Ok(AfterAsk::AskedAgain)
-            }
-        }
-    }
-
-    // ---- src/worker/mod.rs and money.rs: announcing ----
-
-    fn announce(&mut self, order: &Order) -> Run<()> {
-        let Some(event) = OrderEvent::for_status(order) else {
-            return Ok(());
-        };
-        self.store.publish(&event)?;
-        let at = self.clock;
-        self.store
-            .mark_announced(&order.order_id, order.status, order.attempts, at)
-    }
-
-    fn announce_payment(&mut self, order: &Order, payment: &RecordedPayment) -> Run<()> {
-        let Some(event) = payment.owed_event(order) else {
-            return Ok(());
-        };
-        self.store.publish(&event)?;
-        let at = self.clock;
-        self.store.mark_payment_announced(&payment.payment_id, at)
-    }
-
-    fn announce_owed(&mut self, order: &Order, seen_before: bool) -> Run<()> {
-        if let Some(order) = self.claim_owed(order, seen_before)? {
-            self.announce(&order)?;
-        }
-        Ok(())
-    }
-
-    fn claim_owed(&mut self, order: &Order, seen_before: bool) -> Run<Option<Order>> {
-        if order.status == OrderStatus::Pending || order.event_published_at.is_some() {
-            return Ok(None);
-        }
-        if seen_before {
-            return Ok(Some(order.clone()));
-        }
-        self.store.claim_announcement(&order.order_id)
     }
 }

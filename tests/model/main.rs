@@ -215,7 +215,8 @@ impl Played {
         let mut published: BTreeMap<&str, &driver::Published> = BTreeMap::new();
         let mut diff = String::new();
         let mut actual = BTreeSet::new();
-        for event in &self.driver.store.published {
+        let store = self.driver.store();
+        for event in &store.published {
             match read_event(event) {
                 Ok(read) => {
                     actual.insert(read);
@@ -254,7 +255,7 @@ impl Played {
     /// The core's orders as rows: the payment that paid an order is the one
     /// it names, or else the one recorded as having settled it.
     fn rows(&self) -> BTreeMap<String, Row> {
-        let store = &self.driver.store;
+        let store = self.driver.store();
         store
             .orders
             .iter()
