@@ -5,7 +5,10 @@
 //! has not seen yet keeps the cancellation until it arrives. A payment after
 //! the cancellation is a payment after the close.
 
-use super::{Order, OrderStatus};
+use super::{
+    CloseReason, Order, OrderCancelled, OrderStatus,
+    plan::{Claim, Plan, Step},
+};
 
 /// What an `order.cancelled` does to its order, as the order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,25 @@ pub fn decide(order: Option<&Order>) -> CancelDecision {
     }
 }
 
+/// The plan of `cancelled` for its order, as it stands (`None`: not seen
+/// yet); `seen_before`: the message may have been handled part-way before.
+pub fn plan(order: Option<&Order>, cancelled: &OrderCancelled, seen_before: bool) -> Plan {
+    match decide(order) {
+        CancelDecision::Close => Plan::close(None, CloseReason::Cancelled),
+        CancelDecision::LeaveAsItIs => {
+            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(seen_before))])
+        }
+        // What came before an order is played in the order it was received;
+        // a payment that reached the broker before this cancellation came
+        // before it, however far behind the payments are: they are handled
+        // first, and the cancellation is kept as received once they are.
+        CancelDecision::KeepForArrival => Plan::steps([
+            Step::WaitForPayments,
+            Step::KeepCancellation(cancelled.clone()),
+        ]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +67,30 @@ mod tests {
             let order = status.map(test_order);
             assert_eq!(decide(order.as_ref()), expected, "{status:?}");
         }
+    }
+
+    #[test]
+    fn a_cancellation_closes_after_the_payments_before_it_or_waits_for_its_order() {
+        let cancelled = OrderCancelled {
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
+            reason: Some("changed my mind".into()),
+        };
+        let pending = test_order(OrderStatus::Pending);
+        assert_eq!(
+            plan(Some(&pending), &cancelled, false),
+            Plan::close(None, CloseReason::Cancelled)
+        );
+        assert_eq!(
+            plan(None, &cancelled, false).steps,
+            [
+                Step::WaitForPayments,
+                Step::KeepCancellation(cancelled.clone())
+            ]
+        );
+        let closed = test_order(OrderStatus::Closed);
+        assert_eq!(
+            plan(Some(&closed), &cancelled, true).steps,
+            [Step::AnnounceOwed(Claim::Skip)]
+        );
     }
 }

@@ -1,36 +1,201 @@
 //! What happens when a timer fires.
 //!
 //! A timer message for check number `attempt` of an order has expired. The
-//! worker loads the order and asks [`decide`]; it then carries the decision
-//! out in this order, so that a crash at any point repeats work instead of
-//! losing it:
-//!
-//! A timer that arrives a little before its due time (see `domain::timer`)
-//! waits for it only when the check may close the order
-//! ([`decide_early_as_of`]); every other check is decided at once.
+//! worker reads the order and asks [`plan`] what to do; it carries the
+//! plan's steps out in their order, so that a crash at any point repeats
+//! work instead of losing it. [`decide`] says what the check does:
 //!
 //! - [`CheckDecision::UnknownOrder`]: park the timer; nothing is known to check.
-//!
 //! - [`CheckDecision::Reschedule`]: publish the next timer, due at the next
 //!   time the schedule plans (see `domain::timer` for how it gets there on
 //!   time), wait for the broker's confirm, then record the check
-//!   (`attempts`, `next_check_at`),
-//!   then acknowledge. Because the record comes after the confirm, a check
-//!   whose number the order has already reached is a duplicate timer whose
-//!   successor is certainly armed, and is dropped.
-//! - [`CheckDecision::Close`]: close the order with one conditional write
-//!   (`WHERE status = 'pending'`), then publish `order.closed`, then mark it
-//!   published, then acknowledge. If a payment won the race, decide again
-//!   with [`after_lost_close`].
+//!   (`attempts`, `next_check_at`), then acknowledge. Because the record
+//!   comes after the confirm, a check whose number the order has already
+//!   reached is a duplicate timer whose successor is certainly armed, and
+//!   is dropped ([`CheckDecision::Stale`]).
+//! - [`CheckDecision::Close`]: with a gateway, ask it first
+//!   ([`plan_answer`]). Wait until every payment that reached the broker
+//!   before now has been handled, close the order with one conditional
+//!   write (`WHERE status = 'pending'`), then publish `order.closed`, then
+//!   mark it published, then acknowledge. If a payment won the race,
+//!   plan again ([`Stage::LostClose`], [`after_lost_close`]).
 //! - [`CheckDecision::Announce`]: the order reached a terminal status whose
 //!   event is not confirmed yet (a payment made in SQL, or a crash after the
 //!   write): publish it, mark it published, acknowledge. The event says what
 //!   the row says, `attempts` included (the checks recorded, and the check
 //!   that moved the order), so that every copy of it is the same.
+//!
+//! A timer that arrives a little before its due time (see `domain::timer`)
+//! waits for it only when the check may close the order
+//! ([`decide_early_as_of`]); every other check is decided at once.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, Order, OrderStatus, Schedule, time_delta};
+use super::{
+    Attempt, CloseReason, Order, OrderId, OrderStatus, PaymentSucceeded, Rejection, Schedule,
+    gateway::{AfterAnswer, AskPolicy, GatewayAnswer, after_answer},
+    plan::{Claim, Plan, Step},
+    time_delta,
+};
+
+/// What a check knows when it plans.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckFacts<'a> {
+    pub order_id: &'a OrderId,
+    /// The order as read, if the database knows it.
+    pub order: Option<&'a Order>,
+    /// The check's number.
+    pub check: Attempt,
+    /// The time the check is made as of.
+    pub now: DateTime<Utc>,
+    /// The timer may have been handled part-way before.
+    pub seen_before: bool,
+    pub stage: Stage,
+    /// A payment gateway is asked before an unpaid order is closed.
+    pub gateway: bool,
+}
+
+/// How far a check has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Its timer has just fired.
+    Arrived,
+    /// Its close found the order moved: a payment (or another close)
+    /// committed first.
+    LostClose,
+    /// The payment the gateway named was applied to the order.
+    GatewayPaid,
+}
+
+/// A check's plan, and how the check counts in `paywait_checks_total`
+/// once it is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckPlan {
+    pub plan: Plan,
+    pub outcome: Option<CheckOutcome>,
+}
+
+/// **What happens when a timer fires**: the plan of check number
+/// `facts.check` of an order, as [`decide`] (or, as its stage says,
+/// [`decide_redelivered`] or [`after_lost_close`]) decides it.
+pub fn plan(facts: &CheckFacts, schedule: &Schedule) -> CheckPlan {
+    let CheckFacts {
+        order,
+        check,
+        now,
+        stage,
+        ..
+    } = *facts;
+    let decision = match stage {
+        Stage::Arrived if facts.seen_before => decide_redelivered(order, check, now, schedule),
+        Stage::Arrived | Stage::GatewayPaid => decide(order, check, now, schedule),
+        Stage::LostClose => after_lost_close(order, check, now, schedule),
+    };
+    let plan = match decision {
+        CheckDecision::UnknownOrder => Plan::park(Rejection::UnknownOrder(facts.order_id.clone())),
+        CheckDecision::Stale | CheckDecision::Settled(_) => Plan::nothing(),
+        CheckDecision::Announce(_) => {
+            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(facts.seen_before))])
+        }
+        // The next timer is confirmed before the check is recorded: a
+        // check whose number the order reached has its successor armed.
+        CheckDecision::Reschedule { next, due_at } => Plan::steps([
+            Step::ArmTimer {
+                check: next,
+                due_at,
+            },
+            Step::RecordCheck {
+                check,
+                next_due_at: due_at,
+                kind: CheckKind::Scheduled,
+            },
+        ]),
+        // The gateway is asked once per check; a payment it names that did
+        // not pay the order leaves it to close as expired.
+        CheckDecision::Close if facts.gateway && stage == Stage::Arrived => {
+            return CheckPlan {
+                plan: Plan::steps([Step::AskGateway]),
+                outcome: None,
+            };
+        }
+        CheckDecision::Close => Plan::close(Some(check), CloseReason::Expired),
+    };
+    CheckPlan {
+        plan,
+        outcome: decision.outcome(),
+    }
+}
+
+/// What a check's question to the gateway leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterAsking {
+    /// The gateway named this payment: it is recorded and does what any
+    /// payment does, counted as made by the check; the check is then
+    /// planned again ([`Stage::GatewayPaid`]).
+    Pay(PaymentSucceeded),
+    Plan(CheckPlan),
+}
+
+/// What the gateway said, and what the check knows around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub answer: GatewayAnswer,
+    /// The order a payment the gateway names was recorded for, if it was.
+    pub payment_recorded_for: Option<String>,
+    /// When the answer came: a wait before asking again runs from here,
+    /// however long the question took.
+    pub at: DateTime<Utc>,
+    /// The wait before asking again, should the check ask again.
+    pub wait: Duration,
+}
+
+/// What check number `check` does with the gateway's answer about `order`.
+pub fn plan_answer(
+    order: &Order,
+    check: Attempt,
+    answered: Answered,
+    policy: &AskPolicy,
+) -> AfterAsking {
+    let mut answer = answered.answer;
+    // A payment id the gateway names for another order is no answer.
+    if let GatewayAnswer::Paid { payment_id, .. } = &answer
+        && let Some(recorded_for) = &answered.payment_recorded_for
+        && recorded_for != order.order_id.as_str()
+    {
+        answer = GatewayAnswer::Unusable(format!(
+            "payment {payment_id:?} belongs to order {recorded_for}"
+        ));
+    }
+    let (plan, outcome) = match after_answer(order, answer, policy) {
+        AfterAnswer::Pay(payment) => return AfterAsking::Pay(payment),
+        AfterAnswer::Close(reason) => (Plan::close(Some(check), reason), CheckOutcome::Closed),
+        // The ask is recorded before the timer is armed: a short retry
+        // comes back at once, and must find it counted. Should arming
+        // fail, the check is delivered again and arms the recorded timer
+        // (`decide_redelivered`).
+        AfterAnswer::AskAgain => {
+            let due_at = answered.at + time_delta(answered.wait);
+            let steps = [
+                Step::RecordCheck {
+                    check,
+                    next_due_at: due_at,
+                    kind: CheckKind::AskedGateway,
+                },
+                Step::ArmTimer {
+                    check: check.next(),
+                    due_at,
+                },
+            ];
+            (Plan::steps(steps), CheckOutcome::Rescheduled)
+        }
+    };
+    AfterAsking::Plan(CheckPlan {
+        plan,
+        outcome: Some(outcome),
+    })
+}
 
 /// What a check does with an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -478,5 +643,221 @@ mod tests {
             .map(CheckOutcome::as_str),
             Some("rescheduled")
         );
+    }
+
+    mod plans {
+        use super::*;
+        use crate::domain::{Currency, PaymentId, Verdict};
+
+        fn facts<'a>(order: Option<&'a Order>, check: u32, now: DateTime<Utc>) -> CheckFacts<'a> {
+            static ORDER_ID: std::sync::LazyLock<OrderId> =
+                std::sync::LazyLock::new(|| OrderId::parse("A-1001").unwrap());
+            CheckFacts {
+                order_id: &ORDER_ID,
+                order,
+                check: attempt(check),
+                now,
+                seen_before: false,
+                stage: Stage::Arrived,
+                gateway: false,
+            }
+        }
+
+        fn steps(planned: &CheckPlan) -> &[Step] {
+            &planned.plan.steps
+        }
+
+        #[test]
+        fn a_check_before_the_deadline_arms_the_next_then_records_itself() {
+            let order = pending(0);
+            let planned = plan(&facts(Some(&order), 1, at(1, 3)), &schedule());
+            assert_eq!(
+                steps(&planned),
+                [
+                    Step::ArmTimer {
+                        check: attempt(2),
+                        due_at: at(5, 0)
+                    },
+                    Step::RecordCheck {
+                        check: attempt(1),
+                        next_due_at: at(5, 0),
+                        kind: CheckKind::Scheduled
+                    },
+                ]
+            );
+            assert_eq!(planned.plan.reply, Verdict::Done);
+            assert_eq!(planned.outcome, Some(CheckOutcome::Rescheduled));
+        }
+
+        #[test]
+        fn a_close_waits_for_the_payments_before_it_then_closes_then_announces() {
+            let order = pending(3);
+            let planned = plan(&facts(Some(&order), 4, at(30, 2)), &schedule());
+            assert_eq!(
+                steps(&planned),
+                [
+                    Step::WaitForPayments,
+                    Step::Close {
+                        by_check: Some(attempt(4)),
+                        reason: CloseReason::Expired
+                    },
+                    Step::Announce,
+                ]
+            );
+            assert_eq!(planned.outcome, Some(CheckOutcome::Closed));
+            // With a gateway, it is asked first; its answer says the rest.
+            let asking = CheckFacts {
+                gateway: true,
+                ..facts(Some(&order), 4, at(30, 2))
+            };
+            let planned = plan(&asking, &schedule());
+            assert_eq!(steps(&planned), [Step::AskGateway]);
+            assert_eq!(planned.outcome, None);
+            // Once the gateway's payment left the order unpaid, it closes
+            // without asking again.
+            let after_payment = CheckFacts {
+                stage: Stage::GatewayPaid,
+                ..asking
+            };
+            assert_eq!(
+                steps(&plan(&after_payment, &schedule()))[1],
+                Step::Close {
+                    by_check: Some(attempt(4)),
+                    reason: CloseReason::Expired
+                }
+            );
+        }
+
+        #[test]
+        fn a_close_that_lost_plans_nothing_that_moves_the_order() {
+            let mut paid = pending(3);
+            paid.status = OrderStatus::Paid;
+            let lost = CheckFacts {
+                stage: Stage::LostClose,
+                ..facts(Some(&paid), 4, at(30, 2))
+            };
+            // The payment's handler announces it: claimed, so announced once.
+            let planned = plan(&lost, &schedule());
+            assert_eq!(steps(&planned), [Step::AnnounceOwed(Claim::First)]);
+            assert_eq!(planned.outcome, Some(CheckOutcome::Paid));
+            let redelivered = CheckFacts {
+                seen_before: true,
+                ..lost
+            };
+            assert_eq!(
+                steps(&plan(&redelivered, &schedule())),
+                [Step::AnnounceOwed(Claim::Skip)]
+            );
+            // A pending order after a lost close (another daemon's close
+            // rolled back) is left to its next timer, never closed here.
+            let still_pending = pending(3);
+            let lost = CheckFacts {
+                stage: Stage::LostClose,
+                ..facts(Some(&still_pending), 4, at(30, 2))
+            };
+            assert_eq!(plan(&lost, &schedule()).plan, Plan::nothing());
+        }
+
+        #[test]
+        fn an_unknown_order_parks_the_timer_and_a_stale_one_is_dropped() {
+            let planned = plan(&facts(None, 1, at(1, 0)), &schedule());
+            assert_eq!(
+                planned.plan,
+                Plan::park(Rejection::UnknownOrder(OrderId::parse("A-1001").unwrap()))
+            );
+            let order = pending(2);
+            let stale = plan(&facts(Some(&order), 2, at(5, 0)), &schedule());
+            assert_eq!(stale.plan, Plan::nothing());
+            assert_eq!(stale.outcome, None);
+        }
+
+        fn answered(answer: GatewayAnswer, recorded_for: Option<&str>) -> Answered {
+            Answered {
+                answer,
+                payment_recorded_for: recorded_for.map(str::to_owned),
+                at: at(30, 40),
+                wait: Duration::from_secs(30),
+            }
+        }
+
+        fn policy() -> AskPolicy {
+            AskPolicy {
+                retry: Duration::from_secs(30),
+                max_retries: 2,
+            }
+        }
+
+        fn paid_by(payment_id: &str) -> GatewayAnswer {
+            GatewayAnswer::Paid {
+                payment_id: PaymentId::parse(payment_id).unwrap(),
+                amount_cents: Some(12900),
+                currency: Some(Currency::parse("CNY").unwrap()),
+            }
+        }
+
+        #[test]
+        fn asking_again_records_the_ask_before_arming_its_timer_from_the_answer() {
+            let order = pending(3);
+            let after = plan_answer(
+                &order,
+                attempt(4),
+                answered(GatewayAnswer::Pending, None),
+                &policy(),
+            );
+            let due_at = at(30, 30_040);
+            assert_eq!(
+                after,
+                AfterAsking::Plan(CheckPlan {
+                    plan: Plan::steps([
+                        Step::RecordCheck {
+                            check: attempt(4),
+                            next_due_at: due_at,
+                            kind: CheckKind::AskedGateway
+                        },
+                        Step::ArmTimer {
+                            check: attempt(5),
+                            due_at
+                        },
+                    ]),
+                    outcome: Some(CheckOutcome::Rescheduled),
+                })
+            );
+        }
+
+        #[test]
+        fn the_gateways_payment_pays_unless_it_was_recorded_for_another_order() {
+            let order = pending(3);
+            let check = attempt(4);
+            match plan_answer(&order, check, answered(paid_by("P-1"), None), &policy()) {
+                AfterAsking::Pay(payment) => {
+                    assert_eq!(payment.order_id, order.order_id);
+                    assert_eq!(payment.payment_id.as_str(), "P-1");
+                }
+                other => panic!("{other:?}"),
+            }
+            // Recorded for this order already: still this order's payment.
+            let again = answered(paid_by("P-1"), Some("A-1001"));
+            assert!(matches!(
+                plan_answer(&order, check, again, &policy()),
+                AfterAsking::Pay(_)
+            ));
+            // Another order's payment is no answer: asked again.
+            let elsewhere = answered(paid_by("P-9"), Some("B-7"));
+            let AfterAsking::Plan(planned) = plan_answer(&order, check, elsewhere, &policy())
+            else {
+                panic!("another order's payment paid this one");
+            };
+            assert_eq!(planned.outcome, Some(CheckOutcome::Rescheduled));
+            // Unpaid: closed, after the payments before it.
+            let AfterAsking::Plan(planned) = plan_answer(
+                &order,
+                check,
+                answered(GatewayAnswer::Unpaid, None),
+                &policy(),
+            ) else {
+                panic!("unpaid paid");
+            };
+            assert_eq!(planned.plan, Plan::close(Some(check), CloseReason::Expired));
+        }
     }
 }

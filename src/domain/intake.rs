@@ -3,7 +3,7 @@
 //! The worker builds the order to store with [`new_order`] and stores it;
 //! the database answers with a [`Placement`]. Payments and a cancellation
 //! that came before the order waited for it: [`on_arrival`] plays them in
-//! the order they came. Storing is idempotent, so a message handled twice
+//! the order they came, and [`plan`] says what the worker does then. Storing is idempotent, so a message handled twice
 //! changes nothing the second time; what a repeat must still do — arm a
 //! timer a crash may have lost, announce an event still owed — is decided
 //! here too.
@@ -13,8 +13,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome, RecordedPayment,
-    Rejection, Schedule, payment::PaymentDecision, payment::decide, time_delta, to_the_microsecond,
+    Attempt, CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome,
+    RecordedPayment, Rejection, Schedule,
+    payment::{PaymentDecision, decide},
+    plan::{Claim, Plan, Step},
+    time_delta, to_the_microsecond,
 };
 
 /// An order ready to be stored.
@@ -249,6 +252,73 @@ pub fn on_arrival(
         }
     }
     arrival
+}
+
+/// The plan of an `order.placed` whose order is stored as `placement` says
+/// and stands as `order`, given what waited for it (`None`: nothing is
+/// looked for, see [`Placement::looks_for_waiting`]); `seen_before`: the
+/// message may have been handled part-way before; `now`, the time of a
+/// first check that has none planned.
+///
+/// In order: what each payment that came before the transition did is
+/// kept, then the transition is written, then what came after it is kept;
+/// then, for a message seen before, every payment event still owed is
+/// published; then the first timer is armed if it is due, and last the
+/// order's event is published — by this handler if its write moved the
+/// order, else if it is owed and this handler has the announcement.
+pub fn plan(
+    placement: &Placement,
+    order: &Order,
+    waiting: Option<&Waiting>,
+    seen_before: bool,
+    now: DateTime<Utc>,
+) -> Plan {
+    let claim = Claim::for_delivery(seen_before);
+    let arrival = waiting.map_or_else(Arrival::default, |waiting| {
+        on_arrival(order, &waiting.payments, waiting.cancellation.as_ref())
+    });
+    let keep = |(payment_id, outcome)| Step::KeepOutcome {
+        payment_id,
+        outcome,
+        attempts: order.attempts,
+        announce: claim,
+    };
+    let mut steps: Vec<Step> = arrival.earlier.into_iter().map(keep).collect();
+    let moves = arrival.transition.is_some();
+    match arrival.transition {
+        Some(Transition::Settle(payment)) => steps.push(Step::Settle {
+            payment_id: payment.payment_id,
+            by_check: None,
+        }),
+        // The cancellation waited for the payments before it when it was
+        // kept (see `cancellation::plan`): none is left to wait for.
+        Some(Transition::Cancel) => steps.push(Step::Close {
+            by_check: None,
+            reason: CloseReason::Cancelled,
+        }),
+        None => {}
+    }
+    if let Some(payment_id) = arrival.adopted {
+        steps.push(Step::Adopt { payment_id });
+    }
+    steps.extend(arrival.later.into_iter().map(keep));
+    // A first try may have decided payments and died before their events
+    // were confirmed.
+    if waiting.is_some() && seen_before {
+        steps.push(Step::AnnouncePayments);
+    }
+    if !moves && placement.arms_first_timer(order, seen_before) {
+        steps.push(Step::ArmTimer {
+            check: Attempt::FIRST,
+            due_at: order.next_check_at.unwrap_or(now),
+        });
+    }
+    steps.push(if moves {
+        Step::Announce
+    } else {
+        Step::AnnounceOwed(claim)
+    });
+    Plan::steps(steps)
 }
 
 #[cfg(test)]
@@ -583,5 +653,119 @@ mod tests {
         };
         let pending = test_order(OrderStatus::Pending);
         assert_eq!(on_arrival(&pending, &[decided], None), Arrival::default());
+    }
+
+    mod plans {
+        use super::*;
+
+        fn now() -> DateTime<Utc> {
+            at("2026-11-27T08:00:01Z")
+        }
+
+        fn created() -> (Placement, Order) {
+            let mut order = test_order(OrderStatus::Pending);
+            order.next_check_at = Some(at("2026-11-27T08:01:00Z"));
+            (Placement::Created(order.clone()), order)
+        }
+
+        fn keep(payment_id: &str, outcome: PaymentOutcome, announce: Claim) -> Step {
+            Step::KeepOutcome {
+                payment_id: payment_id.into(),
+                outcome,
+                attempts: 0,
+                announce,
+            }
+        }
+
+        #[test]
+        fn a_new_order_with_nothing_waiting_arms_its_first_timer() {
+            let (placement, order) = created();
+            let plan = plan(&placement, &order, Some(&Waiting::default()), false, now());
+            assert_eq!(
+                plan.steps,
+                [
+                    Step::ArmTimer {
+                        check: Attempt::FIRST,
+                        due_at: at("2026-11-27T08:01:00Z")
+                    },
+                    Step::AnnounceOwed(Claim::First),
+                ]
+            );
+            // A plain repeat arms no second timer.
+            let known = Placement::Known(order.clone());
+            assert_eq!(
+                plan_steps(&known, &order, None, false),
+                [Step::AnnounceOwed(Claim::First)]
+            );
+        }
+
+        fn plan_steps(
+            placement: &Placement,
+            order: &Order,
+            waiting: Option<&Waiting>,
+            seen_before: bool,
+        ) -> Vec<Step> {
+            plan(placement, order, waiting, seen_before, now()).steps
+        }
+
+        #[test]
+        fn what_came_before_the_transition_is_kept_before_it_and_the_rest_after() {
+            let (placement, order) = created();
+            let waiting = Waiting {
+                payments: vec![
+                    waiting("PAY-1", 1, Some(1)),
+                    waiting("PAY-2", 2, None),
+                    waiting("PAY-3", 3, None),
+                ],
+                cancellation: None,
+            };
+            assert_eq!(
+                plan_steps(&placement, &order, Some(&waiting), false),
+                [
+                    keep("PAY-1", PaymentOutcome::Mismatch, Claim::First),
+                    Step::Settle {
+                        payment_id: "PAY-2".into(),
+                        by_check: None
+                    },
+                    keep("PAY-3", PaymentOutcome::Twice, Claim::First),
+                    Step::Announce,
+                ]
+            );
+            // Seen before: every payment event owed is published again,
+            // and nothing is left to a claim.
+            assert_eq!(
+                plan_steps(&placement, &order, Some(&waiting), true),
+                [
+                    keep("PAY-1", PaymentOutcome::Mismatch, Claim::Skip),
+                    Step::Settle {
+                        payment_id: "PAY-2".into(),
+                        by_check: None
+                    },
+                    keep("PAY-3", PaymentOutcome::Twice, Claim::Skip),
+                    Step::AnnouncePayments,
+                    Step::Announce,
+                ]
+            );
+        }
+
+        #[test]
+        fn a_cancellation_that_waited_closes_the_order_at_once() {
+            let (placement, order) = created();
+            let waiting = Waiting {
+                payments: vec![waiting("PAY-1", 5, None)],
+                cancellation: Some(cancelled_at(4)),
+            };
+            assert_eq!(
+                plan_steps(&placement, &order, Some(&waiting), false),
+                [
+                    Step::Close {
+                        by_check: None,
+                        reason: CloseReason::Cancelled
+                    },
+                    keep("PAY-1", PaymentOutcome::AfterClose, Claim::First),
+                    Step::Announce,
+                ]
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@ mod message;
 mod order;
 mod order_id;
 pub mod payment;
+pub mod plan;
 mod schedule;
 pub mod status;
 mod story;
@@ -19,8 +20,8 @@ pub mod sweep;
 pub mod timer;
 
 pub use check::{
-    CheckDecision, CheckKind, CheckOutcome, after_lost_close, decide, decide_early_as_of,
-    decide_redelivered, number_of_unnumbered,
+    CheckDecision, CheckFacts, CheckKind, CheckOutcome, CheckPlan, Stage, after_lost_close, decide,
+    decide_early_as_of, decide_redelivered, number_of_unnumbered,
 };
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
 pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
@@ -35,6 +36,7 @@ pub(crate) use order::test_order;
 pub use order::{CloseReason, Order, OrderStatus};
 pub use order_id::{InvalidOrderId, OrderId};
 pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
+pub use plan::{Claim, Plan, Step};
 pub use schedule::{InvalidSchedule, Schedule, format_duration, parse_duration, time_delta};
 pub use status::{DaemonFigures, OrderFigures, ParkedSample, QueueFigures, Status};
 pub use story::{EventRecord, OrderStory};

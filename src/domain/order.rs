@@ -100,6 +100,13 @@ pub struct Order {
 
 /// An order for the core's tests: `A-1001`, 12,900 CNY, placed
 /// 2026-11-27 08:00 UTC, due 30 minutes later, no check made yet.
+impl Order {
+    /// Paid or closed, and downstream has not been told yet.
+    pub fn owes_event(&self) -> bool {
+        self.status != OrderStatus::Pending && self.event_published_at.is_none()
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_order(status: OrderStatus) -> Order {
     let placed_at: DateTime<Utc> = "2026-11-27T08:00:00Z".parse().unwrap();

@@ -3,15 +3,18 @@
 //! "paid", and every payment that does not settle its order is announced
 //! once, under its own id, so that a refund is never lost.
 //!
-//! The database records a payment first, then the worker asks [`decide`]
-//! what it does to its order as the order stands. The first decision about
+//! The database records a payment first, then the worker asks [`plan`]
+//! what it does to its order as the order stands ([`decide`]). The first decision about
 //! a payment is kept ([`PaymentOutcome`]): a payment delivered again does
 //! what it did the first time, and is announced under the same id.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Order, OrderEvent, OrderStatus, Rejection};
+use super::{
+    Attempt, Order, OrderEvent, OrderStatus, PaymentSucceeded, Rejection,
+    plan::{Claim, Plan, Step},
+};
 
 /// A payment as paywait recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -145,6 +148,59 @@ pub fn decide(order: Option<&Order>, payment: &RecordedPayment) -> PaymentDecisi
         OrderStatus::Paid => PaymentDecision::Keep(PaymentOutcome::Twice),
         OrderStatus::Closed => PaymentDecision::Keep(PaymentOutcome::AfterClose),
     }
+}
+
+/// The plan of `payment`, recorded for `order` (as the database holds it,
+/// if at all): `seen_before`, the message that brought it may have been
+/// handled part-way before; `by_check`, the check whose question to the
+/// gateway brought it.
+pub fn plan(
+    order: Option<&Order>,
+    payment: &RecordedPayment,
+    seen_before: bool,
+    by_check: Option<Attempt>,
+) -> Plan {
+    let claim = Claim::for_delivery(seen_before);
+    let payment_id = payment.payment_id.clone();
+    match decide(order, payment) {
+        // Whoever moves the order announces it.
+        PaymentDecision::Settle => Plan::steps([
+            Step::Settle {
+                payment_id,
+                by_check,
+            },
+            Step::Announce,
+        ]),
+        PaymentDecision::Adopt => {
+            Plan::steps([Step::Adopt { payment_id }, Step::AnnounceOwed(claim)])
+        }
+        PaymentDecision::Keep(outcome) => Plan::steps([Step::KeepOutcome {
+            payment_id,
+            outcome,
+            attempts: order.map_or(0, |order| order.attempts),
+            announce: claim,
+        }]),
+        PaymentDecision::AlreadySettled => Plan::steps([Step::AnnounceOwed(claim)]),
+        PaymentDecision::Early => Plan::nothing(),
+    }
+}
+
+/// A payment id is one payment, of one order: a message naming a payment
+/// recorded for another order is refused.
+pub fn check_recorded(
+    payment: &PaymentSucceeded,
+    recorded: &RecordedPayment,
+) -> Result<(), Rejection> {
+    if recorded.order_id == payment.order_id.as_str() {
+        return Ok(());
+    }
+    Err(Rejection::InvalidField {
+        field: "payment_id",
+        why: format!(
+            "{:?} was already recorded for order {}",
+            recorded.payment_id, recorded.order_id
+        ),
+    })
 }
 
 /// Whether a `payment.succeeded` published as the RabbitMQ user `user_id`
@@ -382,5 +438,71 @@ mod tests {
         };
         assert_eq!(settled.owed_event(&order), None);
         assert_eq!(payment(None, None).owed_event(&order), None);
+    }
+
+    #[test]
+    fn a_payment_is_planned_as_decided_and_whoever_moves_the_order_announces_it() {
+        let pending = test_order(OrderStatus::Pending);
+        let matching = payment(Some(12900), Some("CNY"));
+        assert_eq!(
+            plan(Some(&pending), &matching, false, None).steps,
+            [
+                Step::Settle {
+                    payment_id: "PAY-1".into(),
+                    by_check: None
+                },
+                Step::Announce
+            ]
+        );
+        let by_check = Attempt::new(3);
+        assert_eq!(
+            plan(Some(&pending), &matching, false, by_check).steps[0],
+            Step::Settle {
+                payment_id: "PAY-1".into(),
+                by_check
+            }
+        );
+        let wrong = payment(Some(1), None);
+        assert_eq!(
+            plan(Some(&pending), &wrong, true, None).steps,
+            [Step::KeepOutcome {
+                payment_id: "PAY-1".into(),
+                outcome: PaymentOutcome::Mismatch,
+                attempts: 0,
+                announce: Claim::Skip
+            }]
+        );
+        let mut in_sql = test_order(OrderStatus::Paid);
+        in_sql.payment_id = None;
+        assert_eq!(
+            plan(Some(&in_sql), &matching, false, None).steps,
+            [
+                Step::Adopt {
+                    payment_id: "PAY-1".into()
+                },
+                Step::AnnounceOwed(Claim::First)
+            ]
+        );
+        // Before its order: nothing to do until the order comes.
+        assert_eq!(plan(None, &matching, false, None), Plan::nothing());
+    }
+
+    #[test]
+    fn a_payment_id_recorded_for_another_order_is_refused() {
+        let message = PaymentSucceeded {
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
+            payment_id: crate::domain::PaymentId::parse("PAY-1").unwrap(),
+            amount_cents: None,
+            currency: None,
+            paid_at: None,
+        };
+        assert_eq!(check_recorded(&message, &payment(None, None)), Ok(()));
+        let elsewhere = RecordedPayment {
+            order_id: "B-7".into(),
+            ..payment(None, None)
+        };
+        let refused = check_recorded(&message, &elsewhere).unwrap_err();
+        assert_eq!(refused.reason(), "invalid_field");
+        assert!(refused.to_string().contains("B-7"), "{refused}");
     }
 }

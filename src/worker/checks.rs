@@ -1,6 +1,6 @@
 //! A timer arrived: send it on its next hop if it is not due yet (see
-//! `domain::timer`), or wait out its last moments; then check the order and
-//! carry out what `domain::check` decides — asking the payment gateway
+//! `domain::timer`), or wait out its last moments; then read the order and
+//! carry out the plan `domain::check` makes — asking the payment gateway
 //! first, when one is configured, before an unpaid order is closed. The
 //! order of the steps, and why it is safe, is in `domain::check`.
 
@@ -11,13 +11,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use super::{Bus, Store, Worker};
+use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{
-        Attempt, CheckDecision, CheckDue, CheckKind, CheckOutcome, CloseReason, Inbound, Order,
-        OrderId, OrderStatus, Rejection, Route, Verdict, after_lost_close, decide,
-        decide_early_as_of, decide_redelivered,
-        gateway::{AfterAnswer, GatewayAnswer, after_answer},
+        Attempt, CheckDue, CheckFacts, CheckPlan, Inbound, Order, OrderId, Route, Stage, Verdict,
+        check::{self, AfterAsking, Answered},
+        decide_early_as_of,
+        gateway::GatewayAnswer,
         number_of_unnumbered, time_delta,
     },
     error::Result,
@@ -125,167 +125,90 @@ pub(super) async fn timer_fired<S: Store, B: Bus>(
             (worker.store.find(&order_id).await?, worker.now())
         }
     };
-    let schedule = &worker.schedule;
-    let decide = if inbound.seen_before {
-        decide_redelivered
-    } else {
-        decide
-    };
-    let (decision, order) = match (decide(order.as_ref(), attempt, now, schedule), order) {
-        (CheckDecision::Close, Some(order)) => {
-            let reason =
-                match ask_gateway(worker, &order, attempt, now, inbound.seen_before).await? {
-                    AfterAsk::Close(reason) => reason,
-                    AfterAsk::Paid => {
-                        worker.metrics.check_made(CheckOutcome::Paid);
-                        return Ok(Verdict::Done);
-                    }
-                    AfterAsk::AskedAgain => {
-                        worker.metrics.check_made(CheckOutcome::Rescheduled);
-                        return Ok(Verdict::Done);
-                    }
-                };
-            close(worker, &order_id, attempt, now, reason).await?
-        }
-        (decision, order) => (decision, order),
-    };
-    match decision {
-        // This check closed it: it announces it.
-        CheckDecision::Close => {
-            if let Some(order) = order {
-                worker.announce(&order).await?;
-            }
-        }
-        // A terminal order whose event is owed: unless another handler is
-        // announcing it.
-        CheckDecision::Announce(_) => {
-            if let Some(order) = &order
-                && let Some(owed) = worker.claim_owed(order, inbound.seen_before).await?
-            {
-                worker.announce(&owed).await?;
-            }
-        }
-        CheckDecision::Reschedule { next, due_at } => {
-            worker.arm(&order_id, next, due_at).await?;
-            worker
-                .store
-                .record_check(&order_id, attempt, due_at, CheckKind::Scheduled)
-                .await?;
-        }
-        CheckDecision::UnknownOrder => {
-            return Ok(Verdict::Reject(Rejection::UnknownOrder(order_id)));
-        }
-        CheckDecision::Stale => {
-            tracing::debug!(attempt = attempt.get(), "duplicate timer dropped");
-        }
-        CheckDecision::Settled(_) => {}
-    }
-    if let Some(outcome) = decision.outcome() {
-        worker.metrics.check_made(outcome);
-    }
-    Ok(Verdict::Done)
+    plan_and_carry_out(worker, &order_id, attempt, order, now, inbound.seen_before).await
 }
 
-/// Closes the order for `reason`; when a payment won the race, decides
-/// again on the order as it is.
-async fn close<S: Store, B: Bus>(
+/// A check is planned at most this many times: a question to the gateway,
+/// its answer, a close after the gateway's payment, and a close that lost
+/// its race (whose plan moves nothing).
+const PLANS: usize = 4;
+
+/// Plans check number `check` of `order` (as read) as of `now`, and carries
+/// the plan out; plans again on what a step found.
+async fn plan_and_carry_out<S: Store, B: Bus>(
     worker: &Worker<S, B>,
     order_id: &OrderId,
-    attempt: Attempt,
-    now: DateTime<Utc>,
-    reason: CloseReason,
-) -> Result<(CheckDecision, Option<Order>)> {
-    match worker.close(order_id, Some(attempt), reason).await? {
-        Some(closed) => {
-            // Measured once the close is committed, as the metric promises.
-            let lateness = worker.now() - closed.expires_at;
-            worker.metrics.order_closed(lateness);
-            tracing::info!(
-                attempts = closed.attempts,
-                reason = reason.as_str(),
-                "order closed"
-            );
-            Ok((CheckDecision::Close, Some(closed)))
-        }
-        None => {
-            worker.metrics.race_lost("close");
-            tracing::info!("a payment committed before the close");
-            let order = worker.store.find(order_id).await?;
-            let decision = after_lost_close(order.as_ref(), attempt, now, &worker.schedule);
-            Ok((decision, order))
-        }
-    }
-}
-
-/// What asking the gateway left to do.
-enum AfterAsk {
-    /// Close the order, for this reason.
-    Close(CloseReason),
-    /// The gateway's payment settled the order.
-    Paid,
-    /// The gateway is asked again once a timer fires.
-    AskedAgain,
-}
-
-/// Asks the gateway about an order at its deadline, when one is configured;
-/// without one, the order closes as expired.
-async fn ask_gateway<S: Store, B: Bus>(
-    worker: &Worker<S, B>,
-    order: &Order,
-    attempt: Attempt,
+    check: Attempt,
+    mut order: Option<Order>,
     now: DateTime<Utc>,
     seen_before: bool,
-) -> Result<AfterAsk> {
-    let Some(gateway) = &worker.gateway else {
-        return Ok(AfterAsk::Close(CloseReason::Expired));
-    };
-    let order_id = &order.order_id;
-    let mut answer = gateway.ask(order).await;
-    tracing::info!(answer = answer.label(), "asked the payment gateway");
-    if let GatewayAnswer::Unusable(why) = &answer {
-        tracing::warn!(why, "no usable answer from the payment gateway");
-    }
-    // A payment id the gateway names for another order is no answer.
-    if let GatewayAnswer::Paid { payment_id, .. } = &answer
-        && let Some(recorded) = worker.store.payment(payment_id.as_str()).await?
-        && recorded.order_id != order_id.as_str()
-    {
-        answer = GatewayAnswer::Unusable(format!(
-            "payment {payment_id:?} belongs to order {}",
-            recorded.order_id
-        ));
-    }
-    match after_answer(order, answer, gateway.policy()) {
-        AfterAnswer::Pay(payment) => {
-            let (first_time, recorded) = worker.store.record_payment(&payment, now).await?;
-            if first_time {
-                worker.metrics.payment_recorded();
+) -> Result<Verdict> {
+    let mut stage = Stage::Arrived;
+    let mut answer_plan = None;
+    for _ in 0..PLANS {
+        let CheckPlan { plan, outcome } = match answer_plan.take() {
+            Some(planned) => planned,
+            None => {
+                let facts = CheckFacts {
+                    order_id,
+                    order: order.as_ref(),
+                    check,
+                    now,
+                    seen_before,
+                    stage,
+                    gateway: worker.gateway.is_some(),
+                };
+                check::plan(&facts, &worker.schedule)
             }
-            let after = worker
-                .apply_payment(order_id, recorded, seen_before, Some(attempt))
-                .await?;
-            match after.map(|order| order.status) {
-                // The payment did not match: the deadline has come unpaid.
-                Some(OrderStatus::Pending) => Ok(AfterAsk::Close(CloseReason::Expired)),
-                _ => Ok(AfterAsk::Paid),
+        };
+        match worker.execute(order_id, order.clone(), &plan.steps).await? {
+            Executed::Done(_) => {
+                if let Some(outcome) = outcome {
+                    worker.metrics.check_made(outcome);
+                }
+                return Ok(plan.reply);
+            }
+            Executed::Moved => {
+                stage = Stage::LostClose;
+                order = worker.store.find(order_id).await?;
+            }
+            Executed::Answered(answer) => {
+                let (Some(gateway), Some(asked)) = (&worker.gateway, &order) else {
+                    break;
+                };
+                let payment_recorded_for = match &answer {
+                    GatewayAnswer::Paid { payment_id, .. } => worker
+                        .store
+                        .payment(payment_id.as_str())
+                        .await?
+                        .map(|recorded| recorded.order_id),
+                    _ => None,
+                };
+                let answered = Answered {
+                    answer,
+                    payment_recorded_for,
+                    at: worker.now(),
+                    wait: gateway.wait_before_asking_again(),
+                };
+                match check::plan_answer(asked, check, answered, gateway.policy()) {
+                    AfterAsking::Plan(planned) => answer_plan = Some(planned),
+                    AfterAsking::Pay(payment) => {
+                        let (first_time, recorded) =
+                            worker.store.record_payment(&payment, now).await?;
+                        if first_time {
+                            worker.metrics.payment_recorded();
+                        }
+                        order = worker
+                            .apply_payment(order_id, recorded, seen_before, Some(check))
+                            .await?;
+                        stage = Stage::GatewayPaid;
+                    }
+                }
             }
         }
-        AfterAnswer::Close(reason) => Ok(AfterAsk::Close(reason)),
-        AfterAnswer::AskAgain => {
-            // The wait runs from the answer, however long it took. The ask
-            // is recorded before the timer is armed: a short retry comes
-            // back at once to wait in process, and must find it counted.
-            // Should arming fail, the check is delivered again and arms the
-            // recorded timer (`decide_redelivered`).
-            let due_at = worker.now() + time_delta(gateway.wait_before_asking_again());
-            worker
-                .store
-                .record_check(order_id, attempt, due_at, CheckKind::AskedGateway)
-                .await?;
-            worker.arm(order_id, attempt.next(), due_at).await?;
-            Ok(AfterAsk::AskedAgain)
-        }
     }
+    tracing::warn!("a check planned {PLANS} times without an end; acknowledged as it stands");
+    Ok(Verdict::Done)
 }
 
 #[cfg(test)]

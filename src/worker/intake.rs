@@ -1,11 +1,11 @@
-//! `order.placed`: store the order, play what waited for it, arm its first
-//! timer — as `domain::intake` decides.
+//! `order.placed`: store the order, then carry out what `domain::intake`
+//! plans — play what waited for it, arm its first timer, announce it.
 
-use super::{Bus, Store, Worker};
+use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{
-        Attempt, CloseReason, Inbound, Order, OrderPlaced, PaymentOutcome, Transition, Verdict,
-        intake::{new_order, on_arrival},
+        Inbound, OrderPlaced, Verdict,
+        intake::{self, new_order},
     },
     error::Result,
 };
@@ -33,18 +33,33 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
     let placement = worker.store.place(new).await?;
     let seen_before = inbound.seen_before;
     let mut order = placement.order().clone();
-    let mut moved = false;
-    if placement.looks_for_waiting(seen_before) {
-        (order, moved) = play_what_waited(worker, order, seen_before).await?;
-    }
-    if placement.arms_first_timer(&order, seen_before) {
-        let due_at = order.next_check_at.unwrap_or_else(|| worker.now());
-        worker.arm(&order.order_id, Attempt::FIRST, due_at).await?;
-    }
-    if moved {
-        worker.announce(&order).await?;
-    } else {
-        worker.announce_owed(&order, seen_before).await?;
+    let order_id = order.order_id.clone();
+    for _ in 0..PLANS {
+        let waiting = if placement.looks_for_waiting(seen_before) {
+            Some(worker.store.waiting_for(&order_id).await?)
+        } else {
+            None
+        };
+        let plan = intake::plan(
+            &placement,
+            &order,
+            waiting.as_ref(),
+            seen_before,
+            worker.now(),
+        );
+        match worker
+            .execute(&order_id, Some(order.clone()), &plan.steps)
+            .await?
+        {
+            Executed::Done(after) => {
+                order = after.unwrap_or(order);
+                break;
+            }
+            // Another handler moved it first: plan again on what it did.
+            Executed::Moved | Executed::Answered(_) => {
+                order = worker.store.find(&order_id).await?.unwrap_or(order);
+            }
+        }
     }
     if placement.is_created() {
         worker.metrics.order_placed();
@@ -53,77 +68,4 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
         tracing::debug!("repeated order.placed");
     }
     Ok(Verdict::Done)
-}
-
-/// Keeps what each payment that waited for `order` did, announcing what
-/// is owed.
-async fn decide_waiting<S: Store, B: Bus>(
-    worker: &Worker<S, B>,
-    order: &Order,
-    outcomes: Vec<(String, PaymentOutcome)>,
-    seen_before: bool,
-) -> Result<()> {
-    for (payment_id, outcome) in outcomes {
-        worker
-            .keep_outcome(Some(order), &payment_id, outcome, seen_before)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Plays the payments and the cancellation that came before the order;
-/// returns the order as it stands after, and whether this handler's write
-/// moved it out of `pending` (and so announces it).
-async fn play_what_waited<S: Store, B: Bus>(
-    worker: &Worker<S, B>,
-    mut order: Order,
-    seen_before: bool,
-) -> Result<(Order, bool)> {
-    let order_id = order.order_id.clone();
-    for _ in 0..PLANS {
-        let waiting = worker.store.waiting_for(&order_id).await?;
-        let arrival = on_arrival(&order, &waiting.payments, waiting.cancellation.as_ref());
-        // What came before the transition is decided on the order as it
-        // stands, and kept before the transition is written.
-        decide_waiting(worker, &order, arrival.earlier, seen_before).await?;
-        let moved_now = arrival.transition.is_some();
-        let moved = match &arrival.transition {
-            None => Some(order.clone()),
-            Some(Transition::Settle(payment)) => {
-                worker
-                    .store
-                    .settle(&order_id, &payment.payment_id, None)
-                    .await?
-            }
-            Some(Transition::Cancel) => {
-                worker
-                    .store
-                    .close(&order_id, None, worker.now(), CloseReason::Cancelled)
-                    .await?
-            }
-        };
-        let Some(moved) = moved else {
-            // Another daemon moved it first: plan again on what it did.
-            order = worker.store.find(&order_id).await?.unwrap_or(order);
-            continue;
-        };
-        order = moved;
-        if let Some(payment_id) = &arrival.adopted
-            && !worker.store.adopt(&order_id, payment_id).await?
-        {
-            // Another payment was taken first: plan again.
-            order = worker.store.find(&order_id).await?.unwrap_or(order);
-            continue;
-        }
-        decide_waiting(worker, &order, arrival.later, seen_before).await?;
-        if seen_before {
-            // A first try may have decided payments and died before their
-            // events were confirmed.
-            for payment in worker.store.payments_of(&order_id).await? {
-                worker.announce_payment(&order, &payment).await?;
-            }
-        }
-        return Ok((order, moved_now));
-    }
-    Ok((order, false))
 }

@@ -5,6 +5,7 @@
 mod barrier;
 mod cancellations;
 mod checks;
+mod execute;
 mod intake;
 mod money;
 mod payments;
@@ -24,8 +25,8 @@ use crate::{
     amqp::{Handler, record_order},
     db::Database,
     domain::{
-        Attempt, CloseReason, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked,
-        Rejection, Schedule, Timers, Verdict,
+        Attempt, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked, Rejection, Schedule,
+        Timers, Verdict,
     },
     error::Result,
     metrics::Metrics,
@@ -94,24 +95,6 @@ impl<S: Store, B: Bus> Handler for Worker<S, B> {
 impl<S: Store, B: Bus> Worker<S, B> {
     fn now(&self) -> DateTime<Utc> {
         (self.clock)()
-    }
-
-    /// Closes a pending order for `reason` (its deadline or a cancellation),
-    /// by check number `by_check` (`None` for a cancellation), once every payment
-    /// that reached the broker before now has been handled (see
-    /// [`barrier`]); `None` when the order was no longer pending (a payment
-    /// or another close committed first).
-    async fn close(
-        &self,
-        order_id: &OrderId,
-        by_check: Option<Attempt>,
-        reason: CloseReason,
-    ) -> Result<Option<Order>> {
-        let waited = self.bus.wait_for_payments(self.now()).await?;
-        self.metrics.close_waited(waited);
-        self.store
-            .close(order_id, by_check, self.now(), reason)
-            .await
     }
 
     /// Arms the timer of check number `attempt`, due at `due_at`: through

@@ -1,36 +1,30 @@
 //! `payment.succeeded` (from a publisher allowed to say "paid", see
-//! `Message::admit`): record the payment, then do
-//! what `domain::payment` decides.
+//! `Message::admit`): record the payment, then carry out what
+//! `domain::payment` plans for it.
 
 use super::{Bus, Store, Worker};
 use crate::{
-    domain::{Inbound, PaymentSucceeded, Rejection, Verdict},
+    domain::{Inbound, PaymentSucceeded, Verdict, payment},
     error::Result,
 };
 
 pub(super) async fn payment_succeeded<S: Store, B: Bus>(
     worker: &Worker<S, B>,
-    payment: PaymentSucceeded,
+    paid: PaymentSucceeded,
     inbound: &Inbound,
 ) -> Result<Verdict> {
     let (first_time, recorded) = worker
         .store
-        .record_payment(&payment, inbound.received_at)
+        .record_payment(&paid, inbound.received_at)
         .await?;
-    if recorded.order_id != payment.order_id.as_str() {
-        return Ok(Verdict::Reject(Rejection::InvalidField {
-            field: "payment_id",
-            why: format!(
-                "{:?} was already recorded for order {}",
-                recorded.payment_id, recorded.order_id
-            ),
-        }));
+    if let Err(rejection) = payment::check_recorded(&paid, &recorded) {
+        return Ok(Verdict::Reject(rejection));
     }
     if first_time {
         worker.metrics.payment_recorded();
     }
     worker
-        .apply_payment(&payment.order_id, recorded, inbound.seen_before, None)
+        .apply_payment(&paid.order_id, recorded, inbound.seen_before, None)
         .await?;
     Ok(Verdict::Done)
 }
