@@ -6,7 +6,7 @@
 //! the cancellation is a payment after the close.
 
 use super::{
-    CloseReason, Order, OrderCancelled, OrderStatus,
+    CloseReason, Delivery, Order, OrderCancelled, OrderStatus,
     plan::{Claim, Plan, Step},
 };
 
@@ -32,12 +32,12 @@ pub fn decide(order: Option<&Order>) -> CancelDecision {
 }
 
 /// The plan of `cancelled` for its order, as it stands (`None`: not seen
-/// yet); `seen_before`: the message may have been handled part-way before.
-pub fn plan(order: Option<&Order>, cancelled: &OrderCancelled, seen_before: bool) -> Plan {
+/// yet), on its `delivery`.
+pub fn plan(order: Option<&Order>, cancelled: &OrderCancelled, delivery: Delivery) -> Plan {
     match decide(order) {
         CancelDecision::Close => Plan::close(None, CloseReason::Cancelled),
         CancelDecision::LeaveAsItIs => {
-            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(seen_before))])
+            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(delivery))])
         }
         // What came before an order is played in the order it was received;
         // a payment that reached the broker before this cancellation came
@@ -77,11 +77,11 @@ mod tests {
         };
         let pending = test_order(OrderStatus::Pending);
         assert_eq!(
-            plan(Some(&pending), &cancelled, false),
+            plan(Some(&pending), &cancelled, Delivery::First),
             Plan::close(None, CloseReason::Cancelled)
         );
         assert_eq!(
-            plan(None, &cancelled, false).steps,
+            plan(None, &cancelled, Delivery::First).steps,
             [
                 Step::WaitForPayments,
                 Step::KeepCancellation(cancelled.clone())
@@ -89,7 +89,7 @@ mod tests {
         );
         let closed = test_order(OrderStatus::Closed);
         assert_eq!(
-            plan(Some(&closed), &cancelled, true).steps,
+            plan(Some(&closed), &cancelled, Delivery::Again).steps,
             [Step::AnnounceOwed(Claim::Skip)]
         );
     }

@@ -34,7 +34,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Attempt, CloseReason, Order, OrderId, OrderStatus, PaymentSucceeded, Rejection, Schedule,
+    Attempt, CloseReason, Delivery, Order, OrderId, OrderStatus, PaymentSucceeded, Rejection,
+    Schedule,
     gateway::{AfterAnswer, AskPolicy, GatewayAnswer, after_answer},
     plan::{Claim, Plan, Step},
     time_delta,
@@ -50,8 +51,8 @@ pub struct CheckFacts<'a> {
     pub check: Attempt,
     /// The time the check is made as of.
     pub now: DateTime<Utc>,
-    /// The timer may have been handled part-way before.
-    pub seen_before: bool,
+    /// Whether the timer may have been handled part-way before.
+    pub delivery: Delivery,
     pub stage: Stage,
     /// A payment gateway is asked before an unpaid order is closed.
     pub gateway: bool,
@@ -89,7 +90,9 @@ pub fn plan(facts: &CheckFacts, schedule: &Schedule) -> CheckPlan {
         ..
     } = *facts;
     let decision = match stage {
-        Stage::Arrived if facts.seen_before => decide_redelivered(order, check, now, schedule),
+        Stage::Arrived if facts.delivery == Delivery::Again => {
+            decide_redelivered(order, check, now, schedule)
+        }
         Stage::Arrived | Stage::GatewayPaid => decide(order, check, now, schedule),
         Stage::LostClose => after_lost_close(order, check, now, schedule),
     };
@@ -97,7 +100,7 @@ pub fn plan(facts: &CheckFacts, schedule: &Schedule) -> CheckPlan {
         CheckDecision::UnknownOrder => Plan::park(Rejection::UnknownOrder(facts.order_id.clone())),
         CheckDecision::Stale | CheckDecision::Settled(_) => Plan::nothing(),
         CheckDecision::Announce(_) => {
-            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(facts.seen_before))])
+            Plan::steps([Step::AnnounceOwed(Claim::for_delivery(facts.delivery))])
         }
         // The next timer is confirmed before the check is recorded: a
         // check whose number the order reached has its successor armed.
@@ -657,7 +660,7 @@ mod tests {
                 order,
                 check: attempt(check),
                 now,
-                seen_before: false,
+                delivery: Delivery::First,
                 stage: Stage::Arrived,
                 gateway: false,
             }
@@ -741,7 +744,7 @@ mod tests {
             assert_eq!(steps(&planned), [Step::AnnounceOwed(Claim::First)]);
             assert_eq!(planned.outcome, Some(CheckOutcome::Paid));
             let redelivered = CheckFacts {
-                seen_before: true,
+                delivery: Delivery::Again,
                 ..lost
             };
             assert_eq!(

@@ -105,6 +105,26 @@ pub struct Inbound {
     pub received_at: DateTime<Utc>,
 }
 
+/// Whether a message may have been handled part-way before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Its first delivery.
+    First,
+    /// The broker delivered it again, or this process is trying it again
+    /// after a failure: a first try may have stopped part-way.
+    Again,
+}
+
+impl Inbound {
+    pub fn delivery(&self) -> Delivery {
+        if self.seen_before {
+            Delivery::Again
+        } else {
+            Delivery::First
+        }
+    }
+}
+
 /// Stamps the deliveries of one inbox with their time of arrival, strictly
 /// increasing to the microsecond that PostgreSQL keeps. Messages are
 /// handled concurrently, so the time a handler starts does not keep their

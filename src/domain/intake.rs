@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    Attempt, CloseReason, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome,
+    Attempt, CloseReason, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome,
     RecordedPayment, Rejection, Schedule,
     payment::{PaymentDecision, decide},
     plan::{Claim, Plan, Step},
@@ -128,10 +128,10 @@ impl Placement {
     /// came first) must be looked at: when this message created it, or may
     /// have been handled part-way before (a first try may have settled the
     /// order and died before deciding the other payments).
-    pub fn looks_for_waiting(&self, seen_before: bool) -> bool {
+    pub fn looks_for_waiting(&self, delivery: Delivery) -> bool {
         match self {
             Self::Created(_) => true,
-            Self::Known(_) => seen_before,
+            Self::Known(_) => delivery == Delivery::Again,
         }
     }
 
@@ -139,11 +139,11 @@ impl Placement {
     /// order, and again for one a first try may have stored without its
     /// timer (it was handled part-way before and no check was made yet).
     /// A plain repeat starts no second timer.
-    pub fn arms_first_timer(&self, order: &Order, seen_before: bool) -> bool {
+    pub fn arms_first_timer(&self, order: &Order, delivery: Delivery) -> bool {
         order.status == OrderStatus::Pending
             && match self {
                 Self::Created(_) => true,
-                Self::Known(_) => seen_before && order.attempts == 0,
+                Self::Known(_) => delivery == Delivery::Again && order.attempts == 0,
             }
     }
 }
@@ -256,9 +256,8 @@ pub fn on_arrival(
 
 /// The plan of an `order.placed` whose order is stored as `placement` says
 /// and stands as `order`, given what waited for it (`None`: nothing is
-/// looked for, see [`Placement::looks_for_waiting`]); `seen_before`: the
-/// message may have been handled part-way before; `now`, the time of a
-/// first check that has none planned.
+/// looked for, see [`Placement::looks_for_waiting`]), on the message's
+/// `delivery`; `now`, the time of a first check that has none planned.
 ///
 /// In order: what each payment that came before the transition did is
 /// kept, then the transition is written, then what came after it is kept;
@@ -270,10 +269,10 @@ pub fn plan(
     placement: &Placement,
     order: &Order,
     waiting: Option<&Waiting>,
-    seen_before: bool,
+    delivery: Delivery,
     now: DateTime<Utc>,
 ) -> Plan {
-    let claim = Claim::for_delivery(seen_before);
+    let claim = Claim::for_delivery(delivery);
     let arrival = waiting.map_or_else(Arrival::default, |waiting| {
         on_arrival(order, &waiting.payments, waiting.cancellation.as_ref())
     });
@@ -304,10 +303,10 @@ pub fn plan(
     steps.extend(arrival.later.into_iter().map(keep));
     // A first try may have decided payments and died before their events
     // were confirmed.
-    if waiting.is_some() && seen_before {
+    if waiting.is_some() && delivery == Delivery::Again {
         steps.push(Step::AnnouncePayments);
     }
-    if !moves && placement.arms_first_timer(order, seen_before) {
+    if !moves && placement.arms_first_timer(order, delivery) {
         steps.push(Step::ArmTimer {
             check: Attempt::FIRST,
             due_at: order.next_check_at.unwrap_or(now),
@@ -535,10 +534,15 @@ mod tests {
             (Placement::Known(paid.clone()), &paid, false, (false, false)),
         ];
         for (placement, after, seen_before, (looks, arms)) in cases {
+            let delivery = if seen_before {
+                Delivery::Again
+            } else {
+                Delivery::First
+            };
             assert_eq!(
                 (
-                    placement.looks_for_waiting(seen_before),
-                    placement.arms_first_timer(after, seen_before)
+                    placement.looks_for_waiting(delivery),
+                    placement.arms_first_timer(after, delivery)
                 ),
                 (looks, arms),
                 "{placement:?} then {:?}, seen before: {seen_before}",
@@ -680,7 +684,13 @@ mod tests {
         #[test]
         fn a_new_order_with_nothing_waiting_arms_its_first_timer() {
             let (placement, order) = created();
-            let plan = plan(&placement, &order, Some(&Waiting::default()), false, now());
+            let plan = plan(
+                &placement,
+                &order,
+                Some(&Waiting::default()),
+                Delivery::First,
+                now(),
+            );
             assert_eq!(
                 plan.steps,
                 [
@@ -694,7 +704,7 @@ mod tests {
             // A plain repeat arms no second timer.
             let known = Placement::Known(order.clone());
             assert_eq!(
-                plan_steps(&known, &order, None, false),
+                plan_steps(&known, &order, None, Delivery::First),
                 [Step::AnnounceOwed(Claim::First)]
             );
         }
@@ -703,9 +713,9 @@ mod tests {
             placement: &Placement,
             order: &Order,
             waiting: Option<&Waiting>,
-            seen_before: bool,
+            delivery: Delivery,
         ) -> Vec<Step> {
-            plan(placement, order, waiting, seen_before, now()).steps
+            plan(placement, order, waiting, delivery, now()).steps
         }
 
         #[test]
@@ -720,7 +730,7 @@ mod tests {
                 cancellation: None,
             };
             assert_eq!(
-                plan_steps(&placement, &order, Some(&waiting), false),
+                plan_steps(&placement, &order, Some(&waiting), Delivery::First),
                 [
                     keep("PAY-1", PaymentOutcome::Mismatch, Claim::First),
                     Step::Settle {
@@ -734,7 +744,7 @@ mod tests {
             // Seen before: every payment event owed is published again,
             // and nothing is left to a claim.
             assert_eq!(
-                plan_steps(&placement, &order, Some(&waiting), true),
+                plan_steps(&placement, &order, Some(&waiting), Delivery::Again),
                 [
                     keep("PAY-1", PaymentOutcome::Mismatch, Claim::Skip),
                     Step::Settle {
@@ -756,7 +766,7 @@ mod tests {
                 cancellation: Some(cancelled_at(4)),
             };
             assert_eq!(
-                plan_steps(&placement, &order, Some(&waiting), false),
+                plan_steps(&placement, &order, Some(&waiting), Delivery::First),
                 [
                     Step::Close {
                         by_check: None,

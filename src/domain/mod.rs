@@ -24,7 +24,7 @@ pub use check::{
     decide_early_as_of, decide_redelivered, number_of_unnumbered,
 };
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
-pub use inbox::{Arrivals, Inbound, Inbox, Parked, Source, Verdict};
+pub use inbox::{Arrivals, Delivery, Inbound, Inbox, Parked, Source, Verdict};
 pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, Waiting, WaitingCancellation};
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Attempt, Order, OrderEvent, OrderStatus, PaymentSucceeded, Rejection,
+    Attempt, Delivery, Order, OrderEvent, OrderStatus, PaymentSucceeded, Rejection,
     plan::{Claim, Plan, Step},
 };
 
@@ -151,16 +151,15 @@ pub fn decide(order: Option<&Order>, payment: &RecordedPayment) -> PaymentDecisi
 }
 
 /// The plan of `payment`, recorded for `order` (as the database holds it,
-/// if at all): `seen_before`, the message that brought it may have been
-/// handled part-way before; `by_check`, the check whose question to the
-/// gateway brought it.
+/// if at all), on the `delivery` of the message that brought it;
+/// `by_check`, the check whose question to the gateway brought it.
 pub fn plan(
     order: Option<&Order>,
     payment: &RecordedPayment,
-    seen_before: bool,
+    delivery: Delivery,
     by_check: Option<Attempt>,
 ) -> Plan {
-    let claim = Claim::for_delivery(seen_before);
+    let claim = Claim::for_delivery(delivery);
     let payment_id = payment.payment_id.clone();
     match decide(order, payment) {
         // Whoever moves the order announces it.
@@ -445,7 +444,7 @@ mod tests {
         let pending = test_order(OrderStatus::Pending);
         let matching = payment(Some(12900), Some("CNY"));
         assert_eq!(
-            plan(Some(&pending), &matching, false, None).steps,
+            plan(Some(&pending), &matching, Delivery::First, None).steps,
             [
                 Step::Settle {
                     payment_id: "PAY-1".into(),
@@ -456,7 +455,7 @@ mod tests {
         );
         let by_check = Attempt::new(3);
         assert_eq!(
-            plan(Some(&pending), &matching, false, by_check).steps[0],
+            plan(Some(&pending), &matching, Delivery::First, by_check).steps[0],
             Step::Settle {
                 payment_id: "PAY-1".into(),
                 by_check
@@ -464,7 +463,7 @@ mod tests {
         );
         let wrong = payment(Some(1), None);
         assert_eq!(
-            plan(Some(&pending), &wrong, true, None).steps,
+            plan(Some(&pending), &wrong, Delivery::Again, None).steps,
             [Step::KeepOutcome {
                 payment_id: "PAY-1".into(),
                 outcome: PaymentOutcome::Mismatch,
@@ -475,7 +474,7 @@ mod tests {
         let mut in_sql = test_order(OrderStatus::Paid);
         in_sql.payment_id = None;
         assert_eq!(
-            plan(Some(&in_sql), &matching, false, None).steps,
+            plan(Some(&in_sql), &matching, Delivery::First, None).steps,
             [
                 Step::Adopt {
                     payment_id: "PAY-1".into()
@@ -484,7 +483,10 @@ mod tests {
             ]
         );
         // Before its order: nothing to do until the order comes.
-        assert_eq!(plan(None, &matching, false, None), Plan::nothing());
+        assert_eq!(
+            plan(None, &matching, Delivery::First, None),
+            Plan::nothing()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, CheckKind, CloseReason, OrderCancelled, PaymentOutcome, Verdict};
+use super::{Attempt, CheckKind, CloseReason, Delivery, OrderCancelled, PaymentOutcome, Verdict};
 
 /// One effect of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,9 +95,12 @@ pub enum Claim {
 }
 
 impl Claim {
-    /// The claim a message makes, seen before or not.
-    pub fn for_delivery(seen_before: bool) -> Self {
-        if seen_before { Self::Skip } else { Self::First }
+    /// The claim a message makes on this delivery.
+    pub fn for_delivery(delivery: Delivery) -> Self {
+        match delivery {
+            Delivery::First => Self::First,
+            Delivery::Again => Self::Skip,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) async fn order_cancelled<S: Store, B: Bus>(
     let order_id = &cancelled.order_id;
     for _ in 0..PLANS {
         let order = worker.store.find(order_id).await?;
-        let plan = cancellation::plan(order.as_ref(), &cancelled, inbound.seen_before);
+        let plan = cancellation::plan(order.as_ref(), &cancelled, inbound.delivery());
         match worker.execute(order_id, order, &plan.steps).await? {
             Executed::Moved => continue,
             Executed::Done(_) | Executed::Answered(_) => return Ok(plan.reply),

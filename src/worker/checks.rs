@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{
-        Attempt, CheckDue, CheckFacts, CheckPlan, Inbound, Order, OrderId, Route, Stage, Verdict,
+        Attempt, CheckDue, CheckFacts, CheckPlan, Delivery, Inbound, Order, OrderId, Route, Stage,
+        Verdict,
         check::{self, AfterAsking, Answered},
         decide_early_as_of,
         gateway::GatewayAnswer,
@@ -125,7 +126,7 @@ pub(super) async fn timer_fired<S: Store, B: Bus>(
             (worker.store.find(&order_id).await?, worker.now())
         }
     };
-    plan_and_carry_out(worker, &order_id, attempt, order, now, inbound.seen_before).await
+    plan_and_carry_out(worker, &order_id, attempt, order, now, inbound.delivery()).await
 }
 
 /// A check is planned at most this many times: a question to the gateway,
@@ -141,7 +142,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
     check: Attempt,
     mut order: Option<Order>,
     now: DateTime<Utc>,
-    seen_before: bool,
+    delivery: Delivery,
 ) -> Result<Verdict> {
     let mut stage = Stage::Arrived;
     let mut answer_plan = None;
@@ -154,7 +155,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
                     order: order.as_ref(),
                     check,
                     now,
-                    seen_before,
+                    delivery,
                     stage,
                     gateway: worker.gateway.is_some(),
                 };
@@ -199,7 +200,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
                             worker.metrics.payment_recorded();
                         }
                         order = worker
-                            .apply_payment(order_id, recorded, seen_before, Some(check))
+                            .apply_payment(order_id, recorded, delivery, Some(check))
                             .await?;
                         stage = Stage::GatewayPaid;
                     }

@@ -31,22 +31,16 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
         );
     }
     let placement = worker.store.place(new).await?;
-    let seen_before = inbound.seen_before;
+    let delivery = inbound.delivery();
     let mut order = placement.order().clone();
     let order_id = order.order_id.clone();
     for _ in 0..PLANS {
-        let waiting = if placement.looks_for_waiting(seen_before) {
+        let waiting = if placement.looks_for_waiting(delivery) {
             Some(worker.store.waiting_for(&order_id).await?)
         } else {
             None
         };
-        let plan = intake::plan(
-            &placement,
-            &order,
-            waiting.as_ref(),
-            seen_before,
-            worker.now(),
-        );
+        let plan = intake::plan(&placement, &order, waiting.as_ref(), delivery, worker.now());
         match worker
             .execute(&order_id, Some(order.clone()), &plan.steps)
             .await?

@@ -4,7 +4,7 @@
 
 use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
-    domain::{Attempt, Claim, Order, OrderId, RecordedPayment, payment},
+    domain::{Attempt, Claim, Delivery, Order, OrderId, RecordedPayment, payment},
     error::Result,
 };
 
@@ -15,20 +15,20 @@ const PLANS: usize = 3;
 impl<S: Store, B: Bus> Worker<S, B> {
     /// Does what `payment`, recorded for `order_id`, does to its order, and
     /// publishes what that owes downstream; returns the order as it stands
-    /// after (`None` while it is not known). `seen_before`: the message that
-    /// brought it may have been handled part-way already. `by_check`: the
+    /// after (`None` while it is not known). `delivery`: that of the message
+    /// that brought it. `by_check`: the
     /// check that brought it (the gateway's answer), counted among the
     /// order's checks when it pays it.
     pub(super) async fn apply_payment(
         &self,
         order_id: &OrderId,
         mut payment: RecordedPayment,
-        seen_before: bool,
+        delivery: Delivery,
         by_check: Option<Attempt>,
     ) -> Result<Option<Order>> {
         let mut order = self.store.find(order_id).await?;
         for _ in 0..PLANS {
-            let plan = payment::plan(order.as_ref(), &payment, seen_before, by_check);
+            let plan = payment::plan(order.as_ref(), &payment, delivery, by_check);
             if order.is_none() {
                 tracing::info!(
                     payment_id = payment.payment_id,

@@ -24,7 +24,7 @@ pub(super) async fn payment_succeeded<S: Store, B: Bus>(
         worker.metrics.payment_recorded();
     }
     worker
-        .apply_payment(&paid.order_id, recorded, inbound.seen_before, None)
+        .apply_payment(&paid.order_id, recorded, inbound.delivery(), None)
         .await?;
     Ok(Verdict::Done)
 }
