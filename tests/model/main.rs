@@ -1,7 +1,7 @@
 //! The model test: random sequences of orders, payments, cancellations,
 //! orders paid in SQL, timers and gateway answers — with duplicates,
-//! redeliveries and a worker that dies half-way — played on paywait's pure
-//! core (driven as `src/worker` drives it, over an in-memory store) and on
+//! redeliveries and a worker that dies half-way — played on paywait's own
+//! worker (through its ports, over an in-memory store and broker) and on
 //! the reference model of the contract (`paywait_testkit::model`). After
 //! every step the orders must agree; once every timer has run out, the
 //! events must too, and every copy of an event must be byte for byte the
