@@ -263,7 +263,10 @@ async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<
         ("paid_at", time(order.paid_at)),
         ("closed_at", time(order.closed_at)),
         ("attempts", order.attempts.to_string()),
-        ("payment_id", text(order.payment_id.clone())),
+        (
+            "payment_id",
+            text(order.payment_id.as_ref().map(PaymentId::to_string)),
+        ),
         ("event_published_at", time(order.event_published_at)),
         ("next_check_at", time(order.next_check_at)),
     ];

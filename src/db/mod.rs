@@ -28,7 +28,7 @@ use crate::{
     configuration::{DatabaseSettings, SecretUrl, Target},
     domain::{
         Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus,
-        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep, Waiting,
+        PaymentId, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep, Waiting,
     },
     error::{Error, Result},
 };
@@ -305,23 +305,23 @@ impl Database {
     /// (and so owes its event).
     pub async fn decide_payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
     ) -> Result<(bool, RecordedPayment)> {
         self.batches
             .decide_payment
-            .run((payment_id.to_owned(), outcome, attempts))
+            .run((payment_id.as_str().to_owned(), outcome, attempts))
             .await
     }
 
     /// Takes an undecided payment as the one that paid an order marked paid
     /// in SQL, unless another was taken first; whether it was.
-    pub async fn adopt(&self, order_id: &OrderId, payment_id: &str) -> Result<bool> {
+    pub async fn adopt(&self, order_id: &OrderId, payment_id: &PaymentId) -> Result<bool> {
         self.call(|mut conn| async move {
             let adopted = prepared(statements::ADOPT)
                 .bind::<Text, _>(order_id.as_str())
-                .bind::<Text, _>(payment_id)
+                .bind::<Text, _>(payment_id.as_str())
                 .execute(&mut conn)
                 .await?;
             Ok(adopted == 1)
@@ -341,10 +341,10 @@ impl Database {
     }
 
     /// The payment recorded under `payment_id`, if any.
-    pub async fn payment(&self, payment_id: &str) -> Result<Option<RecordedPayment>> {
+    pub async fn payment(&self, payment_id: &PaymentId) -> Result<Option<RecordedPayment>> {
         self.call(|mut conn| async move {
             let row: Option<PaymentRow> = payments::table
-                .find(payment_id)
+                .find(payment_id.as_str())
                 .select(PaymentRow::as_select())
                 .first(&mut conn)
                 .await
@@ -376,14 +376,14 @@ impl Database {
     pub async fn settle(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
         by_check: Option<Attempt>,
     ) -> Result<Option<Order>> {
         self.batches
             .settle
             .run(Settling {
                 order_id: order_id.clone(),
-                payment_id: payment_id.to_owned(),
+                payment_id: payment_id.as_str().to_owned(),
                 attempt: by_check.map_or(0, Attempt::get),
             })
             .await
@@ -571,9 +571,9 @@ impl Database {
     }
 
     /// Records that the event of one payment was confirmed.
-    pub async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
+    pub async fn mark_payment_announced(&self, payment_id: &PaymentId) -> Result<()> {
         self.call(|mut conn| async move {
-            diesel::update(payments::table.find(payment_id))
+            diesel::update(payments::table.find(payment_id.as_str()))
                 .set(payments::event_published_at.eq(diesel::dsl::now))
                 .execute(&mut conn)
                 .await?;

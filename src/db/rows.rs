@@ -9,8 +9,8 @@ use diesel::{
 use super::schema::{orders, payments};
 use crate::{
     domain::{
-        CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment, Waiting,
-        WaitingCancellation,
+        CloseReason, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
+        Waiting, WaitingCancellation,
     },
     error::{Error, Result},
 };
@@ -36,6 +36,16 @@ pub(super) struct OrderRow {
     adopted_payment_id: Option<String>,
 }
 
+/// A payment id as PostgreSQL holds it, read back as paywait wrote it.
+fn payment_id(text: &str) -> Result<PaymentId> {
+    PaymentId::parse(text).map_err(|why| Error::CorruptRow(format!("payment id {text:?}: {why}")))
+}
+
+/// An order id as PostgreSQL holds it, read back as paywait wrote it.
+fn order_id(text: &str) -> Result<OrderId> {
+    OrderId::parse(text).map_err(|error| Error::CorruptRow(error.to_string()))
+}
+
 impl TryFrom<OrderRow> for Order {
     type Error = Error;
 
@@ -51,8 +61,7 @@ impl TryFrom<OrderRow> for Order {
                     CloseReason::parse(reason).ok_or_else(|| corrupt(format!("reason {reason:?}")))
                 })
                 .transpose()?,
-            order_id: OrderId::parse(row.order_id.as_str())
-                .map_err(|error| Error::CorruptRow(error.to_string()))?,
+            order_id: order_id(&row.order_id)?,
             amount_cents: row.amount_cents,
             currency: row.currency,
             placed_at: row.placed_at,
@@ -61,10 +70,14 @@ impl TryFrom<OrderRow> for Order {
             closed_at: row.closed_at,
             attempts: row.attempts.max(0) as u32,
             gateway_asks: row.gateway_asks.max(0) as u32,
-            payment_id: row.payment_id,
+            payment_id: row.payment_id.as_deref().map(payment_id).transpose()?,
             event_published_at: row.event_published_at,
             next_check_at: row.next_check_at,
-            adopted_payment_id: row.adopted_payment_id,
+            adopted_payment_id: row
+                .adopted_payment_id
+                .as_deref()
+                .map(payment_id)
+                .transpose()?,
         })
     }
 }
@@ -101,8 +114,8 @@ impl TryFrom<PaymentRow> for RecordedPayment {
                     })
                 })
                 .transpose()?,
-            payment_id: row.payment_id,
-            order_id: row.order_id,
+            payment_id: payment_id(&row.payment_id)?,
+            order_id: order_id(&row.order_id)?,
             amount_cents: row.amount_cents,
             currency: row.currency,
             paid_at: row.paid_at,
@@ -134,12 +147,12 @@ pub(super) struct WaitingRow {
 
 impl WaitingRow {
     /// Adds what this row holds to what waited for its order.
-    pub(super) fn add_to(self, waiting: &mut Waiting) {
+    pub(super) fn add_to(self, waiting: &mut Waiting) -> Result<()> {
         let row = self;
         match row.payment_id {
-            Some(payment_id) => waiting.payments.push(RecordedPayment {
-                payment_id,
-                order_id: row.order_id,
+            Some(id) => waiting.payments.push(RecordedPayment {
+                payment_id: payment_id(&id)?,
+                order_id: order_id(&row.order_id)?,
                 amount_cents: row.amount_cents,
                 currency: row.currency,
                 paid_at: row.paid_at,
@@ -155,5 +168,6 @@ impl WaitingRow {
                 })
             }
         }
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     domain::{
-        CloseReason, NewOrder, Order, OrderId, OrderStatus, PaymentOutcome, Placement,
+        CloseReason, NewOrder, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, Placement,
         RecordedPayment, Waiting,
     },
     error::{Error, Result},
@@ -341,7 +341,7 @@ pub(super) async fn waiting(mut conn: Conn, batch: Vec<OrderId>) -> Result<Vec<W
     let mut by_id: HashMap<String, Waiting> = HashMap::new();
     for row in rows {
         let order_id = row.order_id.clone();
-        row.add_to(by_id.entry(order_id).or_default());
+        row.add_to(by_id.entry(order_id).or_default())?;
     }
     Ok(all_ids
         .iter()
@@ -499,9 +499,9 @@ pub(super) async fn settle(mut conn: Conn, batch: Vec<Settling>) -> Result<Vec<O
     Ok(batch
         .iter()
         .map(|s| {
-            let paid_by_it = rows
-                .get(s.order_id.as_str())
-                .is_some_and(|order| order.payment_id.as_deref() == Some(s.payment_id.as_str()));
+            let paid_by_it = rows.get(s.order_id.as_str()).is_some_and(|order| {
+                order.payment_id.as_ref().map(PaymentId::as_str) == Some(s.payment_id.as_str())
+            });
             if paid_by_it {
                 rows.remove(s.order_id.as_str())
             } else {

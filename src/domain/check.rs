@@ -146,7 +146,7 @@ pub enum AfterAsking {
 pub struct Answered {
     pub answer: GatewayAnswer,
     /// The order a payment the gateway names was recorded for, if it was.
-    pub payment_recorded_for: Option<String>,
+    pub payment_recorded_for: Option<OrderId>,
     /// When the answer came: a wait before asking again runs from here,
     /// however long the question took.
     pub at: DateTime<Utc>,
@@ -165,7 +165,7 @@ pub fn plan_answer(
     // A payment id the gateway names for another order is no answer.
     if let GatewayAnswer::Paid { payment_id, .. } = &answer
         && let Some(recorded_for) = &answered.payment_recorded_for
-        && recorded_for != order.order_id.as_str()
+        && *recorded_for != order.order_id
     {
         answer = GatewayAnswer::Unusable(format!(
             "payment {payment_id:?} belongs to order {recorded_for}"
@@ -777,7 +777,7 @@ mod tests {
         fn answered(answer: GatewayAnswer, recorded_for: Option<&str>) -> Answered {
             Answered {
                 answer,
-                payment_recorded_for: recorded_for.map(str::to_owned),
+                payment_recorded_for: recorded_for.map(|id| OrderId::parse(id).unwrap()),
                 at: at(30, 40),
                 wait: Duration::from_secs(30),
             }

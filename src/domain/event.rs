@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{CloseReason, Order, OrderId, OrderStatus, PaymentOutcome, RecordedPayment};
+use super::{CloseReason, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment};
 
 /// The events paywait publishes to downstream services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -72,7 +72,7 @@ pub struct OrderEvent {
     pub attempts: u32,
     pub amount_cents: Option<i64>,
     pub currency: Option<String>,
-    pub payment_id: Option<String>,
+    pub payment_id: Option<PaymentId>,
     /// Why the order was closed: on `order.closed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<CloseReason>,
@@ -136,7 +136,7 @@ impl OrderEvent {
         event: EventKind,
         order: &Order,
         occurred_at: DateTime<Utc>,
-        payment_id: Option<String>,
+        payment_id: Option<PaymentId>,
     ) -> Self {
         Self {
             event,
@@ -213,6 +213,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::pay_id;
     use crate::domain::test_order;
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -260,11 +261,11 @@ mod tests {
     fn a_paid_order_is_announced_when_and_by_what_it_was_paid() {
         let mut paid = order(OrderStatus::Paid);
         paid.paid_at = Some(at("2026-11-27T08:03:10Z"));
-        paid.payment_id = Some("PAY-77".into());
+        paid.payment_id = Some(pay_id("PAY-77"));
         let event = OrderEvent::for_status(&paid).unwrap();
         assert_eq!(event.event, EventKind::Paid);
         assert_eq!(event.occurred_at, at("2026-11-27T08:03:10Z"));
-        assert_eq!(event.payment_id.as_deref(), Some("PAY-77"));
+        assert_eq!(event.payment_id, Some(pay_id("PAY-77")));
         assert_eq!(event.message_id(), "A-1001/order.paid");
         let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
         assert_eq!(body["event"], "order.paid");
@@ -282,8 +283,8 @@ mod tests {
 
     fn payment(id: &str, outcome: Option<PaymentOutcome>) -> RecordedPayment {
         RecordedPayment {
-            payment_id: id.into(),
-            order_id: "A-1001".into(),
+            payment_id: pay_id(id),
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents: Some(1),
             currency: Some("USD".into()),
             paid_at: None,
@@ -353,7 +354,7 @@ mod tests {
         let again = OrderEvent::about_payment(
             &Order {
                 attempts: 3,
-                payment_id: Some("PAY-10".into()),
+                payment_id: Some(pay_id("PAY-10")),
                 paid_at: Some(at("2026-11-27T08:20:00Z")),
                 ..order(OrderStatus::Paid)
             },

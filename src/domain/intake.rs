@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    Attempt, CloseReason, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentOutcome,
-    RecordedPayment, Rejection, Schedule,
+    Attempt, CloseReason, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentId,
+    PaymentOutcome, RecordedPayment, Rejection, Schedule,
     payment::{PaymentDecision, decide},
     plan::{Claim, Plan, Step},
     time_delta, to_the_microsecond,
@@ -180,15 +180,15 @@ pub struct Arrival {
     pub transition: Option<Transition>,
     /// For an order found marked paid in SQL: the payment taken as the one
     /// that paid it.
-    pub adopted: Option<String>,
+    pub adopted: Option<PaymentId>,
     /// What each other payment that came before the transition (or, with
     /// none, each other payment) did, in the order they came: decided on
     /// the order as stored, and written before the transition, so that a
     /// crash between the two never decides them again on the moved order.
-    pub earlier: Vec<(String, PaymentOutcome)>,
+    pub earlier: Vec<(PaymentId, PaymentOutcome)>,
     /// What each payment that came after the transition did, in the order
     /// they came: written after it.
-    pub later: Vec<(String, PaymentOutcome)>,
+    pub later: Vec<(PaymentId, PaymentOutcome)>,
 }
 
 /// Plays what waited for `order`, in the order it came, as if each had
@@ -323,6 +323,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::pay_id;
     use crate::domain::{Currency, test_order};
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -553,8 +554,8 @@ mod tests {
 
     fn waiting(id: &str, second: u32, amount_cents: Option<i64>) -> RecordedPayment {
         RecordedPayment {
-            payment_id: id.into(),
-            order_id: "A-1001".into(),
+            payment_id: pay_id(id),
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents,
             currency: None,
             paid_at: None,
@@ -589,9 +590,9 @@ mod tests {
         assert_eq!(arrival.transition, Some(Transition::Settle(right)));
         assert_eq!(
             arrival.earlier,
-            [("PAY-1".to_owned(), PaymentOutcome::Mismatch)]
+            [(pay_id("PAY-1"), PaymentOutcome::Mismatch)]
         );
-        assert_eq!(arrival.later, [("PAY-3".to_owned(), PaymentOutcome::Twice)]);
+        assert_eq!(arrival.later, [(pay_id("PAY-3"), PaymentOutcome::Twice)]);
     }
 
     #[test]
@@ -602,7 +603,7 @@ mod tests {
         assert_eq!(arrival.transition, Some(Transition::Cancel));
         assert_eq!(
             arrival.later,
-            [("PAY-1".to_owned(), PaymentOutcome::AfterClose)]
+            [(pay_id("PAY-1"), PaymentOutcome::AfterClose)]
         );
         assert!(arrival.earlier.is_empty());
         // Paid, then cancelled: the cancellation changes nothing.
@@ -623,7 +624,7 @@ mod tests {
         assert_eq!(arrival.transition, Some(Transition::Cancel));
         assert_eq!(
             arrival.earlier,
-            [("PAY-1".to_owned(), PaymentOutcome::Mismatch)]
+            [(pay_id("PAY-1"), PaymentOutcome::Mismatch)]
         );
         assert!(arrival.later.is_empty());
     }
@@ -632,18 +633,15 @@ mod tests {
     fn an_order_that_lost_its_race_takes_what_waited_as_it_now_is() {
         // Settled meanwhile by another payment (the other side of the race).
         let paid = Order {
-            payment_id: Some("PAY-0".into()),
+            payment_id: Some(pay_id("PAY-0")),
             ..test_order(OrderStatus::Paid)
         };
         let arrival = on_arrival(&paid, &[waiting("PAY-1", 1, None)], Some(&cancelled_at(2)));
         assert_eq!(arrival.transition, None);
-        assert_eq!(
-            arrival.earlier,
-            [("PAY-1".to_owned(), PaymentOutcome::Twice)]
-        );
+        assert_eq!(arrival.earlier, [(pay_id("PAY-1"), PaymentOutcome::Twice)]);
         // Settled by this very payment: nothing left to decide about it.
         let paid_by_it = Order {
-            payment_id: Some("PAY-1".into()),
+            payment_id: Some(pay_id("PAY-1")),
             ..paid
         };
         assert_eq!(
@@ -674,7 +672,7 @@ mod tests {
 
         fn keep(payment_id: &str, outcome: PaymentOutcome, announce: Claim) -> Step {
             Step::KeepOutcome {
-                payment_id: payment_id.into(),
+                payment_id: pay_id(payment_id),
                 outcome,
                 attempts: 0,
                 announce,
@@ -734,7 +732,7 @@ mod tests {
                 [
                     keep("PAY-1", PaymentOutcome::Mismatch, Claim::First),
                     Step::Settle {
-                        payment_id: "PAY-2".into(),
+                        payment_id: pay_id("PAY-2"),
                         by_check: None
                     },
                     keep("PAY-3", PaymentOutcome::Twice, Claim::First),
@@ -748,7 +746,7 @@ mod tests {
                 [
                     keep("PAY-1", PaymentOutcome::Mismatch, Claim::Skip),
                     Step::Settle {
-                        payment_id: "PAY-2".into(),
+                        payment_id: pay_id("PAY-2"),
                         by_check: None
                     },
                     keep("PAY-3", PaymentOutcome::Twice, Claim::Skip),

@@ -31,9 +31,9 @@ pub use message::{
     Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, due_at_header,
     to_the_microsecond,
 };
-#[cfg(test)]
-pub(crate) use order::test_order;
 pub use order::{CloseReason, Order, OrderStatus};
+#[cfg(test)]
+pub(crate) use order::{pay_id, test_order};
 pub use order_id::{InvalidOrderId, OrderId};
 pub use payment::{PaymentDecision, PaymentOutcome, RecordedPayment};
 pub use plan::{Claim, Plan, Step};

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::OrderId;
+use super::{OrderId, PaymentId};
 
 /// Where an order is in its life. `Paid` and `Closed` are terminal and
 /// exclusive: an order leaves `Pending` once, by one conditional write.
@@ -87,7 +87,7 @@ pub struct Order {
     /// How many times the payment gateway was asked about it.
     pub gateway_asks: u32,
     /// The payment that paid the order, when a payment message did.
-    pub payment_id: Option<String>,
+    pub payment_id: Option<PaymentId>,
     /// When the event for the current terminal status was confirmed by the
     /// broker; `None` while it is still owed to downstream.
     pub event_published_at: Option<DateTime<Utc>>,
@@ -95,7 +95,7 @@ pub struct Order {
     pub next_check_at: Option<DateTime<Utc>>,
     /// For an order a payment service marked paid in SQL: the payment
     /// message taken as the one that paid it.
-    pub adopted_payment_id: Option<String>,
+    pub adopted_payment_id: Option<PaymentId>,
 }
 
 /// An order for the core's tests: `A-1001`, 12,900 CNY, placed
@@ -105,6 +105,12 @@ impl Order {
     pub fn owes_event(&self) -> bool {
         self.status != OrderStatus::Pending && self.event_published_at.is_none()
     }
+}
+
+/// A payment id for the tests.
+#[cfg(test)]
+pub(crate) fn pay_id(text: &str) -> PaymentId {
+    PaymentId::parse(text).unwrap()
 }
 
 #[cfg(test)]

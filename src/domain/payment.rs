@@ -12,15 +12,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Attempt, Delivery, Order, OrderEvent, OrderStatus, PaymentSucceeded, Rejection,
+    Attempt, Delivery, Order, OrderEvent, OrderId, OrderStatus, PaymentId, PaymentSucceeded,
+    Rejection,
     plan::{Claim, Plan, Step},
 };
 
 /// A payment as paywait recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordedPayment {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
     pub amount_cents: Option<i64>,
     /// `None` means "in the order's currency".
     pub currency: Option<String>,
@@ -132,19 +133,17 @@ pub fn decide(order: Option<&Order>, payment: &RecordedPayment) -> PaymentDecisi
     match order.status {
         OrderStatus::Pending if matches(order, payment) => PaymentDecision::Settle,
         OrderStatus::Pending => PaymentDecision::Keep(PaymentOutcome::Mismatch),
-        OrderStatus::Paid if order.payment_id.as_deref() == Some(payment.payment_id.as_str()) => {
+        OrderStatus::Paid if order.payment_id.as_ref() == Some(&payment.payment_id) => {
             PaymentDecision::AlreadySettled
         }
         // Paid in SQL by the payment service, which names no payment: the
         // first message that matches it is that payment; any other is a
         // second one.
-        OrderStatus::Paid if order.payment_id.is_none() => {
-            match order.adopted_payment_id.as_deref() {
-                Some(adopted) if adopted == payment.payment_id => PaymentDecision::AlreadySettled,
-                None if matches(order, payment) => PaymentDecision::Adopt,
-                _ => PaymentDecision::Keep(PaymentOutcome::Twice),
-            }
-        }
+        OrderStatus::Paid if order.payment_id.is_none() => match &order.adopted_payment_id {
+            Some(adopted) if *adopted == payment.payment_id => PaymentDecision::AlreadySettled,
+            None if matches(order, payment) => PaymentDecision::Adopt,
+            _ => PaymentDecision::Keep(PaymentOutcome::Twice),
+        },
         OrderStatus::Paid => PaymentDecision::Keep(PaymentOutcome::Twice),
         OrderStatus::Closed => PaymentDecision::Keep(PaymentOutcome::AfterClose),
     }
@@ -190,7 +189,7 @@ pub fn check_recorded(
     payment: &PaymentSucceeded,
     recorded: &RecordedPayment,
 ) -> Result<(), Rejection> {
-    if recorded.order_id == payment.order_id.as_str() {
+    if recorded.order_id == payment.order_id {
         return Ok(());
     }
     Err(Rejection::InvalidField {
@@ -223,12 +222,13 @@ pub fn check_publisher(trusted_users: &[String], user_id: Option<&str>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::pay_id;
     use crate::domain::test_order;
 
     fn payment(amount_cents: Option<i64>, currency: Option<&str>) -> RecordedPayment {
         RecordedPayment {
-            payment_id: "PAY-1".into(),
-            order_id: "A-1001".into(),
+            payment_id: pay_id("PAY-1"),
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents,
             currency: currency.map(str::to_owned),
             paid_at: None,
@@ -273,11 +273,11 @@ mod tests {
     fn what_a_payment_does_to_its_order() {
         let pending = test_order(OrderStatus::Pending);
         let paid_by_it = Order {
-            payment_id: Some("PAY-1".into()),
+            payment_id: Some(pay_id("PAY-1")),
             ..test_order(OrderStatus::Paid)
         };
         let paid_by_another = Order {
-            payment_id: Some("PAY-0".into()),
+            payment_id: Some(pay_id("PAY-0")),
             ..test_order(OrderStatus::Paid)
         };
         let paid_in_sql = test_order(OrderStatus::Paid);
@@ -329,11 +329,11 @@ mod tests {
     #[test]
     fn an_order_paid_in_sql_takes_its_first_matching_payment_and_refunds_the_rest() {
         let adopted = Order {
-            adopted_payment_id: Some("PAY-1".into()),
+            adopted_payment_id: Some(pay_id("PAY-1")),
             ..test_order(OrderStatus::Paid)
         };
         let pay = |id: &str, amount: i64| RecordedPayment {
-            payment_id: id.into(),
+            payment_id: pay_id(id),
             ..payment(Some(amount), None)
         };
         assert_eq!(
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn a_payment_does_what_it_did_the_first_time() {
         let paid_by_another = Order {
-            payment_id: Some("PAY-0".into()),
+            payment_id: Some(pay_id("PAY-0")),
             ..test_order(OrderStatus::Paid)
         };
         // Decided a mismatch while the order was pending; the order was
@@ -447,7 +447,7 @@ mod tests {
             plan(Some(&pending), &matching, Delivery::First, None).steps,
             [
                 Step::Settle {
-                    payment_id: "PAY-1".into(),
+                    payment_id: pay_id("PAY-1"),
                     by_check: None
                 },
                 Step::Announce
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(
             plan(Some(&pending), &matching, Delivery::First, by_check).steps[0],
             Step::Settle {
-                payment_id: "PAY-1".into(),
+                payment_id: pay_id("PAY-1"),
                 by_check
             }
         );
@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(
             plan(Some(&pending), &wrong, Delivery::Again, None).steps,
             [Step::KeepOutcome {
-                payment_id: "PAY-1".into(),
+                payment_id: pay_id("PAY-1"),
                 outcome: PaymentOutcome::Mismatch,
                 attempts: 0,
                 announce: Claim::Skip
@@ -477,7 +477,7 @@ mod tests {
             plan(Some(&in_sql), &matching, Delivery::First, None).steps,
             [
                 Step::Adopt {
-                    payment_id: "PAY-1".into()
+                    payment_id: pay_id("PAY-1")
                 },
                 Step::AnnounceOwed(Claim::First)
             ]
@@ -500,7 +500,7 @@ mod tests {
         };
         assert_eq!(check_recorded(&message, &payment(None, None)), Ok(()));
         let elsewhere = RecordedPayment {
-            order_id: "B-7".into(),
+            order_id: crate::domain::OrderId::parse("B-7").unwrap(),
             ..payment(None, None)
         };
         let refused = check_recorded(&message, &elsewhere).unwrap_err();

@@ -16,7 +16,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Attempt, CheckKind, CloseReason, Delivery, OrderCancelled, PaymentOutcome, Verdict};
+use super::{
+    Attempt, CheckKind, CloseReason, Delivery, OrderCancelled, PaymentId, PaymentOutcome, Verdict,
+};
 
 /// One effect of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,19 +37,19 @@ pub enum Step {
     /// (a conditional write), counting check number `by_check` among its
     /// checks when a check's question to the gateway brought the payment.
     Settle {
-        payment_id: String,
+        payment_id: PaymentId,
         by_check: Option<Attempt>,
     },
     /// Take the payment as the one that paid an order marked paid in SQL (a
     /// conditional write, lost to any other payment taken first).
-    Adopt { payment_id: String },
+    Adopt { payment_id: PaymentId },
     /// Keep `outcome` as what the payment did, decided when its order had
     /// had `attempts` checks, unless something was decided about it before
     /// (a payment's outcome is decided once); publish its event if this step
     /// decided it, or whatever was decided when `announce` is
     /// [`Claim::Skip`]. Finding it settled its order meanwhile, decide again.
     KeepOutcome {
-        payment_id: String,
+        payment_id: PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
         announce: Claim,

@@ -56,12 +56,13 @@ impl OrderStory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::pay_id;
     use crate::domain::{OrderStatus, PaymentOutcome, test_order};
 
     fn payment(payment_id: &str, outcome: PaymentOutcome) -> RecordedPayment {
         RecordedPayment {
-            payment_id: payment_id.into(),
-            order_id: "A-1001".into(),
+            payment_id: pay_id(payment_id),
+            order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents: Some(12_900),
             currency: None,
             paid_at: None,
@@ -84,7 +85,7 @@ mod tests {
         let mut order = test_order(OrderStatus::Paid);
         order.status = OrderStatus::Paid;
         order.paid_at = Some(Utc::now());
-        order.payment_id = Some("PAY-1".into());
+        order.payment_id = Some(pay_id("PAY-1"));
         let published = Utc::now();
         order.event_published_at = Some(published);
         order.gateway_asks = 1;

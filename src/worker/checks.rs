@@ -180,7 +180,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
                 let payment_recorded_for = match &answer {
                     GatewayAnswer::Paid { payment_id, .. } => worker
                         .store
-                        .payment(payment_id.as_str())
+                        .payment(payment_id)
                         .await?
                         .map(|recorded| recorded.order_id),
                     _ => None,

@@ -71,14 +71,14 @@ impl<S: Store, B: Bus> Worker<S, B> {
                         self.metrics.race_lost("settle");
                         return Ok(Executed::Moved);
                     };
-                    tracing::info!(payment_id, "order paid");
+                    tracing::info!(%payment_id, "order paid");
                     order = Some(paid);
                 }
                 Step::Adopt { payment_id } => {
                     if !self.store.adopt(order_id, payment_id).await? {
                         return Ok(Executed::Moved);
                     }
-                    tracing::info!(payment_id, "the payment of an order marked paid in SQL");
+                    tracing::info!(%payment_id, "the payment of an order marked paid in SQL");
                 }
                 Step::KeepOutcome {
                     payment_id,

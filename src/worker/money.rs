@@ -31,7 +31,7 @@ impl<S: Store, B: Bus> Worker<S, B> {
             let plan = payment::plan(order.as_ref(), &payment, delivery, by_check);
             if order.is_none() {
                 tracing::info!(
-                    payment_id = payment.payment_id,
+                    payment_id = %payment.payment_id,
                     "payment before its order: kept until the order arrives"
                 );
             }
@@ -73,7 +73,7 @@ impl<S: Store, B: Bus> Worker<S, B> {
             return Ok(());
         };
         tracing::warn!(
-            payment_id = payment.payment_id,
+            payment_id = %payment.payment_id,
             event = event.event.name(),
             "a payment did not settle its order"
         );

@@ -15,8 +15,8 @@ use crate::{
     db::Database,
     domain::{
         Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderEvent, OrderId,
-        OrderStatus, Parked, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route,
-        Waiting,
+        OrderStatus, Parked, PaymentId, PaymentOutcome, PaymentSucceeded, Placement,
+        RecordedPayment, Route, Waiting,
         gateway::{AskPolicy, GatewayAnswer},
     },
     error::Result,
@@ -37,14 +37,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(bool, RecordedPayment)>> + Send;
     fn decide_payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
     ) -> impl Future<Output = Result<(bool, RecordedPayment)>> + Send;
     fn adopt(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
     ) -> impl Future<Output = Result<bool>> + Send;
     fn claim_announcement(
         &self,
@@ -52,7 +52,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Order>>> + Send;
     fn payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
     ) -> impl Future<Output = Result<Option<RecordedPayment>>> + Send;
     fn payments_of(
         &self,
@@ -61,7 +61,7 @@ pub trait Store: Send + Sync + 'static {
     fn settle(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
         by_check: Option<Attempt>,
     ) -> impl Future<Output = Result<Option<Order>>> + Send;
     fn close(
@@ -89,7 +89,10 @@ pub trait Store: Send + Sync + 'static {
         status: OrderStatus,
         attempts: u32,
     ) -> impl Future<Output = Result<()>> + Send;
-    fn mark_payment_announced(&self, payment_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn mark_payment_announced(
+        &self,
+        payment_id: &PaymentId,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -146,7 +149,7 @@ impl Store for Database {
     }
     fn decide_payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
     ) -> impl Future<Output = Result<(bool, RecordedPayment)>> + Send {
@@ -155,7 +158,7 @@ impl Store for Database {
     fn adopt(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
     ) -> impl Future<Output = Result<bool>> + Send {
         Database::adopt(self, order_id, payment_id)
     }
@@ -167,7 +170,7 @@ impl Store for Database {
     }
     fn payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
     ) -> impl Future<Output = Result<Option<RecordedPayment>>> + Send {
         Database::payment(self, payment_id)
     }
@@ -180,7 +183,7 @@ impl Store for Database {
     fn settle(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
         by_check: Option<Attempt>,
     ) -> impl Future<Output = Result<Option<Order>>> + Send {
         Database::settle(self, order_id, payment_id, by_check)
@@ -218,7 +221,10 @@ impl Store for Database {
     ) -> impl Future<Output = Result<()>> + Send {
         Database::mark_announced(self, order_id, status, attempts)
     }
-    fn mark_payment_announced(&self, payment_id: &str) -> impl Future<Output = Result<()>> + Send {
+    fn mark_payment_announced(
+        &self,
+        payment_id: &PaymentId,
+    ) -> impl Future<Output = Result<()>> + Send {
         Database::mark_payment_announced(self, payment_id)
     }
     fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send {

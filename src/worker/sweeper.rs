@@ -7,11 +7,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::{
-    configuration::SweeperSettings,
-    domain::{OrderId, Sweep},
-    error::{Error, Result},
-};
+use crate::{configuration::SweeperSettings, domain::Sweep, error::Result};
 
 /// How long a barrier passed for another daemon is kept for it: far longer
 /// than any close waits.
@@ -78,10 +74,9 @@ pub async fn announce_owed_payments(worker: &Worker, settings: &SweeperSettings)
         .await?;
     let mut announced = 0;
     for payment in &owed {
-        let order_id = OrderId::parse(payment.order_id.as_str())
-            .map_err(|error| Error::CorruptRow(error.to_string()))?;
-        if let Some(order) = worker.store.find(&order_id).await? {
-            tracing::warn!(%order_id, payment_id = payment.payment_id, "announcing a payment's owed event");
+        let order_id = &payment.order_id;
+        if let Some(order) = worker.store.find(order_id).await? {
+            tracing::warn!(%order_id, payment_id = %payment.payment_id, "announcing a payment's owed event");
             worker.announce_payment(&order, payment).await?;
             announced += 1;
         }

@@ -16,7 +16,7 @@ use paywait::{
     amqp::Topology,
     configuration::{Settings, Sources},
     db::Database,
-    domain::{Inbox, Order, OrderId, OrderStatus, PaymentOutcome},
+    domain::{Inbox, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome},
     startup::Application,
 };
 use serde_json::Value;
@@ -352,7 +352,8 @@ impl TestApp {
     pub async fn wait_until_recorded(&self, payment_id: &str, outcome: PaymentOutcome) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let payment = self.db.payment(payment_id).await.unwrap();
+            let id = PaymentId::parse(payment_id).expect("a payment id");
+            let payment = self.db.payment(&id).await.unwrap();
             if payment.as_ref().and_then(|p| p.outcome) == Some(outcome) {
                 return;
             }

@@ -123,7 +123,7 @@ async fn the_sweeper_announces_a_payments_event_its_announcer_left_owed() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while app
         .db
-        .payment("PAY-LOST")
+        .payment(&paywait::domain::PaymentId::parse("PAY-LOST").unwrap())
         .await
         .unwrap()
         .unwrap()

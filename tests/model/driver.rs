@@ -27,9 +27,9 @@ use paywait::{
     amqp::Handler,
     domain::{
         Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Limits,
-        NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked, PaymentOutcome,
-        PaymentSucceeded, Placement, RecordedPayment, Route, Schedule, Sweep, Timers, Waiting,
-        WaitingCancellation, check,
+        NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked, PaymentId,
+        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route, Schedule, Sweep,
+        Timers, Waiting, WaitingCancellation, check,
         gateway::{AskPolicy, GatewayAnswer},
     },
     metrics::Metrics,
@@ -95,7 +95,7 @@ impl Store {
         let mut payments: Vec<_> = self
             .payments
             .values()
-            .filter(|payment| payment.order_id == order_id.as_str())
+            .filter(|payment| payment.order_id == *order_id)
             .cloned()
             .collect();
         payments
@@ -155,8 +155,8 @@ impl Store {
         let first_time = !self.payments.contains_key(&key);
         if first_time {
             let recorded = RecordedPayment {
-                payment_id: key.clone(),
-                order_id: payment.order_id.as_str().to_owned(),
+                payment_id: payment.payment_id.clone(),
+                order_id: payment.order_id.clone(),
                 amount_cents: payment.amount_cents,
                 currency: payment.currency.as_ref().map(|c| c.as_str().to_owned()),
                 paid_at: payment.paid_at,
@@ -195,7 +195,7 @@ impl Store {
         let payment = self
             .payments
             .get_mut(payment_id)
-            .filter(|p| p.order_id == order_id.as_str() && p.outcome.is_none());
+            .filter(|p| p.order_id == *order_id && p.outcome.is_none());
         let order = self.orders.get_mut(order_id.as_str()).filter(|order| {
             order.status == OrderStatus::Paid
                 && order.payment_id.is_none()
@@ -224,7 +224,7 @@ impl Store {
         let payment = self
             .payments
             .get_mut(payment_id)
-            .filter(|p| p.order_id == order_id.as_str() && p.outcome.is_none());
+            .filter(|p| p.order_id == *order_id && p.outcome.is_none());
         let order = self
             .orders
             .get_mut(order_id.as_str())
@@ -443,22 +443,24 @@ impl paywait::worker::Store for Port {
     }
     async fn decide_payment(
         &self,
-        payment_id: &str,
+        payment_id: &PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
     ) -> Result<(bool, RecordedPayment)> {
         self.store()
-            .decide_payment(payment_id, outcome, attempts)
+            .decide_payment(payment_id.as_str(), outcome, attempts)
             .map_err(died)
     }
-    async fn adopt(&self, order_id: &OrderId, payment_id: &str) -> Result<bool> {
-        self.store().adopt(order_id, payment_id).map_err(died)
+    async fn adopt(&self, order_id: &OrderId, payment_id: &PaymentId) -> Result<bool> {
+        self.store()
+            .adopt(order_id, payment_id.as_str())
+            .map_err(died)
     }
     async fn claim_announcement(&self, order_id: &OrderId) -> Result<Option<Order>> {
         self.store().claim_announcement(order_id).map_err(died)
     }
-    async fn payment(&self, payment_id: &str) -> Result<Option<RecordedPayment>> {
-        Ok(self.store().payment(payment_id))
+    async fn payment(&self, payment_id: &PaymentId) -> Result<Option<RecordedPayment>> {
+        Ok(self.store().payment(payment_id.as_str()))
     }
     async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
         Ok(self.store().payments_of(order_id))
@@ -466,11 +468,11 @@ impl paywait::worker::Store for Port {
     async fn settle(
         &self,
         order_id: &OrderId,
-        payment_id: &str,
+        payment_id: &PaymentId,
         by_check: Option<Attempt>,
     ) -> Result<Option<Order>> {
         self.store()
-            .settle(order_id, payment_id, by_check)
+            .settle(order_id, payment_id.as_str(), by_check)
             .map_err(died)
     }
     async fn close(
@@ -516,9 +518,9 @@ impl paywait::worker::Store for Port {
             .mark_announced(order_id, status, attempts, now())
             .map_err(died)
     }
-    async fn mark_payment_announced(&self, payment_id: &str) -> Result<()> {
+    async fn mark_payment_announced(&self, payment_id: &PaymentId) -> Result<()> {
         self.store()
-            .mark_payment_announced(payment_id, now())
+            .mark_payment_announced(payment_id.as_str(), now())
             .map_err(died)
     }
     async fn record_parked(&self, _: &Parked) -> Result<()> {

@@ -261,12 +261,14 @@ impl Played {
             .iter()
             .map(|(id, order)| {
                 let settled = store.payments.values().find(|payment| {
-                    payment.order_id == *id && payment.outcome == Some(PaymentOutcome::Settled)
+                    payment.order_id.as_str() == id
+                        && payment.outcome == Some(PaymentOutcome::Settled)
                 });
                 let paid_by = order
                     .payment_id
-                    .clone()
-                    .or_else(|| settled.map(|payment| payment.payment_id.clone()));
+                    .as_ref()
+                    .or(settled.map(|payment| &payment.payment_id))
+                    .map(|payment_id| payment_id.as_str().to_owned());
                 (id.clone(), row_of(order, paid_by))
             })
             .collect()
