@@ -257,7 +257,7 @@ async fn show(settings: &Settings, order_id: &OrderId, as_json: bool) -> Result<
             "amount_cents",
             text(order.amount_cents.map(|c| c.to_string())),
         ),
-        ("currency", text(order.currency.clone())),
+        ("currency", text(order.currency.map(|c| c.to_string()))),
         ("placed_at", time(Some(order.placed_at))),
         ("expires_at", time(Some(order.expires_at))),
         ("paid_at", time(order.paid_at)),

@@ -289,7 +289,7 @@ impl Database {
             payment_id: payment.payment_id.as_str().to_owned(),
             order_id: payment.order_id.as_str().to_owned(),
             amount_cents: payment.amount_cents,
-            currency: payment.currency.as_ref().map(|c| c.as_str().to_owned()),
+            currency: payment.currency.map(|c| c.to_string()),
             paid_at: payment.paid_at,
             received_at,
             outcome: None,

@@ -9,8 +9,8 @@ use diesel::{
 use super::schema::{orders, payments};
 use crate::{
     domain::{
-        CloseReason, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
-        Waiting, WaitingCancellation,
+        CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome,
+        RecordedPayment, Waiting, WaitingCancellation,
     },
     error::{Error, Result},
 };
@@ -41,6 +41,14 @@ fn payment_id(text: &str) -> Result<PaymentId> {
     PaymentId::parse(text).map_err(|why| Error::CorruptRow(format!("payment id {text:?}: {why}")))
 }
 
+/// A currency as PostgreSQL holds it, read back as paywait wrote it.
+fn currency(text: Option<&str>) -> Result<Option<Currency>> {
+    text.map(|text| {
+        Currency::parse(text).map_err(|why| Error::CorruptRow(format!("currency: {why}")))
+    })
+    .transpose()
+}
+
 /// An order id as PostgreSQL holds it, read back as paywait wrote it.
 fn order_id(text: &str) -> Result<OrderId> {
     OrderId::parse(text).map_err(|error| Error::CorruptRow(error.to_string()))
@@ -63,7 +71,7 @@ impl TryFrom<OrderRow> for Order {
                 .transpose()?,
             order_id: order_id(&row.order_id)?,
             amount_cents: row.amount_cents,
-            currency: row.currency,
+            currency: currency(row.currency.as_deref())?,
             placed_at: row.placed_at,
             expires_at: row.expires_at,
             paid_at: row.paid_at,
@@ -117,7 +125,7 @@ impl TryFrom<PaymentRow> for RecordedPayment {
             payment_id: payment_id(&row.payment_id)?,
             order_id: order_id(&row.order_id)?,
             amount_cents: row.amount_cents,
-            currency: row.currency,
+            currency: currency(row.currency.as_deref())?,
             paid_at: row.paid_at,
             received_at: row.received_at,
             event_published_at: row.event_published_at,
@@ -154,7 +162,7 @@ impl WaitingRow {
                 payment_id: payment_id(&id)?,
                 order_id: order_id(&row.order_id)?,
                 amount_cents: row.amount_cents,
-                currency: row.currency,
+                currency: currency(row.currency.as_deref())?,
                 paid_at: row.paid_at,
                 received_at: row.received_at,
                 outcome: None,
@@ -169,5 +177,65 @@ impl WaitingRow {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment_row(currency: Option<&str>) -> PaymentRow {
+        PaymentRow {
+            payment_id: "PAY-1".into(),
+            order_id: "A-1".into(),
+            amount_cents: Some(100),
+            currency: currency.map(str::to_owned),
+            paid_at: None,
+            received_at: "2026-12-08T10:00:00Z".parse().unwrap(),
+            outcome: Some("settled".into()),
+            event_published_at: None,
+            decided_attempts: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_row_is_read_back_into_typed_values() {
+        let payment = RecordedPayment::try_from(payment_row(Some("CNY"))).unwrap();
+        assert_eq!(payment.currency, Some(Currency::parse("CNY").unwrap()));
+        assert_eq!(payment.payment_id.as_str(), "PAY-1");
+        assert_eq!(payment.order_id.as_str(), "A-1");
+        assert_eq!(payment.outcome, Some(PaymentOutcome::Settled));
+        assert_eq!(
+            RecordedPayment::try_from(payment_row(None))
+                .unwrap()
+                .currency,
+            None
+        );
+    }
+
+    #[test]
+    fn a_row_paywait_could_not_have_written_is_corrupt() {
+        for (row, words) in [
+            (payment_row(Some("cny")), "currency"),
+            (
+                PaymentRow {
+                    outcome: Some("maybe".into()),
+                    ..payment_row(None)
+                },
+                "outcome",
+            ),
+            (
+                PaymentRow {
+                    payment_id: String::new(),
+                    ..payment_row(None)
+                },
+                "payment id",
+            ),
+        ] {
+            match RecordedPayment::try_from(row) {
+                Err(Error::CorruptRow(why)) => assert!(why.contains(words), "{why}"),
+                other => panic!("{words}: {other:?}"),
+            }
+        }
     }
 }

@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     domain::{
-        CloseReason, NewOrder, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, Placement,
-        RecordedPayment, Waiting,
+        CloseReason, Currency, NewOrder, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome,
+        Placement, RecordedPayment, Waiting,
     },
     error::{Error, Result},
 };
@@ -289,7 +289,7 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
             order_id: new.order_id.as_str(),
             status: OrderStatus::Pending.as_str(),
             amount_cents: new.amount_cents,
-            currency: new.currency.as_deref(),
+            currency: new.currency.as_ref().map(Currency::as_str),
             placed_at: new.placed_at,
             expires_at: new.expires_at,
             next_check_at: Some(new.next_check_at),
@@ -322,8 +322,8 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
             // Only the first item of an order id in the batch created it.
             let first = created.insert(id.clone());
             match (inserted.get(&id), known.get(&id)) {
-                (Some(order), _) => Ok(Placement::of(order.clone(), first)),
-                (None, Some(order)) => Ok(Placement::of(order.clone(), false)),
+                (Some(order), _) if first => Ok(Placement::Created(order.clone())),
+                (Some(order), _) | (None, Some(order)) => Ok(Placement::Known(order.clone())),
                 (None, None) => Err(Error::CorruptRow(format!("order {id} vanished"))),
             }
         })

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{CloseReason, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment};
+use super::{
+    CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
+};
 
 /// The events paywait publishes to downstream services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -54,7 +56,7 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PaymentStated {
     pub payment_amount_cents: Option<i64>,
-    pub payment_currency: Option<String>,
+    pub payment_currency: Option<Currency>,
 }
 
 /// The JSON body of an outbound event.
@@ -71,7 +73,7 @@ pub struct OrderEvent {
     pub expires_at: DateTime<Utc>,
     pub attempts: u32,
     pub amount_cents: Option<i64>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     pub payment_id: Option<PaymentId>,
     /// Why the order was closed: on `order.closed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +128,7 @@ impl OrderEvent {
         if kind == EventKind::PaymentMismatch {
             event.stated = Some(PaymentStated {
                 payment_amount_cents: payment.amount_cents,
-                payment_currency: payment.currency.clone(),
+                payment_currency: payment.currency,
             });
         }
         Some(event)
@@ -147,7 +149,7 @@ impl OrderEvent {
             expires_at: order.expires_at,
             attempts: order.attempts,
             amount_cents: order.amount_cents,
-            currency: order.currency.clone(),
+            currency: order.currency,
             payment_id,
             reason: None,
             stated: None,
@@ -286,7 +288,7 @@ mod tests {
             payment_id: pay_id(id),
             order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents: Some(1),
-            currency: Some("USD".into()),
+            currency: Some("USD".parse().unwrap()),
             paid_at: None,
             received_at: at("2026-11-27T08:31:00Z"),
             outcome,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    Attempt, CloseReason, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentId,
+    Attempt, CloseReason, Currency, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentId,
     PaymentOutcome, RecordedPayment, Rejection, Schedule,
     payment::{PaymentDecision, decide},
     plan::{Claim, Plan, Step},
@@ -25,7 +25,7 @@ use super::{
 pub struct NewOrder {
     pub order_id: OrderId,
     pub amount_cents: Option<i64>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     pub placed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// When the first check is due.
@@ -85,7 +85,7 @@ pub fn new_order(
     let mut order = NewOrder {
         order_id: placed.order_id,
         amount_cents: placed.amount_cents,
-        currency: placed.currency.map(|currency| currency.as_str().to_owned()),
+        currency: placed.currency,
         placed_at,
         expires_at: placed_at + time_delta(window),
         next_check_at: now,
@@ -104,16 +104,6 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// Classifies a stored order: `created` when this message's write
-    /// created it.
-    pub fn of(order: Order, created: bool) -> Self {
-        if created {
-            Self::Created(order)
-        } else {
-            Self::Known(order)
-        }
-    }
-
     pub fn is_created(&self) -> bool {
         matches!(self, Self::Created(_))
     }
@@ -363,7 +353,7 @@ mod tests {
             NewOrder {
                 order_id: OrderId::parse("A-1").unwrap(),
                 amount_cents: Some(100),
-                currency: Some("CNY".into()),
+                currency: Some("CNY".parse().unwrap()),
                 placed_at: at("2026-11-27T08:00:00Z"),
                 expires_at: at("2026-11-27T08:05:00Z"),
                 next_check_at: at("2026-11-27T08:01:00Z"),
@@ -471,19 +461,14 @@ mod tests {
     }
 
     #[test]
-    fn placements_are_classified_by_what_the_write_did() {
+    fn a_placement_holds_its_order_and_says_whether_it_created_it() {
         let order = test_order(OrderStatus::Pending);
-        assert_eq!(
-            Placement::of(order.clone(), true),
-            Placement::Created(order.clone())
-        );
-        assert_eq!(
-            Placement::of(order.clone(), false),
-            Placement::Known(order.clone())
-        );
-        assert_eq!(Placement::of(order.clone(), false).order(), &order);
-        assert!(Placement::of(order.clone(), true).is_created());
-        assert!(!Placement::of(order, false).is_created());
+        let created = Placement::Created(order.clone());
+        let known = Placement::Known(order.clone());
+        assert_eq!(created.order(), &order);
+        assert_eq!(known.order(), &order);
+        assert!(created.is_created());
+        assert!(!known.is_created());
     }
 
     #[test]

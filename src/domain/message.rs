@@ -430,9 +430,26 @@ impl Attempt {
 }
 
 /// An ISO 4217-style currency code: three capital letters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Currency(String);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency([u8; 3]);
+
+impl std::fmt::Debug for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Currency({:?})", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 impl std::str::FromStr for Currency {
     type Err = String;
@@ -444,15 +461,14 @@ impl std::str::FromStr for Currency {
 
 impl Currency {
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(format!("{text:?} is not three capital letters"))
+        match <[u8; 3]>::try_from(text.as_bytes()) {
+            Ok(code) if code.iter().all(u8::is_ascii_uppercase) => Ok(Self(code)),
+            _ => Err(format!("{text:?} is not three capital letters")),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("three ASCII capitals")
     }
 }
 

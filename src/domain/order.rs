@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{OrderId, PaymentId};
+use super::{Currency, OrderId, PaymentId};
 
 /// Where an order is in its life. `Paid` and `Closed` are terminal and
 /// exclusive: an order leaves `Pending` once, by one conditional write.
@@ -75,7 +75,7 @@ pub struct Order {
     pub order_id: OrderId,
     pub status: OrderStatus,
     pub amount_cents: Option<i64>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     pub placed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
@@ -120,7 +120,7 @@ pub(crate) fn test_order(status: OrderStatus) -> Order {
         order_id: OrderId::parse("A-1001").unwrap(),
         status,
         amount_cents: Some(12900),
-        currency: Some("CNY".into()),
+        currency: Some("CNY".parse().unwrap()),
         placed_at,
         expires_at: placed_at + chrono::TimeDelta::minutes(30),
         paid_at: None,

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Attempt, Delivery, Order, OrderEvent, OrderId, OrderStatus, PaymentId, PaymentSucceeded,
-    Rejection,
+    Attempt, Currency, Delivery, Order, OrderEvent, OrderId, OrderStatus, PaymentId,
+    PaymentSucceeded, Rejection,
     plan::{Claim, Plan, Step},
 };
 
@@ -24,7 +24,7 @@ pub struct RecordedPayment {
     pub order_id: OrderId,
     pub amount_cents: Option<i64>,
     /// `None` means "in the order's currency".
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     pub paid_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
     /// What it did, once its order was known.
@@ -112,10 +112,10 @@ pub enum PaymentDecision {
 /// equal, and where both state a currency it is the same (a payment without
 /// a currency is in the order's).
 pub fn matches(order: &Order, payment: &RecordedPayment) -> bool {
-    let same = |a: Option<&str>, b: Option<&str>| a.zip(b).is_none_or(|(a, b)| a == b);
-    let amounts = order.amount_cents.zip(payment.amount_cents);
-    amounts.is_none_or(|(a, b)| a == b)
-        && same(order.currency.as_deref(), payment.currency.as_deref())
+    fn agree<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
+        a.zip(b).is_none_or(|(a, b)| a == b)
+    }
+    agree(order.amount_cents, payment.amount_cents) && agree(order.currency, payment.currency)
 }
 
 /// Decides what `payment` does to `order` (as the database holds it, if at
@@ -230,7 +230,7 @@ mod tests {
             payment_id: pay_id("PAY-1"),
             order_id: crate::domain::OrderId::parse("A-1001").unwrap(),
             amount_cents,
-            currency: currency.map(str::to_owned),
+            currency: currency.map(|c| c.parse().unwrap()),
             paid_at: None,
             received_at: "2026-11-27T08:03:00Z".parse().unwrap(),
             outcome: None,

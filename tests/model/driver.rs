@@ -128,7 +128,12 @@ impl Store {
             self.orders.insert(key.clone(), order);
         }
         self.effect()?;
-        Ok(Placement::of(self.orders[&key].clone(), created))
+        let order = self.orders[&key].clone();
+        Ok(if created {
+            Placement::Created(order)
+        } else {
+            Placement::Known(order)
+        })
     }
 
     /// The undecided payments and the cancellation of an order, in the
@@ -158,7 +163,7 @@ impl Store {
                 payment_id: payment.payment_id.clone(),
                 order_id: payment.order_id.clone(),
                 amount_cents: payment.amount_cents,
-                currency: payment.currency.as_ref().map(|c| c.as_str().to_owned()),
+                currency: payment.currency,
                 paid_at: payment.paid_at,
                 received_at,
                 outcome: None,
