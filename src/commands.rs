@@ -321,7 +321,7 @@ async fn watch(settings: &Settings, as_json: bool) -> Result<()> {
     )
     .await;
     broker.close();
-    watched
+    Ok(watched?)
 }
 
 async fn status(settings: &Settings, as_json: bool) -> Result<()> {

@@ -12,7 +12,6 @@ use crate::{
         Order,
         gateway::{AskPolicy, GatewayAnswer, question},
     },
-    error::{Error, Result},
     metrics::Metrics,
 };
 
@@ -33,7 +32,7 @@ impl Gateway {
     pub fn from_settings(
         settings: &GatewaySettings,
         metrics: Arc<Metrics>,
-    ) -> Result<Option<Self>> {
+    ) -> Result<Option<Self>, GatewayError> {
         let Some(url) = &settings.url else {
             return Ok(None);
         };
@@ -41,10 +40,7 @@ impl Gateway {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .build()
-            .map_err(|error| Error::Setup {
-                what: "the payment gateway's HTTP client",
-                message: error.without_url().to_string(),
-            })?;
+            .map_err(|error| GatewayError(error.without_url()))?;
         Ok(Some(Self {
             client,
             url: url.clone(),
@@ -103,6 +99,11 @@ impl Gateway {
         }
     }
 }
+
+/// The payment gateway's HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the payment gateway's HTTP client: {0}")]
+pub struct GatewayError(#[source] reqwest::Error);
 
 /// What went wrong, without the URL (which may hold a password).
 fn describe(error: &reqwest::Error) -> String {

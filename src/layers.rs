@@ -182,7 +182,7 @@ fn the_core_names_no_io_library() {
 fn each_outside_systems_library_is_named_by_its_shell_alone() {
     let shells = [
         ("lapin", &["amqp"][..]),
-        ("diesel", &["db", "error"][..]),
+        ("diesel", &["db"][..]),
         ("diesel_async", &["db"][..]),
         ("reqwest", &["gateway", "status"][..]),
         ("axum", &["http"][..]),

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     amqp::Topology,
-    amqp::{Broker, ConsumeSettings, Session},
+    amqp::{AmqpError, Broker, ConsumeSettings, Session},
     backoff,
     configuration::Settings,
     db::{self, Database},
@@ -188,8 +188,8 @@ async fn session(
         topology,
     } = services;
     let setting_up = progress.begin();
-    let not_consuming = |error| Lost {
-        error,
+    let not_consuming = |error: AmqpError| Lost {
+        error: error.into(),
         was_consuming: false,
     };
     let session = Session::open(broker, topology.clone(), settings.amqp.confirm_timeout)
@@ -259,7 +259,7 @@ async fn session(
     while let Some(joined) = consumers.join_next().await {
         let error = match joined {
             Ok(Ok(())) => continue,
-            Ok(Err(error)) => error,
+            Ok(Err(error)) => error.into(),
             Err(panic) => Error::TaskFailed {
                 task: "a consumer",
                 message: panic.to_string(),
@@ -279,7 +279,7 @@ async fn session(
         return Ok(());
     }
     Err(Lost {
-        error: failure.unwrap_or(Error::PublishingChannelClosed),
+        error: failure.unwrap_or(AmqpError::PublishingChannelClosed.into()),
         was_consuming: true,
     })
 }

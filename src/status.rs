@@ -10,7 +10,7 @@ use crate::{
     amqp::{self, Broker},
     db::Database,
     domain::{DaemonFigures, Status},
-    error::Result,
+    error::{Error, Result},
 };
 
 /// How long the daemon's `/readyz` may take to answer.
@@ -25,9 +25,9 @@ pub async fn gather(
 ) -> Result<Status> {
     let as_of = Utc::now();
     let (orders, parked, queues) = tokio::try_join!(
-        db.order_figures(as_of),
-        db.parked_by_reason(),
-        amqp::queue_figures(broker, topology),
+        async { Ok::<_, Error>(db.order_figures(as_of).await?) },
+        async { Ok(db.parked_by_reason().await?) },
+        async { Ok(amqp::queue_figures(broker, topology).await?) },
     )?;
     Ok(Status::assess(as_of, orders, parked, queues, daemon))
 }

@@ -21,7 +21,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     Ok(Client::try_connect(url, std::time::Duration::from_secs(60)).await?)
 }
 
-type Confirm = Pin<Box<dyn Future<Output = paywait::Result<()>> + Send>>;
+type Confirm = Pin<Box<dyn Future<Output = Result<(), paywait::amqp::AmqpError>> + Send>>;
 
 /// Publishes with up to `window` confirms outstanding, in order: as fast as
 /// the broker accepts, every message still confirmed.

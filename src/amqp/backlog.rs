@@ -6,8 +6,9 @@ use std::time::Duration;
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
+use super::error::Result;
 use super::{Broker, declare::passive_declare};
-use crate::{amqp::Topology, domain::QueueFigures, error::Result, metrics::Metrics};
+use crate::{amqp::Topology, domain::QueueFigures, metrics::Metrics};
 
 /// How often the queues are polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);

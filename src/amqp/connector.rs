@@ -17,10 +17,8 @@ use lapin::{
     uri::{AMQPScheme, AMQPUri},
 };
 
-use crate::{
-    configuration::AmqpSettings,
-    error::{Error, Result},
-};
+use super::{AmqpError, error::Result};
+use crate::configuration::AmqpSettings;
 
 /// Opens and checks the pool's connections: to the broker's nodes in
 /// turn, so that a connection lost with its node is opened again on the
@@ -65,10 +63,7 @@ impl Connector {
                 let uri = url
                     .expose()
                     .parse::<AMQPUri>()
-                    .map_err(|message| Error::Setup {
-                        what: "the RabbitMQ connection",
-                        message: format!("not an AMQP URL: {message}"),
-                    })?;
+                    .map_err(AmqpError::NotAnAmqpUrl)?;
                 Ok((url.address(), uri))
             })
             .collect::<Result<_>>()?;
@@ -136,9 +131,9 @@ async fn open(
 /// The CA and client certificate of `amqp.tls`, read from their files.
 fn tls_config(settings: &AmqpSettings) -> Result<OwnedTLSConfig> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|error| Error::Setup {
-            what: "the RabbitMQ TLS settings",
-            message: format!("cannot read {}: {error}", path.display()),
+        std::fs::read(path).map_err(|source| AmqpError::TlsFile {
+            path: path.to_owned(),
+            source,
         })
     };
     let tls = &settings.tls;

@@ -20,6 +20,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::{AmqpError, error::Result};
 use super::{Publisher, failed, publisher::BARRIER_HEADER};
 use crate::{
     amqp::Topology,
@@ -28,7 +29,6 @@ use crate::{
         ATTEMPT_HEADER, Arrivals, DUE_AT_HEADER, Inbound, Inbox, IntegerHeader, OrderId, Parked,
         Verdict,
     },
-    error::{Error, Result},
     metrics::Metrics,
 };
 
@@ -40,16 +40,27 @@ pub fn record_order(order_id: &OrderId) {
 
 /// What paywait does with a message: the worker.
 pub trait Handler: Send + Sync + 'static {
+    /// What handling can fail with: anything the worker meets, a failed
+    /// publish of this shell's own included. The consumer only logs it and
+    /// tries again.
+    type Error: From<AmqpError> + std::fmt::Display + Send;
+
     /// Processes one message. Safe to repeat: a message handled part-way
     /// comes back with `seen_before` set.
-    fn handle(&self, inbound: &Inbound) -> impl Future<Output = Result<Verdict>> + Send;
+    fn handle(
+        &self,
+        inbound: &Inbound,
+    ) -> impl Future<Output = Result<Verdict, Self::Error>> + Send;
 
     /// Keeps a record of a message parked in the dead queue.
-    fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send;
+    fn record_parked(
+        &self,
+        parked: &Parked,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// A barrier with `token` passed: every payment that was ahead of it in
     /// the payments queue has been handled and acknowledged.
-    fn barrier_passed(&self, token: &str) -> impl Future<Output = Result<()>> + Send;
+    fn barrier_passed(&self, token: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// The deliveries of one channel not acknowledged yet, by delivery tag (the
@@ -213,7 +224,7 @@ impl<H: Handler> Consumer<H> {
                         };
                     }
                     Some(Err(error)) => break Err(failed(format!("consuming from {queue}"))(error)),
-                    None => break Err(Error::ConsumerCancelled { queue: queue.clone() }),
+                    None => break Err(AmqpError::ConsumerCancelled { queue: queue.clone() }),
                 }
             }
         };
@@ -380,7 +391,7 @@ impl<H: Handler> Consumer<H> {
                             }
                             break;
                         }
-                        Err(error) => error,
+                        Err(error) => error.into(),
                     }
                 }
                 Err(error) => error,

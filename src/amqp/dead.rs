@@ -10,11 +10,12 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
+use super::error::Result;
 use super::{
     Broker, ERROR_HEADER, Outgoing, PARKED_ID_HEADER, SOURCE_QUEUE_HEADER, USER_ID_HEADER, failed,
     passive_declare,
 };
-use crate::{amqp::Topology, error::Result};
+use crate::amqp::Topology;
 
 /// A parked message, as an operator reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

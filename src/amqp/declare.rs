@@ -6,11 +6,11 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
+use super::error::Result;
 use super::failed;
 use crate::{
     amqp::topology::{Argument, ExchangeKind, Topology},
     domain::Inbox,
-    error::Result,
 };
 
 fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {

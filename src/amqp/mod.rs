@@ -8,6 +8,7 @@ mod connector;
 mod consumer;
 mod dead;
 mod declare;
+mod error;
 mod publisher;
 mod session;
 pub mod topology;
@@ -18,6 +19,8 @@ use connector::Connection;
 pub use consumer::{ConsumeSettings, Handler, attempt_header, due_at_header, record_order};
 pub use dead::{ParkedMessage, ReplayMode, Replayed, replay_parked};
 pub use declare::{declare, passive_declare};
+pub use error::AmqpError;
+use error::Result;
 pub use publisher::{
     ERROR_HEADER, Outgoing, PARKED_ID_HEADER, PendingConfirm, Publisher, SOURCE_QUEUE_HEADER,
     USER_ID_HEADER,
@@ -31,10 +34,7 @@ use std::time::Duration;
 use deadpool::managed::{PoolError, Timeouts};
 use lapin::{Channel, ConnectionStatus};
 
-use crate::{
-    configuration::AmqpSettings,
-    error::{ClientError, Error, Result},
-};
+use crate::configuration::AmqpSettings;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,10 +51,10 @@ async fn briefly<T>(courtesy: impl std::future::Future<Output = T>) -> Option<T>
 }
 
 /// Wraps a client error with what paywait was doing.
-fn failed(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
-    move |source| Error::Amqp {
+fn failed(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> AmqpError {
+    move |source| AmqpError::Client {
         context: context.into(),
-        source: ClientError::new(source),
+        source,
     }
 }
 
@@ -78,18 +78,23 @@ impl Broker {
                 recycle: Some(CONNECT_TIMEOUT),
             })
             .build()
-            .map_err(|error| Error::Setup {
-                what: "the RabbitMQ connection pool",
-                message: error.to_string(),
-            })?;
+            .map_err(AmqpError::Pool)?;
         Ok(Self { pool, address })
     }
 
     /// A live connection: a pooled one that is still connected, or a new one.
     async fn connection(&self) -> Result<Connection> {
-        self.pool.get().await.map_err(|error| Error::AmqpConnect {
-            address: self.address.clone(),
-            message: describe_pool_error(error),
+        self.pool.get().await.map_err(|error| match error {
+            PoolError::Backend(source) => AmqpError::Connect {
+                address: self.address.clone(),
+                source,
+            },
+            PoolError::Timeout(_) => AmqpError::ConnectTimeout {
+                address: self.address.clone(),
+                after: CONNECT_TIMEOUT,
+            },
+            // Closed, or a hook or runtime this pool does not have.
+            _ => AmqpError::PoolClosed,
         })
     }
 
@@ -118,14 +123,6 @@ impl Broker {
     /// Closes every pooled connection.
     pub fn close(&self) {
         self.pool.close();
-    }
-}
-
-fn describe_pool_error(error: PoolError<lapin::Error>) -> String {
-    match error {
-        PoolError::Backend(error) => error.to_string(),
-        PoolError::Timeout(_) => "timed out".to_owned(),
-        other => other.to_string(),
     }
 }
 

@@ -11,13 +11,13 @@ use lapin::{
 };
 
 use super::failed;
+use super::{AmqpError, error::Result};
 use crate::{
     amqp::Topology,
     domain::{
         ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection,
         Route, due_at_header,
     },
-    error::{Error, Result},
 };
 
 /// The header that says why a message was parked in the dead queue.
@@ -72,7 +72,7 @@ impl Publisher {
             self.send(message).await?.confirmed().await
         })
         .await
-        .map_err(|_| Error::ConfirmTimeout {
+        .map_err(|_| AmqpError::ConfirmTimeout {
             what: what.to_owned(),
             timeout: self.confirm_timeout,
         })?
@@ -336,12 +336,12 @@ impl PendingConfirm {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(Error::Unroutable {
+                Err(AmqpError::Unroutable {
                     what,
                     reason: format!("{} {}", returned.reply_code, returned.reply_text),
                 })
             }
-            Confirmation::Nack(None) => Err(Error::Unroutable {
+            Confirmation::Nack(None) => Err(AmqpError::Unroutable {
                 what,
                 reason: "the broker refused it (nack)".to_owned(),
             }),

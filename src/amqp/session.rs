@@ -6,11 +6,12 @@ use std::{future::Future, sync::Arc, time::Duration};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
+use super::error::Result;
 use super::{
     Broker, ConnectionHealth, ConsumeSettings, Handler, Publisher, backlog, consumer::Consumer,
     declare, failed,
 };
-use crate::{amqp::Topology, domain::Inbox, error::Result, metrics::Metrics};
+use crate::{amqp::Topology, domain::Inbox, metrics::Metrics};
 
 /// A connection to the broker with the topology declared on it.
 pub struct Session {

@@ -8,11 +8,9 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::{AmqpError, error::Result};
 use super::{Broker, failed, passive_declare};
-use crate::{
-    amqp::Topology,
-    error::{Error, Result},
-};
+use crate::amqp::Topology;
 
 /// Hands every event published from now on to `on_event` (routing key,
 /// body) until `stop`, once `on_watching` was told the watch began and how
@@ -79,7 +77,7 @@ pub async fn watch_events(
             delivery = deliveries.next() => match delivery {
                 Some(Ok(delivery)) => on_event(delivery.routing_key.as_str(), &delivery.data),
                 Some(Err(error)) => return Err(failed("watching the events")(error)),
-                None => return Err(Error::ConsumerCancelled { queue: queue.name().to_string() }),
+                None => return Err(AmqpError::ConsumerCancelled { queue: queue.name().to_string() }),
             },
         }
     }

@@ -10,7 +10,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use super::error::{DbError, Result};
 
 type Request<I, O> = (I, oneshot::Sender<Result<O>>);
 
@@ -20,7 +20,7 @@ pub struct Batcher<I, O> {
     /// The longest a request waits for its answer, and the error it then
     /// gets.
     patience: Duration,
-    timed_out: Arc<dyn Fn() -> Error + Send + Sync>,
+    timed_out: Arc<dyn Fn() -> DbError + Send + Sync>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
@@ -43,7 +43,7 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<O>>> + Send,
-        T: Fn() -> Error + Send + Sync + 'static,
+        T: Fn() -> DbError + Send + Sync + 'static,
     {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Request<I, O>>();
         tokio::spawn(async move {
@@ -66,19 +66,16 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
                     }
                     (Err(error), Some(items)) if error.may_be_one_requests_fault() => {
                         for (item, reply) in items.into_iter().zip(replies) {
-                            let output = run(vec![item]).await.and_then(|mut outputs| {
-                                outputs.pop().ok_or_else(|| Error::TaskFailed {
-                                    task: "a batched statement",
-                                    message: "it answered nothing for its request".into(),
-                                })
-                            });
+                            let output = run(vec![item])
+                                .await
+                                .and_then(|mut outputs| outputs.pop().ok_or(DbError::Unanswered));
                             let _ = reply.send(output);
                         }
                     }
                     (Err(error), _) => {
                         let error = Arc::new(error);
                         for reply in replies {
-                            let _ = reply.send(Err(Error::Shared(error.clone())));
+                            let _ = reply.send(Err(DbError::Shared(error.clone())));
                         }
                     }
                 }
@@ -96,9 +93,9 @@ impl<I: Clone + Send + 'static, O: Send + 'static> Batcher<I, O> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send((item, reply))
-            .map_err(|_| Error::BatcherStopped)?;
+            .map_err(|_| DbError::BatcherStopped)?;
         match tokio::time::timeout(self.patience, answer).await {
-            Ok(answer) => answer.map_err(|_| Error::BatcherStopped)?,
+            Ok(answer) => answer.map_err(|_| DbError::BatcherStopped)?,
             Err(_) => Err((self.timed_out)()),
         }
     }
@@ -128,7 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_request_fails_alone_and_the_rest_of_its_batch_goes_on() {
-        let batcher = Batcher::spawn(16, PATIENCE, || Error::BatcherStopped, double_unless_13);
+        let batcher = Batcher::spawn(16, PATIENCE, || DbError::BatcherStopped, double_unless_13);
         let answers = futures_util::future::join_all([1, 13, 2, 3].map(|n| {
             let batcher = batcher.clone();
             async move { batcher.run(n).await }
@@ -151,7 +148,7 @@ mod tests {
         let batcher = Batcher::spawn(
             16,
             PATIENCE,
-            || Error::BatcherStopped,
+            || DbError::BatcherStopped,
             move |_items: Vec<u32>| {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async {
@@ -184,7 +181,10 @@ mod tests {
         let batcher = Batcher::spawn(
             16,
             patience,
-            || Error::Unhealthy("no answer in time".into()),
+            || DbError::Timeout {
+                address: "db:5432".into(),
+                after: Duration::from_millis(200),
+            },
             |items: Vec<u32>| async move {
                 // A batch of a 7 hangs, as on a link gone silent.
                 if items.contains(&7) {
@@ -199,7 +199,7 @@ mod tests {
         };
         let started = std::time::Instant::now();
         let hung = batcher.run(7).await.unwrap_err();
-        assert!(hung.to_string().contains("no answer in time"), "{hung}");
+        assert!(hung.to_string().contains("did not answer within"), "{hung}");
         waited(started);
         // Queued behind the hung batch: it too is answered in time.
         let started = std::time::Instant::now();

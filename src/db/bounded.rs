@@ -19,7 +19,7 @@ use diesel_async::{
     pooled_connection::deadpool::{Object, Pool},
 };
 
-use crate::error::{Error, Result};
+use super::error::{DbError, Result};
 
 /// A pooled connection, held for one call. Dropped, it goes back to the
 /// pool — unless its call was abandoned midway, when it is closed.
@@ -85,8 +85,8 @@ impl Connections {
     }
 
     /// The error of a call that ran out of time.
-    pub(super) fn timed_out(&self) -> Error {
-        Error::DatabaseTimeout {
+    pub(super) fn timed_out(&self) -> DbError {
+        DbError::Timeout {
             address: self.address.clone(),
             after: self.limit,
         }
@@ -106,9 +106,9 @@ impl Connections {
                 .pool
                 .get()
                 .await
-                .map_err(|error| Error::DatabaseConnect {
+                .map_err(|source| DbError::NoConnection {
                     address: self.address.clone(),
-                    message: error.to_string(),
+                    source,
                 })?;
             work(Conn {
                 object: Some(object),

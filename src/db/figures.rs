@@ -12,12 +12,10 @@ use diesel::{
 use diesel_async::RunQueryDsl;
 
 use super::Database;
-use crate::{
-    domain::{
-        OrderFigures, Parked, ParkedSample,
-        status::{COUNT_CAP, OVERDUE_AFTER},
-    },
-    error::Result,
+use super::error::Result;
+use crate::domain::{
+    OrderFigures, Parked, ParkedSample,
+    status::{COUNT_CAP, OVERDUE_AFTER},
 };
 
 /// Pending orders whose deadline is in `($1, $2]`, through the partial

@@ -2,6 +2,7 @@
 
 mod batch;
 mod bounded;
+mod error;
 mod figures;
 pub use figures::{DUE, OVERDUE, OWED_LATE};
 mod prepared;
@@ -30,10 +31,11 @@ use crate::{
         Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderId, OrderStatus,
         PaymentId, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Sweep, Waiting,
     },
-    error::{Error, Result},
 };
 use batch::Batcher;
 use bounded::Connections;
+pub use error::DbError;
+use error::Result;
 use prepared::{Bind, prepared};
 use rows::PaymentRow;
 use schema::{cancellations, payments};
@@ -110,10 +112,7 @@ fn connection_pool(
         .create_timeout(Some(settings.connect_timeout))
         .wait_timeout(Some(settings.statement_timeout))
         .build()
-        .map_err(|error| Error::Setup {
-            what: "the PostgreSQL connection pool",
-            message: error.to_string(),
-        })
+        .map_err(DbError::Pool)
 }
 
 /// The server of `url`, with the TLS its `sslmode` asks for, reached
@@ -121,19 +120,16 @@ fn connection_pool(
 fn target(url: &SecretUrl, settings: &DatabaseSettings) -> Result<Target> {
     Target::new(url)
         .map(|target| target.bounded(settings.connect_timeout, settings.statement_timeout))
-        .map_err(|message| Error::Setup {
-            what: "the PostgreSQL connection",
-            message,
-        })
+        .map_err(DbError::InvalidTarget)
 }
 
 /// Opens one session to the server of `url`, for `address` in errors.
 async fn connect(url: &SecretUrl, settings: &DatabaseSettings) -> Result<AsyncPgConnection> {
     tls::connect(&target(url, settings)?)
         .await
-        .map_err(|error| Error::DatabaseConnect {
+        .map_err(|source| DbError::Connect {
             address: url.address(),
-            message: error.to_string(),
+            source,
         })
 }
 
@@ -495,7 +491,7 @@ impl Database {
                 .into_iter()
                 .map(|claimed| {
                     let order_id = OrderId::parse(claimed.order_id)
-                        .map_err(|error| Error::CorruptRow(error.to_string()))?;
+                        .map_err(|error| DbError::CorruptRow(error.to_string()))?;
                     Ok((order_id, claimed.attempts.max(0) as u32))
                 })
                 .collect()
@@ -621,13 +617,10 @@ async fn with_migration_harness<T: Send + 'static>(
     let conn = connect(&settings.url, settings).await?;
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
-        work(&mut conn).map_err(|error| Error::Migration(error.to_string()))
+        work(&mut conn).map_err(DbError::Migration)
     })
     .await
-    .map_err(|error| Error::TaskFailed {
-        task: "the migration harness",
-        message: error.to_string(),
-    })?
+    .map_err(DbError::MigrationHarness)?
 }
 
 async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<()> {
@@ -669,9 +662,7 @@ pub async fn ensure_migrated(settings: &DatabaseSettings) -> Result<()> {
     let pending =
         with_migration_harness(settings, |conn| conn.has_pending_migration(MIGRATIONS)).await?;
     if pending {
-        return Err(Error::Migration(
-            "the database lacks migrations: run `paywait migrate` first".into(),
-        ));
+        return Err(DbError::MigrationsMissing);
     }
     Ok(())
 }

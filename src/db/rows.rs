@@ -6,13 +6,11 @@ use diesel::{
     prelude::{Insertable, Queryable, QueryableByName, Selectable},
 };
 
+use super::error::{DbError, Result};
 use super::schema::{orders, payments};
-use crate::{
-    domain::{
-        CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome,
-        RecordedPayment, Waiting, WaitingCancellation,
-    },
-    error::{Error, Result},
+use crate::domain::{
+    CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
+    Waiting, WaitingCancellation,
 };
 
 /// A row of `orders`.
@@ -38,27 +36,27 @@ pub(super) struct OrderRow {
 
 /// A payment id as PostgreSQL holds it, read back as paywait wrote it.
 fn payment_id(text: &str) -> Result<PaymentId> {
-    PaymentId::parse(text).map_err(|why| Error::CorruptRow(format!("payment id {text:?}: {why}")))
+    PaymentId::parse(text).map_err(|why| DbError::CorruptRow(format!("payment id {text:?}: {why}")))
 }
 
 /// A currency as PostgreSQL holds it, read back as paywait wrote it.
 fn currency(text: Option<&str>) -> Result<Option<Currency>> {
     text.map(|text| {
-        Currency::parse(text).map_err(|why| Error::CorruptRow(format!("currency: {why}")))
+        Currency::parse(text).map_err(|why| DbError::CorruptRow(format!("currency: {why}")))
     })
     .transpose()
 }
 
 /// An order id as PostgreSQL holds it, read back as paywait wrote it.
 fn order_id(text: &str) -> Result<OrderId> {
-    OrderId::parse(text).map_err(|error| Error::CorruptRow(error.to_string()))
+    OrderId::parse(text).map_err(|error| DbError::CorruptRow(error.to_string()))
 }
 
 impl TryFrom<OrderRow> for Order {
-    type Error = Error;
+    type Error = DbError;
 
     fn try_from(row: OrderRow) -> Result<Self> {
-        let corrupt = |what: String| Error::CorruptRow(format!("order {}: {what}", row.order_id));
+        let corrupt = |what: String| DbError::CorruptRow(format!("order {}: {what}", row.order_id));
         Ok(Order {
             status: OrderStatus::parse(&row.status)
                 .ok_or_else(|| corrupt(format!("status {:?}", row.status)))?,
@@ -106,7 +104,7 @@ pub(super) struct PaymentRow {
 }
 
 impl TryFrom<PaymentRow> for RecordedPayment {
-    type Error = Error;
+    type Error = DbError;
 
     fn try_from(row: PaymentRow) -> Result<Self> {
         Ok(Self {
@@ -115,7 +113,7 @@ impl TryFrom<PaymentRow> for RecordedPayment {
                 .as_deref()
                 .map(|outcome| {
                     PaymentOutcome::parse(outcome).ok_or_else(|| {
-                        Error::CorruptRow(format!(
+                        DbError::CorruptRow(format!(
                             "payment {} has outcome {outcome:?}",
                             row.payment_id
                         ))
@@ -233,7 +231,7 @@ mod tests {
             ),
         ] {
             match RecordedPayment::try_from(row) {
-                Err(Error::CorruptRow(why)) => assert!(why.contains(words), "{why}"),
+                Err(DbError::CorruptRow(why)) => assert!(why.contains(words), "{why}"),
                 other => panic!("{words}: {other:?}"),
             }
         }

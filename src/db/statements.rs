@@ -20,17 +20,15 @@ use diesel::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::error::{DbError, Result};
 use super::{
     prepared::{Bind, prepared},
     rows::{OrderRow, PaymentRow, WaitingRow},
     schema::{orders, payments},
 };
-use crate::{
-    domain::{
-        CloseReason, Currency, NewOrder, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome,
-        Placement, RecordedPayment, Waiting,
-    },
-    error::{Error, Result},
+use crate::domain::{
+    CloseReason, Currency, NewOrder, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome,
+    Placement, RecordedPayment, Waiting,
 };
 
 pub(super) use super::bounded::Conn;
@@ -324,7 +322,7 @@ pub(super) async fn place(mut conn: Conn, batch: Vec<NewOrder>) -> Result<Vec<Pl
             match (inserted.get(&id), known.get(&id)) {
                 (Some(order), _) if first => Ok(Placement::Created(order.clone())),
                 (Some(order), _) | (None, Some(order)) => Ok(Placement::Known(order.clone())),
-                (None, None) => Err(Error::CorruptRow(format!("order {id} vanished"))),
+                (None, None) => Err(DbError::CorruptRow(format!("order {id} vanished"))),
             }
         })
         .collect()
@@ -441,7 +439,7 @@ pub(super) async fn decide_payments(
         .map(|(id, _, _)| {
             let row = by_id
                 .get(id)
-                .ok_or_else(|| Error::CorruptRow(format!("payment {id} vanished")))?;
+                .ok_or_else(|| DbError::CorruptRow(format!("payment {id} vanished")))?;
             // A payment twice in the batch was decided by its first item.
             let decided_now = row.decided_now && answered.insert(id.clone());
             Ok((decided_now, RecordedPayment::try_from(row.payment.clone())?))

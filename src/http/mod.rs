@@ -138,7 +138,9 @@ fn unavailable(error: &crate::error::Error) -> Response {
 }
 
 async fn status_page(State(state): State<HttpState>) -> Response {
-    let gathered = tokio::try_join!(state.status(), state.db.recent_parked(PARKED_PER_REASON));
+    let gathered = tokio::try_join!(state.status(), async {
+        Ok(state.db.recent_parked(PARKED_PER_REASON).await?)
+    });
     match gathered {
         Ok((status, parked)) => {
             let (closes, mean) = state.metrics.close_waits();

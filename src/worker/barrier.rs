@@ -176,7 +176,7 @@ impl Barriers {
                 && let Err(error) = live.publisher.barrier(&live.topology, &token).await
             {
                 self.lock().remove(&token);
-                return Err(error);
+                return Err(error.into());
             }
             tokio::select! {
                 _ = handled.changed() => {}

@@ -28,7 +28,7 @@ use crate::{
         Attempt, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked, Rejection, Schedule,
         Timers, Verdict,
     },
-    error::Result,
+    error::{Error, Result},
     metrics::Metrics,
     progress::Progress,
 };
@@ -57,6 +57,8 @@ pub struct Worker<S = Database, B = Live> {
 }
 
 impl<S: Store, B: Bus> Handler for Worker<S, B> {
+    type Error = Error;
+
     async fn handle(&self, inbound: &Inbound) -> Result<Verdict> {
         let _underway = self.progress.begin();
         let message = match Message::admit(inbound, &self.trusted_users) {

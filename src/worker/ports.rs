@@ -131,104 +131,88 @@ pub trait AskGateway: Send + Sync + 'static {
 }
 
 impl Store for Database {
-    fn find(&self, order_id: &OrderId) -> impl Future<Output = Result<Option<Order>>> + Send {
-        Database::find(self, order_id)
+    async fn find(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        Ok(Database::find(self, order_id).await?)
     }
-    fn place(&self, new: NewOrder) -> impl Future<Output = Result<Placement>> + Send {
-        Database::place(self, new)
+    async fn place(&self, new: NewOrder) -> Result<Placement> {
+        Ok(Database::place(self, new).await?)
     }
-    fn waiting_for(&self, order_id: &OrderId) -> impl Future<Output = Result<Waiting>> + Send {
-        Database::waiting_for(self, order_id)
+    async fn waiting_for(&self, order_id: &OrderId) -> Result<Waiting> {
+        Ok(Database::waiting_for(self, order_id).await?)
     }
-    fn record_payment(
+    async fn record_payment(
         &self,
         payment: &PaymentSucceeded,
         received_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(bool, RecordedPayment)>> + Send {
-        Database::record_payment(self, payment, received_at)
+    ) -> Result<(bool, RecordedPayment)> {
+        Ok(Database::record_payment(self, payment, received_at).await?)
     }
-    fn decide_payment(
+    async fn decide_payment(
         &self,
         payment_id: &PaymentId,
         outcome: PaymentOutcome,
         attempts: u32,
-    ) -> impl Future<Output = Result<(bool, RecordedPayment)>> + Send {
-        Database::decide_payment(self, payment_id, outcome, attempts)
+    ) -> Result<(bool, RecordedPayment)> {
+        Ok(Database::decide_payment(self, payment_id, outcome, attempts).await?)
     }
-    fn adopt(
-        &self,
-        order_id: &OrderId,
-        payment_id: &PaymentId,
-    ) -> impl Future<Output = Result<bool>> + Send {
-        Database::adopt(self, order_id, payment_id)
+    async fn adopt(&self, order_id: &OrderId, payment_id: &PaymentId) -> Result<bool> {
+        Ok(Database::adopt(self, order_id, payment_id).await?)
     }
-    fn claim_announcement(
-        &self,
-        order_id: &OrderId,
-    ) -> impl Future<Output = Result<Option<Order>>> + Send {
-        Database::claim_announcement(self, order_id)
+    async fn claim_announcement(&self, order_id: &OrderId) -> Result<Option<Order>> {
+        Ok(Database::claim_announcement(self, order_id).await?)
     }
-    fn payment(
-        &self,
-        payment_id: &PaymentId,
-    ) -> impl Future<Output = Result<Option<RecordedPayment>>> + Send {
-        Database::payment(self, payment_id)
+    async fn payment(&self, payment_id: &PaymentId) -> Result<Option<RecordedPayment>> {
+        Ok(Database::payment(self, payment_id).await?)
     }
-    fn payments_of(
-        &self,
-        order_id: &OrderId,
-    ) -> impl Future<Output = Result<Vec<RecordedPayment>>> + Send {
-        Database::payments_of(self, order_id)
+    async fn payments_of(&self, order_id: &OrderId) -> Result<Vec<RecordedPayment>> {
+        Ok(Database::payments_of(self, order_id).await?)
     }
-    fn settle(
+    async fn settle(
         &self,
         order_id: &OrderId,
         payment_id: &PaymentId,
         by_check: Option<Attempt>,
-    ) -> impl Future<Output = Result<Option<Order>>> + Send {
-        Database::settle(self, order_id, payment_id, by_check)
+    ) -> Result<Option<Order>> {
+        Ok(Database::settle(self, order_id, payment_id, by_check).await?)
     }
-    fn close(
+    async fn close(
         &self,
         order_id: &OrderId,
         by_check: Option<Attempt>,
         now: DateTime<Utc>,
         reason: CloseReason,
-    ) -> impl Future<Output = Result<Option<Order>>> + Send {
-        Database::close(self, order_id, by_check, now, reason)
+    ) -> Result<Option<Order>> {
+        Ok(Database::close(self, order_id, by_check, now, reason).await?)
     }
-    fn record_cancellation(
+    async fn record_cancellation(
         &self,
         cancelled: &OrderCancelled,
         received_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        Database::record_cancellation(self, cancelled, received_at)
+    ) -> Result<()> {
+        Ok(Database::record_cancellation(self, cancelled, received_at).await?)
     }
-    fn record_check(
+    async fn record_check(
         &self,
         order_id: &OrderId,
         check: Attempt,
         next_check_at: DateTime<Utc>,
         kind: CheckKind,
-    ) -> impl Future<Output = Result<()>> + Send {
-        Database::record_check(self, order_id, check, next_check_at, kind)
+    ) -> Result<()> {
+        Ok(Database::record_check(self, order_id, check, next_check_at, kind).await?)
     }
-    fn mark_announced(
+    async fn mark_announced(
         &self,
         order_id: &OrderId,
         status: OrderStatus,
         attempts: u32,
-    ) -> impl Future<Output = Result<()>> + Send {
-        Database::mark_announced(self, order_id, status, attempts)
+    ) -> Result<()> {
+        Ok(Database::mark_announced(self, order_id, status, attempts).await?)
     }
-    fn mark_payment_announced(
-        &self,
-        payment_id: &PaymentId,
-    ) -> impl Future<Output = Result<()>> + Send {
-        Database::mark_payment_announced(self, payment_id)
+    async fn mark_payment_announced(&self, payment_id: &PaymentId) -> Result<()> {
+        Ok(Database::mark_payment_announced(self, payment_id).await?)
     }
-    fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send {
-        Database::record_parked(self, parked)
+    async fn record_parked(&self, parked: &Parked) -> Result<()> {
+        Ok(Database::record_parked(self, parked).await?)
     }
 }
 
@@ -250,13 +234,14 @@ impl Bus for Live {
         due_at: DateTime<Utc>,
         route: Route,
     ) -> Result<()> {
-        self.publisher
+        Ok(self
+            .publisher
             .arm_timer(&self.topology, order_id, attempt, due_at, route)
-            .await
+            .await?)
     }
 
     async fn announce(&self, event: &OrderEvent) -> Result<()> {
-        self.publisher.announce(&self.topology, event).await
+        Ok(self.publisher.announce(&self.topology, event).await?)
     }
 
     async fn wait_for_payments(&self, at: DateTime<Utc>) -> Result<Duration> {

@@ -10,7 +10,7 @@ use lapin::{
     options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
-use paywait::amqp::{Outgoing, PendingConfirm, Publisher, passive_declare};
+use paywait::amqp::{AmqpError, Outgoing, PendingConfirm, Publisher, passive_declare};
 
 use crate::{bodies, contract};
 
@@ -68,7 +68,7 @@ impl Client {
     }
 
     /// Connects; publishes wait at most `confirm_timeout` for the broker.
-    pub async fn try_connect(url: &str, confirm_timeout: Duration) -> paywait::Result<Self> {
+    pub async fn try_connect(url: &str, confirm_timeout: Duration) -> Result<Self, AmqpError> {
         let connect = || async {
             let connection = Connection::connect(url, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
@@ -76,12 +76,10 @@ impl Client {
             Ok::<_, lapin::Error>((connection, channel, publishing))
         };
         let (connection, channel, publishing) =
-            connect()
-                .await
-                .map_err(|error| paywait::Error::AmqpConnect {
-                    address: url.to_owned(),
-                    message: error.to_string(),
-                })?;
+            connect().await.map_err(|source| AmqpError::Connect {
+                address: url.to_owned(),
+                source,
+            })?;
         let publisher = Publisher::new(publishing, confirm_timeout).await?;
         Ok(Self {
             connection,
@@ -147,7 +145,7 @@ impl Client {
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> paywait::Result<()> {
+    ) -> Result<(), AmqpError> {
         self.publisher
             .publish(Outgoing {
                 what: &format!("a test message to {exchange:?} {routing_key}"),
@@ -323,7 +321,7 @@ impl ResilientClient {
     }
 
     /// A connected client, reconnecting when the last one was lost.
-    pub async fn client(&mut self) -> paywait::Result<&Client> {
+    pub async fn client(&mut self) -> Result<&Client, AmqpError> {
         if !self.client.as_ref().is_some_and(Client::is_connected) {
             let url = &self.urls[self.next % self.urls.len()];
             self.next += 1;
