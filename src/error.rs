@@ -43,6 +43,11 @@ pub enum Error {
     #[error("cannot listen for stop signals: {0}")]
     Signal(#[source] std::io::Error),
 
+    /// A message whose plans did not come to an end: a fault of paywait's
+    /// own, which its next delivery may not meet.
+    #[error("{0}; the message is tried again")]
+    Unfinished(&'static str),
+
     #[error("{task} ended unexpectedly: {message}")]
     TaskFailed { task: &'static str, message: String },
 }
@@ -66,7 +71,10 @@ impl Error {
             Self::Listen { .. } => 69,
             Self::OrderNotFound(_) | Self::Unhealthy(_) => 1,
             Self::Signal(_) => 71,
-            Self::Gateway(_) | Self::PaymentsBehind { .. } | Self::TaskFailed { .. } => 70,
+            Self::Gateway(_)
+            | Self::PaymentsBehind { .. }
+            | Self::Unfinished(_)
+            | Self::TaskFailed { .. } => 70,
         }
     }
 }

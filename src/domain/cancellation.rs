@@ -38,6 +38,7 @@ pub fn plan(order: Option<&Order>, cancelled: &OrderCancelled, delivery: Deliver
         CancelDecision::Close => Plan::close(None, CloseReason::Cancelled),
         CancelDecision::LeaveAsItIs => {
             Plan::steps([Step::AnnounceOwed(Claim::for_delivery(delivery))])
+                .noting("a cancellation of a settled order ignored")
         }
         // What came before an order is played in the order it was received;
         // a payment that reached the broker before this cancellation came

@@ -98,7 +98,8 @@ pub fn plan(facts: &CheckFacts, schedule: &Schedule) -> CheckPlan {
     };
     let plan = match decision {
         CheckDecision::UnknownOrder => Plan::park(Rejection::UnknownOrder(facts.order_id.clone())),
-        CheckDecision::Stale | CheckDecision::Settled(_) => Plan::nothing(),
+        CheckDecision::Stale => Plan::nothing("a duplicate timer dropped"),
+        CheckDecision::Settled(_) => Plan::nothing("the order is settled: no check to make"),
         CheckDecision::Announce(_) => {
             Plan::steps([Step::AnnounceOwed(Claim::for_delivery(facts.delivery))])
         }
@@ -758,7 +759,10 @@ mod tests {
                 stage: Stage::LostClose,
                 ..facts(Some(&still_pending), 4, at(30, 2))
             };
-            assert_eq!(plan(&lost, &schedule()).plan, Plan::nothing());
+            assert_eq!(
+                plan(&lost, &schedule()).plan,
+                Plan::nothing("a duplicate timer dropped")
+            );
         }
 
         #[test]
@@ -770,7 +774,7 @@ mod tests {
             );
             let order = pending(2);
             let stale = plan(&facts(Some(&order), 2, at(5, 0)), &schedule());
-            assert_eq!(stale.plan, Plan::nothing());
+            assert_eq!(stale.plan, Plan::nothing("a duplicate timer dropped"));
             assert_eq!(stale.outcome, None);
         }
 

@@ -179,7 +179,8 @@ pub fn plan(
             announce: claim,
         }]),
         PaymentDecision::AlreadySettled => Plan::steps([Step::AnnounceOwed(claim)]),
-        PaymentDecision::Early => Plan::nothing(),
+        // Kept as recorded, and logged by the worker, until its order comes.
+        PaymentDecision::Early => Plan::steps([]),
     }
 }
 
@@ -485,7 +486,7 @@ mod tests {
         // Before its order: nothing to do until the order comes.
         assert_eq!(
             plan(None, &matching, Delivery::First, None),
-            Plan::nothing()
+            Plan::steps([])
         );
     }
 

@@ -112,6 +112,9 @@ impl Claim {
 pub struct Plan {
     pub steps: Vec<Step>,
     pub reply: Verdict,
+    /// Why the message moves nothing, when that is worth a line in the
+    /// debug log (a duplicate timer, a cancellation of a settled order).
+    pub note: Option<&'static str>,
 }
 
 impl Plan {
@@ -120,12 +123,21 @@ impl Plan {
         Self {
             steps: steps.into_iter().collect(),
             reply: Verdict::Done,
+            note: None,
         }
     }
 
-    /// Nothing to do but acknowledge.
-    pub fn nothing() -> Self {
-        Self::steps([])
+    /// Nothing to do but acknowledge, for the reason `note` gives.
+    pub fn nothing(note: &'static str) -> Self {
+        Self::steps([]).noting(note)
+    }
+
+    /// This plan, with `note` saying why it moves nothing.
+    pub fn noting(self, note: &'static str) -> Self {
+        Self {
+            note: Some(note),
+            ..self
+        }
     }
 
     /// Park the message, for `rejection`.
@@ -133,6 +145,7 @@ impl Plan {
         Self {
             steps: Vec::new(),
             reply: Verdict::Reject(rejection),
+            note: None,
         }
     }
 

@@ -5,13 +5,13 @@
 use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{Inbound, OrderCancelled, Verdict, cancellation},
-    error::Result,
+    error::{Error, Result},
 };
 
 /// A close that lost its race, or a cancellation kept just as its order
 /// arrived, is planned again; the order is then known or terminal, and its
 /// plan moves nothing.
-const PLANS: usize = 3;
+pub(super) const PLANS: usize = 3;
 
 pub(super) async fn order_cancelled<S: Store, B: Bus>(
     worker: &Worker<S, B>,
@@ -22,10 +22,12 @@ pub(super) async fn order_cancelled<S: Store, B: Bus>(
     for _ in 0..PLANS {
         let order = worker.store.find(order_id).await?;
         let plan = cancellation::plan(order.as_ref(), &cancelled, inbound.delivery());
-        match worker.execute(order_id, order, &plan.steps).await? {
+        match worker.execute(order_id, order, &plan).await? {
             Executed::Moved => continue,
             Executed::Done(_) | Executed::Answered(_) => return Ok(plan.reply),
         }
     }
-    Ok(Verdict::Done)
+    Err(Error::Unfinished(
+        "a cancellation found its order moved by each of its plans",
+    ))
 }

@@ -21,7 +21,7 @@ use crate::{
         gateway::GatewayAnswer,
         number_of_unnumbered, time_delta,
     },
-    error::Result,
+    error::{Error, Result},
 };
 
 /// The checks a daemon is making now, by order and number: a second copy
@@ -162,7 +162,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
                 check::plan(&facts, &worker.schedule)
             }
         };
-        match worker.execute(order_id, order.clone(), &plan.steps).await? {
+        match worker.execute(order_id, order.clone(), &plan).await? {
             Executed::Done(_) => {
                 if let Some(outcome) = outcome {
                     worker.metrics.check_made(outcome);
@@ -175,7 +175,9 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
             }
             Executed::Answered(answer) => {
                 let (Some(gateway), Some(asked)) = (&worker.gateway, &order) else {
-                    break;
+                    return Err(Error::Unfinished(
+                        "the payment gateway answered a check without a gateway or an order",
+                    ));
                 };
                 let payment_recorded_for = match &answer {
                     GatewayAnswer::Paid { payment_id, .. } => worker
@@ -208,8 +210,9 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
             }
         }
     }
-    tracing::warn!("a check planned {PLANS} times without an end; acknowledged as it stands");
-    Ok(Verdict::Done)
+    Err(Error::Unfinished(
+        "a check found its order moved by each of its plans",
+    ))
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 
 use super::{Bus, Store, Worker};
 use crate::{
-    domain::{Claim, CloseReason, Order, OrderId, PaymentOutcome, Step, gateway::GatewayAnswer},
-    error::Result,
+    domain::{
+        Claim, CloseReason, Order, OrderId, PaymentOutcome, Plan, Step, gateway::GatewayAnswer,
+    },
+    error::{Error, Result},
 };
 
 /// How carrying out a plan ended.
@@ -22,15 +24,18 @@ pub(super) enum Executed {
 }
 
 impl<S: Store, B: Bus> Worker<S, B> {
-    /// Carries out `steps` for `order_id`, whose order was read as `order`
-    /// (`None`: not known).
+    /// Carries out the steps of `plan` for `order_id`, whose order was read
+    /// as `order` (`None`: not known).
     pub(super) async fn execute(
         &self,
         order_id: &OrderId,
         mut order: Option<Order>,
-        steps: &[Step],
+        plan: &Plan,
     ) -> Result<Executed> {
-        for step in steps {
+        if let Some(note) = plan.note {
+            tracing::debug!("{note}");
+        }
+        for step in &plan.steps {
             match step {
                 Step::WaitForPayments => {
                     let waited = self.bus.wait_for_payments(self.now()).await?;
@@ -130,14 +135,19 @@ impl<S: Store, B: Bus> Worker<S, B> {
                     }
                 }
                 Step::AskGateway => {
-                    if let (Some(gateway), Some(order)) = (&self.gateway, &order) {
-                        let answer = gateway.ask(order).await;
-                        tracing::info!(answer = answer.label(), "asked the payment gateway");
-                        if let GatewayAnswer::Unusable(why) = &answer {
-                            tracing::warn!(why, "no usable answer from the payment gateway");
-                        }
-                        return Ok(Executed::Answered(answer));
+                    // The core plans a question only with a gateway
+                    // configured, and about an order it read.
+                    let (Some(gateway), Some(order)) = (&self.gateway, &order) else {
+                        return Err(Error::Unfinished(
+                            "a plan asked the payment gateway without a gateway or an order",
+                        ));
+                    };
+                    let answer = gateway.ask(order).await;
+                    tracing::info!(answer = answer.label(), "asked the payment gateway");
+                    if let GatewayAnswer::Unusable(why) = &answer {
+                        tracing::warn!(why, "no usable answer from the payment gateway");
                     }
+                    return Ok(Executed::Answered(answer));
                 }
                 Step::KeepCancellation(cancelled) => {
                     // Kept first, then the order looked for again: an

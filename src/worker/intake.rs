@@ -7,7 +7,7 @@ use crate::{
         Inbound, OrderPlaced, Verdict,
         intake::{self, new_order},
     },
-    error::Result,
+    error::{Error, Result},
 };
 
 /// A transition that lost its race leaves the order terminal, so the next
@@ -42,12 +42,18 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
         };
         let plan = intake::plan(&placement, &order, waiting.as_ref(), delivery, worker.now());
         match worker
-            .execute(&order_id, Some(order.clone()), &plan.steps)
+            .execute(&order_id, Some(order.clone()), &plan)
             .await?
         {
             Executed::Done(after) => {
-                order = after.unwrap_or(order);
-                break;
+                let order = after.unwrap_or(order);
+                if placement.is_created() {
+                    worker.metrics.order_placed();
+                    tracing::info!(status = %order.status, "order placed");
+                } else {
+                    tracing::debug!("repeated order.placed");
+                }
+                return Ok(Verdict::Done);
             }
             // Another handler moved it first: plan again on what it did.
             Executed::Moved | Executed::Answered(_) => {
@@ -55,11 +61,7 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
             }
         }
     }
-    if placement.is_created() {
-        worker.metrics.order_placed();
-        tracing::info!(status = %order.status, "order placed");
-    } else {
-        tracing::debug!("repeated order.placed");
-    }
-    Ok(Verdict::Done)
+    Err(Error::Unfinished(
+        "an order found itself moved by each of its plans",
+    ))
 }

@@ -128,3 +128,6 @@ impl<S: Store, B: Bus> Worker<S, B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,12 +5,12 @@
 use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{Attempt, Claim, Delivery, Order, OrderId, RecordedPayment, payment},
-    error::Result,
+    error::{Error, Result},
 };
 
 /// At most this many times a payment is planned again after losing a race:
 /// each lost race leaves the order terminal, so the next plan stands.
-const PLANS: usize = 3;
+pub(super) const PLANS: usize = 3;
 
 impl<S: Store, B: Bus> Worker<S, B> {
     /// Does what `payment`, recorded for `order_id`, does to its order, and
@@ -35,7 +35,7 @@ impl<S: Store, B: Bus> Worker<S, B> {
                     "payment before its order: kept until the order arrives"
                 );
             }
-            match self.execute(order_id, order.clone(), &plan.steps).await? {
+            match self.execute(order_id, order.clone(), &plan).await? {
                 Executed::Done(after) => return Ok(after),
                 // Decide again on the order and the payment as they are.
                 Executed::Moved | Executed::Answered(_) => {
@@ -43,7 +43,9 @@ impl<S: Store, B: Bus> Worker<S, B> {
                 }
             }
         }
-        Ok(order)
+        Err(Error::Unfinished(
+            "a payment found its order moved by each of its plans",
+        ))
     }
 
     /// The order and the payment as they stand now, after a write that
