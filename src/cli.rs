@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long, value_name = "R")]
         reason: Option<String>,
     },
+    /// Publish order.deadline_changed, as an order service would: move a
+    /// pending order's deadline, later or earlier
+    Extend {
+        order_id: OrderId,
+        /// The new deadline, RFC 3339, e.g. 2026-12-08T18:00:00Z
+        #[arg(long, value_name = "TIME")]
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     /// Move parked messages from the dead queue back to the queue they came
     /// from, once what made them fail is fixed
     Replay {

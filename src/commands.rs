@@ -10,8 +10,8 @@ use crate::{
     configuration::{Settings, Sources},
     db::{self, Database},
     domain::{
-        Currency, Inbox, OrderCancelled, OrderId, OrderPlaced, PaymentId, PaymentSucceeded,
-        describe_event,
+        Currency, DeadlineChanged, Kind, OrderCancelled, OrderId, OrderPlaced, PaymentId,
+        PaymentSucceeded, describe_event, to_the_microsecond,
     },
     error::{Error, Result},
     shutdown,
@@ -53,6 +53,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
             .await
         }
         Command::Cancel { order_id, reason } => cancel(&settings, &order_id, reason).await,
+        Command::Extend {
+            order_id,
+            expires_at,
+        } => extend(&settings, &order_id, expires_at).await,
         Command::Show { order_id, json } => show(&settings, &order_id, json).await,
         Command::Replay {
             limit,
@@ -118,18 +122,18 @@ async fn declare_topology(settings: &Settings) -> Result<()> {
 /// `payments.trusted_users` checks).
 async fn publish_inbound(
     settings: &Settings,
-    inbox: Inbox,
+    kind: Kind,
     order_id: &OrderId,
     body: &[u8],
 ) -> Result<()> {
     let broker = Broker::new(&settings.amqp)?;
     let publisher = broker.publisher(settings.amqp.confirm_timeout).await?;
     let topology = Topology::from_settings(settings);
-    let what = format!("{} for {order_id}", inbox.routing_key().unwrap_or_default());
+    let what = format!("{} for {order_id}", kind.routing_key());
     publisher
         .publish_inbound(
             &topology,
-            inbox,
+            kind,
             &what,
             body,
             Some(&settings.amqp.nodes()[0].username()),
@@ -154,7 +158,7 @@ async fn place(
         placed_at: Some(Utc::now().trunc_subsecs(3)),
         expires_at: None,
     };
-    publish_inbound(settings, Inbox::Placed, order_id, &placed.to_body()).await
+    publish_inbound(settings, Kind::OrderPlaced, order_id, &placed.to_body()).await
 }
 
 async fn pay(
@@ -171,7 +175,31 @@ async fn pay(
         currency: currency.cloned(),
         paid_at: Some(Utc::now().trunc_subsecs(3)),
     };
-    publish_inbound(settings, Inbox::Payments, order_id, &payment.to_body()).await
+    publish_inbound(
+        settings,
+        Kind::PaymentSucceeded,
+        order_id,
+        &payment.to_body(),
+    )
+    .await
+}
+
+async fn extend(
+    settings: &Settings,
+    order_id: &OrderId,
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<()> {
+    let changed = DeadlineChanged {
+        order_id: order_id.clone(),
+        expires_at: to_the_microsecond(expires_at),
+    };
+    publish_inbound(
+        settings,
+        Kind::DeadlineChanged,
+        order_id,
+        &changed.to_body(),
+    )
+    .await
 }
 
 async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>) -> Result<()> {
@@ -181,7 +209,7 @@ async fn cancel(settings: &Settings, order_id: &OrderId, reason: Option<String>)
     };
     publish_inbound(
         settings,
-        Inbox::Cancellations,
+        Kind::OrderCancelled,
         order_id,
         &cancelled.to_body(),
     )

@@ -115,7 +115,9 @@ series! {
     gateway_duration: Histogram = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         => "gateway_request_duration_seconds", "How long the payment gateway took to answer";
     races_lost: Family<WriteLabels, Counter> = Default::default()
-        => "races_lost", "Conditional writes that found the order moved by another first: a close that lost to a payment (or another close), a settle that lost to a close (or another payment)";
+        => "races_lost", "Conditional writes that found the order moved by another first: a close that lost to a payment (or another close), a settle that lost to a close (or another payment), a deadline change that lost to a payment, a close or a later change";
+    deadline_changes: Family<OutcomeLabels, Counter> = Default::default()
+        => "deadline_changes", "order.deadline_changed messages handled, by what they did: applied, same (the order had that deadline), settled (paid or closed: ignored), superseded (a later change held), waiting (order not seen yet), refused (parked)";
 }
 
 /// Every metric, registered under the `paywait_` prefix.
@@ -164,6 +166,11 @@ impl Metrics {
         for reason in Rejection::REASONS {
             let _ = series.messages_dead.get_or_create(&ReasonLabels { reason });
         }
+        for outcome in crate::domain::deadline::OUTCOMES {
+            let _ = series
+                .deadline_changes
+                .get_or_create(&OutcomeLabels { outcome });
+        }
         for write in Self::RACED_WRITES {
             let _ = series.races_lost.get_or_create(&WriteLabels { write });
         }
@@ -188,7 +195,7 @@ impl Metrics {
     }
 
     /// The conditional writes that can lose a race, as labelled.
-    pub const RACED_WRITES: [&'static str; 2] = ["close", "settle"];
+    pub const RACED_WRITES: [&'static str; 3] = ["close", "settle", "deadline_change"];
 
     /// A conditional write (`close` or `settle`) found the order already
     /// moved by another.
@@ -226,6 +233,15 @@ impl Metrics {
         self.series
             .timer_arrival
             .observe(offset.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
+    }
+
+    /// A deadline change did what `outcome` says (see
+    /// `domain::deadline::OUTCOMES`).
+    pub fn deadline_change(&self, outcome: &'static str) {
+        self.series
+            .deadline_changes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn order_cancelled(&self) {

@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{AmqpError, error::Result};
-use super::{Publisher, failed, publisher::BARRIER_HEADER};
+use super::{
+    Publisher, failed,
+    publisher::{BARRIER_HEADER, ROUTING_KEY_HEADER},
+};
 use crate::{
     amqp::Topology,
     backoff,
@@ -98,6 +101,26 @@ impl Unacknowledged {
 }
 
 /// The token of a barrier, when the delivery is one.
+/// The routing key a delivery was published under: for one replayed from
+/// the dead queue (straight to its queue), the one it was first published
+/// under.
+fn routing_key(delivery: &Delivery) -> String {
+    let first = || match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(ROUTING_KEY_HEADER)?
+    {
+        AMQPValue::LongString(key) => Some(String::from_utf8_lossy(key.as_bytes()).into_owned()),
+        _ => None,
+    };
+    match delivery.exchange.as_str() {
+        "" => first().unwrap_or_else(|| delivery.routing_key.to_string()),
+        _ => delivery.routing_key.to_string(),
+    }
+}
+
 fn barrier_token(delivery: &Delivery) -> Option<String> {
     match delivery
         .properties
@@ -347,6 +370,7 @@ impl<H: Handler> Consumer<H> {
                 .user_id()
                 .as_ref()
                 .map(|user| user.as_str().to_owned()),
+            routing_key: routing_key(&delivery),
             seen_before: delivery.redelivered,
             received_at,
             body: std::mem::take(&mut delivery.data),
@@ -373,7 +397,7 @@ impl<H: Handler> Consumer<H> {
                         .park(
                             &self.topology,
                             queue,
-                            &inbound.body,
+                            &inbound,
                             &delivery.properties,
                             &rejection,
                             &parked.parked_id,

@@ -15,8 +15,8 @@ use super::{AmqpError, error::Result};
 use crate::{
     amqp::Topology,
     domain::{
-        ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbox, OrderEvent, OrderId, Rejection,
-        Route, due_at_header,
+        ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbound, Inbox, Kind, OrderEvent,
+        OrderId, Rejection, Route, due_at_header,
     },
 };
 
@@ -29,6 +29,9 @@ pub const SOURCE_QUEUE_HEADER: &str = "x-paywait-queue";
 /// The header naming a parked message's record in the database.
 pub const PARKED_ID_HEADER: &str = "x-paywait-parked-id";
 /// Marks a barrier in the payments queue, with its token.
+/// The routing key a parked message was first published under, kept when
+/// it is replayed (to its queue, under the queue's name).
+pub const ROUTING_KEY_HEADER: &str = "x-paywait-routing-key";
 pub const BARRIER_HEADER: &str = "x-paywait-barrier";
 
 const PERSISTENT: u8 = 2;
@@ -114,14 +117,12 @@ impl Publisher {
     pub async fn publish_inbound(
         &self,
         topology: &Topology,
-        inbox: Inbox,
+        kind: Kind,
         what: &str,
         body: &[u8],
         user_id: Option<&str>,
     ) -> Result<()> {
-        let routing_key = inbox
-            .routing_key()
-            .expect("only inboxes fed by the inbound exchange are published to");
+        let routing_key = kind.routing_key();
         let mut properties = json_properties().with_type(routing_key.into());
         if let Some(user) = user_id {
             properties = properties.with_user_id(user.into());
@@ -222,17 +223,24 @@ impl Publisher {
     /// properties untouched, with the reason in `x-paywait-error` — but for
     /// `user_id`, which the broker accepts only from its own publisher (it
     /// travels in `x-paywait-user-id`), and `expiration`, which would let it
-    /// expire out of the dead queue.
+    /// expire out of the dead queue. The routing key it came under travels
+    /// in `x-paywait-routing-key`, so that a replay (to its queue, under the
+    /// queue's name) is read as the kind it was.
     pub(super) async fn park(
         &self,
         topology: &Topology,
         source_queue: &str,
-        body: &[u8],
+        inbound: &Inbound,
         properties: &BasicProperties,
         rejection: &Rejection,
         parked_id: &str,
     ) -> Result<()> {
+        let body = inbound.body.as_slice();
         let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ROUTING_KEY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(inbound.routing_key.as_str())),
+        );
         headers.insert(
             PARKED_ID_HEADER.into(),
             AMQPValue::LongString(LongString::from(parked_id)),

@@ -103,7 +103,7 @@ impl Topology {
                 .into_iter()
                 .map(|inbox| {
                     let queue = match inbox.source() {
-                        Source::Inbound { .. } => name(&format!("intake.{}", inbox.name())),
+                        Source::Inbound => name(&format!("intake.{}", inbox.name())),
                         Source::ExpiredTimers => name(inbox.name()),
                     };
                     (inbox, queue)
@@ -262,9 +262,13 @@ impl Topology {
         let mut bindings: Vec<BindingSpec> = self
             .inbox_queues
             .iter()
-            .map(|(inbox, queue)| match inbox.source() {
-                Source::Inbound { routing_key } => bind(&self.orders_exchange, queue, routing_key),
-                Source::ExpiredTimers => bind(&self.expired_exchange, queue, ""),
+            .flat_map(|(inbox, queue)| match inbox.source() {
+                Source::Inbound => inbox
+                    .kinds()
+                    .into_iter()
+                    .map(|kind| bind(&self.orders_exchange, queue, kind.routing_key()))
+                    .collect(),
+                Source::ExpiredTimers => vec![bind(&self.expired_exchange, queue, "")],
             })
             .collect();
         bindings.push(bind(&self.unrouted_exchange, &self.unrouted_queue, ""));
@@ -386,7 +390,13 @@ mod tests {
         );
         assert_eq!(
             bound("paywait.intake.payments"),
-            [("paywait.orders".to_owned(), "payment.succeeded".to_owned())]
+            [
+                ("paywait.orders".to_owned(), "payment.succeeded".to_owned()),
+                (
+                    "paywait.orders".to_owned(),
+                    "order.deadline_changed".to_owned()
+                )
+            ]
         );
         assert_eq!(
             bound("paywait.intake.cancellations"),

@@ -2,6 +2,7 @@
 
 mod batch;
 mod bounded;
+mod deadlines;
 mod error;
 mod figures;
 pub use figures::{DUE, OVERDUE, OWED_LATE};
@@ -388,7 +389,7 @@ impl Database {
     /// Closes a pending order for `reason` — by check number `by_check`,
     /// counted among its checks, when a check closes it; `None` when the
     /// order was no longer pending (a payment or another close committed
-    /// first).
+    /// first), or, but for a cancellation, its deadline had moved past `now`.
     pub async fn close(
         &self,
         order_id: &OrderId,

@@ -10,7 +10,7 @@ use super::error::{DbError, Result};
 use super::schema::{orders, payments};
 use crate::domain::{
     CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
-    Waiting, WaitingCancellation,
+    Waiting, WaitingCancellation, WaitingChange,
 };
 
 /// A row of `orders`.
@@ -32,6 +32,7 @@ pub(super) struct OrderRow {
     event_published_at: Option<DateTime<Utc>>,
     next_check_at: Option<DateTime<Utc>>,
     adopted_payment_id: Option<String>,
+    deadline_changed_at: Option<DateTime<Utc>>,
 }
 
 /// A payment id as PostgreSQL holds it, read back as paywait wrote it.
@@ -84,6 +85,7 @@ impl TryFrom<OrderRow> for Order {
                 .as_deref()
                 .map(payment_id)
                 .transpose()?,
+            deadline_changed_at: row.deadline_changed_at,
         })
     }
 }
@@ -149,6 +151,10 @@ pub(super) struct WaitingRow {
     pub received_at: DateTime<Utc>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub reason: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    pub applied: Option<bool>,
 }
 
 impl WaitingRow {
@@ -167,12 +173,22 @@ impl WaitingRow {
                 event_published_at: None,
                 decided_attempts: None,
             }),
-            None => {
-                waiting.cancellation = Some(WaitingCancellation {
-                    reason: row.reason,
-                    received_at: row.received_at,
-                })
-            }
+            None => match row.expires_at {
+                // The last received, as rows come in that order.
+                Some(expires_at) => {
+                    waiting.deadline_change = Some(WaitingChange {
+                        expires_at,
+                        received_at: row.received_at,
+                        applied: row.applied.unwrap_or(false),
+                    })
+                }
+                None => {
+                    waiting.cancellation = Some(WaitingCancellation {
+                        reason: row.reason,
+                        received_at: row.received_at,
+                    })
+                }
+            },
         }
         Ok(())
     }

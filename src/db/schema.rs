@@ -2,7 +2,8 @@
 
 // `orders` also has `created_at` and `announce_claimed_at`, which only
 // hand-written SQL reads: left out here, the table stays within the 16
-// columns diesel builds by default.
+// columns diesel builds by default. `deadline_changes` is read and written
+// by hand-written SQL alone (`deadlines.rs`).
 diesel::table! {
     orders (order_id) {
         order_id -> Text,
@@ -20,6 +21,7 @@ diesel::table! {
         event_published_at -> Nullable<Timestamptz>,
         next_check_at -> Nullable<Timestamptz>,
         adopted_payment_id -> Nullable<Text>,
+        deadline_changed_at -> Nullable<Timestamptz>,
     }
 }
 

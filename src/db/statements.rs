@@ -136,7 +136,9 @@ static CLOSE: LazyLock<String> = LazyLock::new(|| {
         set: "status = 'closed', closed_at = src.closed_at, close_reason = src.reason, \
               attempts = GREATEST(orders.attempts, src.attempt), \
               next_check_at = NULL, event_published_at = NULL, announce_claimed_at = now()",
-        condition: None,
+        // A deadline moved later meanwhile (its change reached the broker
+        // before the close was decided) keeps the order open.
+        condition: Some("src.reason = 'cancelled' OR orders.expires_at <= src.closed_at"),
         returning: true,
         then: None,
     }
@@ -238,11 +240,17 @@ const DECIDE_PAYMENTS: &str = "\
 /// order ids.
 const WAITING: &str = "\
     WITH ids AS (SELECT $1::text[] AS ids) \
-    SELECT order_id, payment_id, amount_cents, currency, paid_at, received_at, NULL::text AS reason \
+    SELECT order_id, payment_id, amount_cents, currency, paid_at, received_at, \
+        NULL::text AS reason, NULL::timestamptz AS expires_at, NULL::bool AS applied \
     FROM payments, ids WHERE order_id = ANY(ids.ids) AND outcome IS NULL \
     UNION ALL \
-    SELECT order_id, NULL, NULL, NULL, NULL, received_at, reason \
+    SELECT order_id, NULL, NULL, NULL, NULL, received_at, reason, NULL, NULL \
     FROM cancellations, ids WHERE order_id = ANY(ids.ids) \
+    UNION ALL \
+    SELECT order_id, NULL, NULL, NULL, NULL, received_at, NULL, expires_at, \
+        applied_at IS NOT NULL \
+    FROM deadline_changes, ids WHERE order_id = ANY(ids.ids) \
+        AND (applied_at IS NULL OR event_published_at IS NULL) \
     ORDER BY received_at";
 
 fn ids(items: impl Iterator<Item = impl AsRef<str>>) -> Vec<String> {

@@ -56,6 +56,8 @@ pub struct CheckFacts<'a> {
     pub stage: Stage,
     /// A payment gateway is asked before an unpaid order is closed.
     pub gateway: bool,
+    /// When the timer said the check was due, if it said.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// How far a check has got.
@@ -89,6 +91,12 @@ pub fn plan(facts: &CheckFacts, schedule: &Schedule) -> CheckPlan {
         stage,
         ..
     } = *facts;
+    if stage == Stage::Arrived && superseded(order, check, facts.due_at) {
+        return CheckPlan {
+            plan: Plan::nothing("a timer armed for a deadline since moved dropped"),
+            outcome: None,
+        };
+    }
     let decision = match stage {
         Stage::Arrived if facts.delivery == Delivery::Again => {
             decide_redelivered(order, check, now, schedule)
@@ -312,6 +320,23 @@ pub fn decide_redelivered(
         }
         (decision, _) => decision,
     }
+}
+
+/// Whether a timer for check number `check`, due at `due_at`, was armed for
+/// a deadline that has moved since (see `domain::deadline`): it is for the
+/// pending order's next check, and due before that check is. The timer
+/// armed with the change makes the check. (`x-due-at` keeps milliseconds,
+/// the database microseconds: a timer less than a millisecond before is
+/// the order's own.)
+pub fn superseded(order: Option<&Order>, check: Attempt, due_at: Option<DateTime<Utc>>) -> bool {
+    let (Some(order), Some(due_at)) = (order, due_at) else {
+        return false;
+    };
+    order.status == OrderStatus::Pending
+        && order.attempts.checked_add(1) == Some(check.get())
+        && order
+            .next_check_at
+            .is_some_and(|next| next - due_at >= chrono::TimeDelta::milliseconds(1))
 }
 
 /// The number a check whose `x-attempt` is unusable is made as: the next
@@ -664,7 +689,43 @@ mod tests {
                 delivery: Delivery::First,
                 stage: Stage::Arrived,
                 gateway: false,
+                due_at: None,
             }
+        }
+
+        #[test]
+        fn a_timer_armed_for_a_deadline_since_moved_finds_nothing_to_do() {
+            // The next check (the third) moved from 08:05 to 08:12.
+            let order = Order {
+                next_check_at: Some(at(12, 0)),
+                ..pending(2)
+            };
+            let old = CheckFacts {
+                due_at: Some(at(5, 0)),
+                ..facts(Some(&order), 3, at(5, 0))
+            };
+            let planned = plan(&old, &schedule());
+            assert!(steps(&planned).is_empty());
+            assert_eq!(planned.outcome, None);
+            // The timer armed with the change, to the millisecond.
+            for due_at in [at(12, 0), at(12, 0) - TimeDelta::microseconds(999)] {
+                let new = CheckFacts {
+                    due_at: Some(due_at),
+                    ..facts(Some(&order), 3, at(12, 0))
+                };
+                assert!(!superseded(Some(&order), attempt(3), Some(due_at)));
+                assert!(!steps(&plan(&new, &schedule())).is_empty());
+            }
+            // Only the next check's timer, only of a pending order, and only
+            // a timer that says when it is due.
+            assert!(!superseded(Some(&order), attempt(4), Some(at(5, 0))));
+            assert!(!superseded(Some(&order), attempt(3), None));
+            let paid = Order {
+                status: OrderStatus::Paid,
+                ..order.clone()
+            };
+            assert!(!superseded(Some(&paid), attempt(3), Some(at(5, 0))));
+            assert!(!superseded(None, attempt(3), Some(at(5, 0))));
         }
 
         fn steps(planned: &CheckPlan) -> &[Step] {

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{
     CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
+    deadline::RecordedChange,
 };
 
 /// The events paywait publishes to downstream services.
@@ -20,15 +21,18 @@ pub enum EventKind {
     PaidTwice,
     #[serde(rename = "order.payment_mismatch")]
     PaymentMismatch,
+    #[serde(rename = "order.deadline_changed")]
+    DeadlineChanged,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Paid,
         Self::Closed,
         Self::PaidAfterClose,
         Self::PaidTwice,
         Self::PaymentMismatch,
+        Self::DeadlineChanged,
     ];
 
     /// The event's name: also its routing key and AMQP `type`.
@@ -39,6 +43,19 @@ impl EventKind {
             Self::PaidAfterClose => "order.paid_after_close",
             Self::PaidTwice => "order.paid_twice",
             Self::PaymentMismatch => "order.payment_mismatch",
+            Self::DeadlineChanged => "order.deadline_changed",
+        }
+    }
+
+    /// How its `message_id` is made, as docs/asyncapi.yaml writes it.
+    pub fn message_id_template(self) -> String {
+        let name = self.name();
+        match self {
+            Self::Paid | Self::Closed => format!("{{order_id}}/{name}"),
+            Self::PaidAfterClose | Self::PaidTwice | Self::PaymentMismatch => {
+                format!("{{order_id}}/{name}/{{payment_id}}")
+            }
+            Self::DeadlineChanged => format!("{{order_id}}/{name}/{{expires_at}}"),
         }
     }
 
@@ -46,7 +63,7 @@ impl EventKind {
     /// terminal status: an order can have several such events.
     pub fn is_about_one_payment(self) -> bool {
         match self {
-            Self::Paid | Self::Closed => false,
+            Self::Paid | Self::Closed | Self::DeadlineChanged => false,
             Self::PaidAfterClose | Self::PaidTwice | Self::PaymentMismatch => true,
         }
     }
@@ -134,6 +151,17 @@ impl OrderEvent {
         Some(event)
     }
 
+    /// `order.deadline_changed` for `change`, which moved `order`: as it
+    /// was when the change was applied, so that every copy is the same.
+    /// `None` for a change not applied yet.
+    pub fn deadline_changed(order: &Order, change: &RecordedChange) -> Option<Self> {
+        let mut event = Self::build(EventKind::DeadlineChanged, order, change.applied_at?, None);
+        event.status = OrderStatus::Pending;
+        event.expires_at = change.expires_at;
+        event.attempts = change.attempts;
+        Some(event)
+    }
+
     fn build(
         event: EventKind,
         order: &Order,
@@ -162,6 +190,13 @@ impl OrderEvent {
     /// that each payment owed a refund keeps an id of its own.
     pub fn message_id(&self) -> String {
         match &self.payment_id {
+            _ if self.event == EventKind::DeadlineChanged => format!(
+                "{}/{}/{}",
+                self.order_id,
+                self.event.name(),
+                self.expires_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
             Some(payment_id) if self.event.is_about_one_payment() => {
                 format!("{}/{}/{payment_id}", self.order_id, self.event.name())
             }
@@ -227,6 +262,56 @@ mod tests {
             attempts: 4,
             ..test_order(status)
         }
+    }
+
+    #[test]
+    fn a_deadline_change_is_announced_as_it_was_applied_under_an_id_of_its_deadline() {
+        let change = RecordedChange {
+            expires_at: at("2026-11-27T09:15:30.250Z"),
+            received_at: at("2026-11-27T08:10:00Z"),
+            applied_at: Some(at("2026-11-27T08:10:00.004Z")),
+            attempts: 2,
+            event_published_at: None,
+        };
+        // The order checked since, and closed: the event stays the same.
+        let mut later = order(OrderStatus::Closed);
+        later.expires_at = change.expires_at;
+        let event = OrderEvent::deadline_changed(&later, &change).unwrap();
+        assert_eq!(
+            event.message_id(),
+            "A-1001/order.deadline_changed/2026-11-27T09:15:30.250Z"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "event": "order.deadline_changed", "order_id": "A-1001", "status": "pending",
+                "occurred_at": "2026-11-27T08:10:00.004Z",
+                "placed_at": "2026-11-27T08:00:00Z", "expires_at": "2026-11-27T09:15:30.250Z",
+                "attempts": 2, "amount_cents": 12900, "currency": "CNY", "payment_id": null
+            })
+        );
+        // The id writes the deadline as the body does, whatever its precision.
+        for expires_at in ["2026-11-27T09:15:00Z", "2026-11-27T09:15:00.000001Z"] {
+            let change = RecordedChange {
+                expires_at: at(expires_at),
+                ..change.clone()
+            };
+            let event = OrderEvent::deadline_changed(&later, &change).unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+            assert_eq!(
+                event.message_id(),
+                format!(
+                    "A-1001/order.deadline_changed/{}",
+                    body["expires_at"].as_str().unwrap()
+                )
+            );
+        }
+        let waiting = RecordedChange {
+            applied_at: None,
+            ..change
+        };
+        assert_eq!(OrderEvent::deadline_changed(&later, &waiting), None);
     }
 
     #[test]
@@ -418,7 +503,8 @@ mod tests {
                 "order.closed",
                 "order.paid_after_close",
                 "order.paid_twice",
-                "order.payment_mismatch"
+                "order.payment_mismatch",
+                "order.deadline_changed",
             ]
         );
         for kind in EventKind::ALL {

@@ -5,12 +5,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{IntegerHeader, Rejection};
 
-/// The kinds of message paywait consumes, each from a queue of its own.
+/// The queues paywait consumes, each holding kinds of message whose order
+/// matters among them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Inbox {
     /// `order.placed`, from the order service.
     Placed,
-    /// `payment.succeeded`, from the payment service.
+    /// `payment.succeeded` from the payment service, and what must be
+    /// handled in the order it reached the broker beside payments:
+    /// `order.deadline_changed` (a close waits for both, see
+    /// `worker::barrier`).
     Payments,
     /// `order.cancelled`, from the order service.
     Cancellations,
@@ -21,10 +25,60 @@ pub enum Inbox {
 /// Where the messages of an inbox come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The inbound exchange, under this routing key.
-    Inbound { routing_key: &'static str },
+    /// The inbound exchange, under the routing keys of its [`Kind`]s.
+    Inbound,
     /// paywait's own timers, dead-lettered when their wait is over.
     ExpiredTimers,
+}
+
+/// The kinds of message other services publish to the inbound exchange,
+/// each under its own routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    OrderPlaced,
+    PaymentSucceeded,
+    OrderCancelled,
+    DeadlineChanged,
+}
+
+impl Kind {
+    pub const ALL: [Self; 4] = [
+        Self::OrderPlaced,
+        Self::PaymentSucceeded,
+        Self::OrderCancelled,
+        Self::DeadlineChanged,
+    ];
+
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            Self::OrderPlaced => "order.placed",
+            Self::PaymentSucceeded => "payment.succeeded",
+            Self::OrderCancelled => "order.cancelled",
+            Self::DeadlineChanged => "order.deadline_changed",
+        }
+    }
+
+    /// The kind published under `routing_key`, if paywait knows it.
+    pub fn of(routing_key: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.routing_key() == routing_key)
+    }
+
+    /// The queue it is consumed from.
+    pub fn inbox(self) -> Inbox {
+        match self {
+            Self::OrderPlaced => Inbox::Placed,
+            Self::PaymentSucceeded | Self::DeadlineChanged => Inbox::Payments,
+            Self::OrderCancelled => Inbox::Cancellations,
+        }
+    }
+
+    /// Whether it says money moved, so that only `payments.trusted_users`
+    /// may publish it.
+    pub fn is_about_money(self) -> bool {
+        matches!(self, Self::PaymentSucceeded)
+    }
 }
 
 impl Inbox {
@@ -47,26 +101,27 @@ impl Inbox {
 
     pub fn source(self) -> Source {
         match self {
-            Self::Placed => Source::Inbound {
-                routing_key: "order.placed",
-            },
-            Self::Payments => Source::Inbound {
-                routing_key: "payment.succeeded",
-            },
-            Self::Cancellations => Source::Inbound {
-                routing_key: "order.cancelled",
-            },
             Self::Checks => Source::ExpiredTimers,
+            Self::Placed | Self::Payments | Self::Cancellations => Source::Inbound,
         }
     }
 
-    /// The routing key of its messages on the inbound exchange, if they come
-    /// from there.
-    pub fn routing_key(self) -> Option<&'static str> {
-        match self.source() {
-            Source::Inbound { routing_key } => Some(routing_key),
-            Source::ExpiredTimers => None,
-        }
+    /// The kinds of message it holds; the first is the kind of a message
+    /// that came to its queue without a known routing key (published to
+    /// the queue itself).
+    pub fn kinds(self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| kind.inbox() == self)
+            .collect()
+    }
+
+    /// The kind of a message of this inbox published under `routing_key`.
+    pub fn kind_of(self, routing_key: &str) -> Option<Kind> {
+        let kinds = self.kinds();
+        Kind::of(routing_key)
+            .filter(|kind| kinds.contains(kind))
+            .or(kinds.first().copied())
     }
 }
 
@@ -97,6 +152,9 @@ pub struct Inbound {
     /// The RabbitMQ user that published it, when the publisher set the
     /// `user_id` property (which the broker checks against the connection).
     pub user_id: Option<String>,
+    /// The routing key it was published under (for a message replayed
+    /// from the dead queue, the one it first had).
+    pub routing_key: String,
     /// It may have been handled part-way before: the broker delivered it
     /// again, or this process is trying it again after a failure.
     pub seen_before: bool,
@@ -164,21 +222,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_inbox_has_a_name_and_a_source() {
+    fn each_inbox_has_a_name_a_source_and_its_kinds() {
         let described: Vec<_> = Inbox::ALL
             .iter()
-            .map(|inbox| (inbox.name(), inbox.routing_key()))
+            .map(|inbox| {
+                let keys: Vec<_> = inbox.kinds().into_iter().map(Kind::routing_key).collect();
+                (inbox.name(), keys)
+            })
             .collect();
         assert_eq!(
             described,
             [
-                ("placed", Some("order.placed")),
-                ("payments", Some("payment.succeeded")),
-                ("cancellations", Some("order.cancelled")),
-                ("checks", None),
+                ("placed", vec!["order.placed"]),
+                (
+                    "payments",
+                    vec!["payment.succeeded", "order.deadline_changed"]
+                ),
+                ("cancellations", vec!["order.cancelled"]),
+                ("checks", vec![]),
             ]
         );
         assert_eq!(Inbox::Checks.source(), Source::ExpiredTimers);
+        for kind in Kind::ALL {
+            assert_eq!(Kind::of(kind.routing_key()), Some(kind));
+            assert_eq!(kind.inbox().kind_of(kind.routing_key()), Some(kind));
+        }
+        // Published to the queue itself, or under a key of another inbox.
+        assert_eq!(
+            Inbox::Payments.kind_of("paywait.intake.payments"),
+            Some(Kind::PaymentSucceeded)
+        );
+        assert_eq!(
+            Inbox::Payments.kind_of("order.placed"),
+            Some(Kind::PaymentSucceeded)
+        );
+        assert_eq!(Inbox::Checks.kind_of("order.placed"), None);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{
     Attempt, CloseReason, Currency, Delivery, Order, OrderId, OrderPlaced, OrderStatus, PaymentId,
     PaymentOutcome, RecordedPayment, Rejection, Schedule,
+    deadline::{self, ChangeDecision, DeadlineRules},
+    message::DeadlineChanged,
     payment::{PaymentDecision, decide},
     plan::{Claim, Plan, Step},
     time_delta, to_the_microsecond,
@@ -144,6 +146,18 @@ pub struct Waiting {
     /// Payments whose outcome is not decided, in the order they came.
     pub payments: Vec<RecordedPayment>,
     pub cancellation: Option<WaitingCancellation>,
+    /// The last deadline change received before the order.
+    pub deadline_change: Option<WaitingChange>,
+}
+
+/// A deadline change received before its order arrived: waiting, or
+/// applied on the order's arrival with its event still owed (the arrival
+/// died before the broker confirmed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingChange {
+    pub expires_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub applied: bool,
 }
 
 /// A cancellation recorded before its order arrived.
@@ -248,6 +262,7 @@ pub fn on_arrival(
 /// and stands as `order`, given what waited for it (`None`: nothing is
 /// looked for, see [`Placement::looks_for_waiting`]), on the message's
 /// `delivery`; `now`, the time of a first check that has none planned.
+/// `rules`: what a deadline change that waited for the order may do.
 ///
 /// In order: what each payment that came before the transition did is
 /// kept, then the transition is written, then what came after it is kept;
@@ -261,6 +276,7 @@ pub fn plan(
     waiting: Option<&Waiting>,
     delivery: Delivery,
     now: DateTime<Utc>,
+    rules: &DeadlineRules,
 ) -> Plan {
     let claim = Claim::for_delivery(delivery);
     let arrival = waiting.map_or_else(Arrival::default, |waiting| {
@@ -301,6 +317,41 @@ pub fn plan(
             check: Attempt::FIRST,
             due_at: order.next_check_at.unwrap_or(now),
         });
+    }
+    // A deadline change that came first moves the order as it would have
+    // had it come after; the first timer, armed above, is then superseded.
+    let change = waiting.and_then(|waiting| waiting.deadline_change.as_ref());
+    if let Some(change) = change.filter(|change| change.applied) {
+        steps.push(Step::AnnounceDeadlineChange {
+            expires_at: change.expires_at,
+        });
+    } else if let (false, Some(change)) = (moves, change) {
+        let changed = DeadlineChanged {
+            order_id: order.order_id.clone(),
+            expires_at: change.expires_at,
+        };
+        let decision = deadline::decide(
+            Some(order),
+            &changed,
+            change.received_at,
+            now,
+            rules.schedule,
+            rules.max_deadline,
+        );
+        if matches!(
+            decision,
+            ChangeDecision::Move { .. } | ChangeDecision::MoveAndClose
+        ) {
+            let changing = deadline::plan(
+                Some(order),
+                &decision,
+                &changed,
+                change.received_at,
+                now,
+                delivery,
+            );
+            steps.extend(changing.steps);
+        }
     }
     steps.push(if moves {
         Step::Announce
@@ -649,6 +700,88 @@ mod tests {
             at("2026-11-27T08:00:01Z")
         }
 
+        fn rules() -> DeadlineRules<'static> {
+            static SCHEDULE: std::sync::LazyLock<Schedule> =
+                std::sync::LazyLock::new(|| Schedule::parse(&["1m", "4m", "10m", "15m"]).unwrap());
+            DeadlineRules {
+                schedule: &SCHEDULE,
+                max_deadline: Duration::from_secs(30 * 24 * 3600),
+            }
+        }
+
+        #[test]
+        fn a_deadline_change_that_waited_moves_the_order_on_arrival() {
+            let (placement, order) = created();
+            let change = |minutes: i64, applied: bool| Waiting {
+                deadline_change: Some(WaitingChange {
+                    expires_at: order.placed_at + chrono::TimeDelta::minutes(minutes),
+                    received_at: at("2026-11-27T07:59:00Z"),
+                    applied,
+                }),
+                ..Waiting::default()
+            };
+            let first_timer = Step::ArmTimer {
+                check: Attempt::FIRST,
+                due_at: at("2026-11-27T08:01:00Z"),
+            };
+            // Sooner than the first check: a timer for it, then the change.
+            let sooner = at("2026-11-27T08:00:30Z");
+            let waiting = Waiting {
+                deadline_change: Some(WaitingChange {
+                    expires_at: sooner,
+                    received_at: at("2026-11-27T07:59:00Z"),
+                    applied: false,
+                }),
+                ..Waiting::default()
+            };
+            assert_eq!(
+                plan_steps(&placement, &order, Some(&waiting), Delivery::First),
+                [
+                    first_timer.clone(),
+                    Step::ChangeDeadline {
+                        expires_at: sooner,
+                        next_check_at: sooner,
+                        received_at: at("2026-11-27T07:59:00Z")
+                    },
+                    Step::ArmTimer {
+                        check: Attempt::FIRST,
+                        due_at: sooner
+                    },
+                    Step::AnnounceDeadlineChange { expires_at: sooner },
+                    Step::AnnounceOwed(Claim::First),
+                ]
+            );
+            // Later: the first check stands, the change is written.
+            let later = plan_steps(
+                &placement,
+                &order,
+                Some(&change(90, false)),
+                Delivery::First,
+            );
+            assert_eq!(later.len(), 4, "{later:?}");
+            assert!(matches!(later[1], Step::ChangeDeadline { .. }));
+            // One the order may not have is dropped.
+            assert_eq!(
+                plan_steps(
+                    &placement,
+                    &order,
+                    Some(&change(-5, false)),
+                    Delivery::First
+                ),
+                [first_timer.clone(), Step::AnnounceOwed(Claim::First)]
+            );
+            // Applied by an arrival that died before its event: published.
+            let owed = plan_steps(&placement, &order, Some(&change(90, true)), Delivery::Again);
+            assert!(owed.contains(&Step::AnnounceDeadlineChange {
+                expires_at: order.placed_at + chrono::TimeDelta::minutes(90)
+            }));
+            assert!(
+                !owed
+                    .iter()
+                    .any(|step| matches!(step, Step::ChangeDeadline { .. }))
+            );
+        }
+
         fn created() -> (Placement, Order) {
             let mut order = test_order(OrderStatus::Pending);
             order.next_check_at = Some(at("2026-11-27T08:01:00Z"));
@@ -673,6 +806,7 @@ mod tests {
                 Some(&Waiting::default()),
                 Delivery::First,
                 now(),
+                &rules(),
             );
             assert_eq!(
                 plan.steps,
@@ -698,7 +832,7 @@ mod tests {
             waiting: Option<&Waiting>,
             delivery: Delivery,
         ) -> Vec<Step> {
-            plan(placement, order, waiting, delivery, now()).steps
+            plan(placement, order, waiting, delivery, now(), &rules()).steps
         }
 
         #[test]
@@ -711,6 +845,7 @@ mod tests {
                     waiting("PAY-3", 3, None),
                 ],
                 cancellation: None,
+                deadline_change: None,
             };
             assert_eq!(
                 plan_steps(&placement, &order, Some(&waiting), Delivery::First),
@@ -747,6 +882,7 @@ mod tests {
             let waiting = Waiting {
                 payments: vec![waiting("PAY-1", 5, None)],
                 cancellation: Some(cancelled_at(4)),
+                deadline_change: None,
             };
             assert_eq!(
                 plan_steps(&placement, &order, Some(&waiting), Delivery::First),

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Inbound, Inbox, InvalidOrderId, OrderId, payment::check_publisher};
+use super::{Inbound, Inbox, InvalidOrderId, Kind, OrderId, payment::check_publisher};
 
 /// Bodies larger than this are refused unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -161,6 +161,14 @@ pub struct OrderCancelled {
     pub reason: Option<String>,
 }
 
+/// `order.deadline_changed`: the order service moved an order's deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlineChanged {
+    pub order_id: OrderId,
+    /// The new deadline, to the microsecond.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A timer that fired: check order `order_id` for the `attempt`-th time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckDue {
@@ -180,6 +188,7 @@ pub enum Message {
     Placed(OrderPlaced),
     Payment(PaymentSucceeded),
     Cancelled(OrderCancelled),
+    DeadlineChanged(DeadlineChanged),
     Check(CheckDue),
 }
 
@@ -188,13 +197,12 @@ impl Message {
     /// can be unusable is a [`Rejection`].
     pub fn parse(inbound: &Inbound) -> Result<Self, Rejection> {
         let body = &inbound.body;
-        match inbound.inbox {
-            Inbox::Placed => OrderPlaced::parse(body).map(Self::Placed),
-            Inbox::Payments => PaymentSucceeded::parse(body).map(Self::Payment),
-            Inbox::Cancellations => OrderCancelled::parse(body).map(Self::Cancelled),
-            Inbox::Checks => {
-                CheckDue::parse(body, &inbound.attempt, &inbound.due_at).map(Self::Check)
-            }
+        match inbound.inbox.kind_of(&inbound.routing_key) {
+            Some(Kind::OrderPlaced) => OrderPlaced::parse(body).map(Self::Placed),
+            Some(Kind::PaymentSucceeded) => PaymentSucceeded::parse(body).map(Self::Payment),
+            Some(Kind::OrderCancelled) => OrderCancelled::parse(body).map(Self::Cancelled),
+            Some(Kind::DeadlineChanged) => DeadlineChanged::parse(body).map(Self::DeadlineChanged),
+            None => CheckDue::parse(body, &inbound.attempt, &inbound.due_at).map(Self::Check),
         }
     }
 
@@ -202,20 +210,29 @@ impl Message {
     /// known to be allowed to send it: a payment is read only from a user
     /// in `trusted_users` (see `payment::check_publisher`).
     pub fn admit(inbound: &Inbound, trusted_users: &[String]) -> Result<Self, Rejection> {
-        if inbound.inbox == Inbox::Payments {
+        if let Some(kind) = inbound.inbox.kind_of(&inbound.routing_key)
+            && kind.is_about_money()
+        {
             check_publisher(trusted_users, inbound.user_id.as_deref())?;
         }
         Self::parse(inbound)
     }
 
+    /// The kind it is, for a message of the inbound exchange; `None` for
+    /// a timer.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Self::Placed(_) => Some(Kind::OrderPlaced),
+            Self::Payment(_) => Some(Kind::PaymentSucceeded),
+            Self::Cancelled(_) => Some(Kind::OrderCancelled),
+            Self::DeadlineChanged(_) => Some(Kind::DeadlineChanged),
+            Self::Check(_) => None,
+        }
+    }
+
     /// The inbox such messages arrive in.
     pub fn inbox(&self) -> Inbox {
-        match self {
-            Self::Placed(_) => Inbox::Placed,
-            Self::Payment(_) => Inbox::Payments,
-            Self::Cancelled(_) => Inbox::Cancellations,
-            Self::Check(_) => Inbox::Checks,
-        }
+        self.kind().map_or(Inbox::Checks, Kind::inbox)
     }
 
     /// The order it is about.
@@ -224,6 +241,7 @@ impl Message {
             Self::Placed(placed) => &placed.order_id,
             Self::Payment(payment) => &payment.order_id,
             Self::Cancelled(cancelled) => &cancelled.order_id,
+            Self::DeadlineChanged(changed) => &changed.order_id,
             Self::Check(check) => &check.order_id,
         }
     }
@@ -235,6 +253,7 @@ impl Message {
             Self::Placed(placed) => placed.to_body(),
             Self::Payment(payment) => payment.to_body(),
             Self::Cancelled(cancelled) => cancelled.to_body(),
+            Self::DeadlineChanged(changed) => changed.to_body(),
             Self::Check(check) => check.to_body(),
         }
     }
@@ -334,6 +353,28 @@ impl OrderCancelled {
         Ok(Self {
             order_id,
             reason: reason.map(str::to_owned),
+        })
+    }
+}
+
+impl DeadlineChanged {
+    /// The message's JSON body, which [`DeadlineChanged::parse`] reads back
+    /// as this change.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id)
+            .time("expires_at", Some(self.expires_at))
+            .into_bytes()
+    }
+
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let expires_at = fields
+            .optional_time("expires_at")?
+            .ok_or(Rejection::MissingField("expires_at"))?;
+        Ok(Self {
+            order_id,
+            expires_at,
         })
     }
 }
@@ -1183,6 +1224,9 @@ mod tests {
                 body: message.to_body(),
                 attempt,
                 due_at,
+                routing_key: message
+                    .kind()
+                    .map_or_else(String::new, |kind| kind.routing_key().to_owned()),
                 user_id: None,
                 seen_before: false,
                 received_at: DateTime::UNIX_EPOCH,
@@ -1252,6 +1296,7 @@ mod tests {
                 body: body.to_vec(),
                 attempt: IntegerHeader::Missing,
                 due_at: IntegerHeader::Missing,
+                routing_key: "payment.succeeded".into(),
                 user_id: user_id.map(str::to_owned),
                 seen_before: false,
                 received_at: DateTime::UNIX_EPOCH,
@@ -1271,9 +1316,32 @@ mod tests {
             // Other messages do not say "paid": anyone may send them.
             let placed = Inbound {
                 inbox: Inbox::Placed,
+                routing_key: "order.placed".into(),
                 ..inbound(Some("mallory"), br#"{"order_id":"A-1"}"#)
             };
             assert!(Message::admit(&placed, &trusted).is_ok());
+            // Nor does a deadline change, though it shares the payments
+            // queue.
+            let changed = Inbound {
+                routing_key: "order.deadline_changed".into(),
+                ..inbound(
+                    Some("mallory"),
+                    br#"{"order_id":"A-1","expires_at":"2026-12-08T10:00:00Z"}"#,
+                )
+            };
+            assert!(matches!(
+                Message::admit(&changed, &trusted),
+                Ok(Message::DeadlineChanged(_))
+            ));
+            // A payment published to the queue itself is still a payment.
+            let direct = Inbound {
+                routing_key: "paywait.intake.payments".into(),
+                ..inbound(Some("mallory"), good)
+            };
+            assert_eq!(
+                Message::admit(&direct, &trusted).unwrap_err().reason(),
+                "untrusted_publisher"
+            );
         }
     }
 }

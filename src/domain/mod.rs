@@ -4,6 +4,7 @@
 
 pub mod cancellation;
 pub mod check;
+pub mod deadline;
 mod event;
 pub mod gateway;
 mod inbox;
@@ -24,12 +25,14 @@ pub use check::{
     decide_early_as_of, decide_redelivered, number_of_unnumbered,
 };
 pub use event::{EventKind, OrderEvent, PaymentStated, describe_event};
-pub use inbox::{Arrivals, Delivery, Inbound, Inbox, Parked, Source, Verdict};
-pub use intake::{Arrival, Limits, NewOrder, Placement, Transition, Waiting, WaitingCancellation};
+pub use inbox::{Arrivals, Delivery, Inbound, Inbox, Kind, Parked, Source, Verdict};
+pub use intake::{
+    Arrival, Limits, NewOrder, Placement, Transition, Waiting, WaitingCancellation, WaitingChange,
+};
 pub use message::{
-    ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, IntegerHeader, MAX_BODY_BYTES,
-    Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection, due_at_header,
-    to_the_microsecond,
+    ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, DeadlineChanged, IntegerHeader,
+    MAX_BODY_BYTES, Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection,
+    due_at_header, to_the_microsecond,
 };
 pub use order::{CloseReason, Order, OrderStatus};
 #[cfg(test)]

@@ -96,6 +96,9 @@ pub struct Order {
     /// For an order a payment service marked paid in SQL: the payment
     /// message taken as the one that paid it.
     pub adopted_payment_id: Option<PaymentId>,
+    /// When the deadline change it holds was received; `None` while it has
+    /// the deadline it was placed with.
+    pub deadline_changed_at: Option<DateTime<Utc>>,
 }
 
 /// An order for the core's tests: `A-1001`, 12,900 CNY, placed
@@ -132,6 +135,7 @@ pub(crate) fn test_order(status: OrderStatus) -> Order {
         event_published_at: None,
         next_check_at: None,
         adopted_payment_id: None,
+        deadline_changed_at: None,
     }
 }
 

@@ -27,7 +27,8 @@ pub enum Step {
     /// been handled (see "On time is when the payment reached the broker"
     /// in ARCHITECTURE.md).
     WaitForPayments,
-    /// Close the order if it is still pending, for `reason`, counting
+    /// Close the order if it is still pending (and, but for a cancellation,
+    /// its deadline has not moved past now), for `reason`, counting
     /// check number `by_check` among its checks when a check closes it.
     Close {
         by_check: Option<Attempt>,
@@ -82,6 +83,23 @@ pub enum Step {
     /// then look for the order again: an order stored meanwhile is
     /// decided again.
     KeepCancellation(OrderCancelled),
+    /// Move the pending order's deadline to `expires_at` and its next check
+    /// to `next_check_at`, unless a change received after `received_at`
+    /// moved it first (a conditional write); keep the change.
+    ChangeDeadline {
+        expires_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    },
+    /// Keep a deadline change for an order not seen yet, then look for the
+    /// order again: an order stored meanwhile is decided again.
+    KeepDeadlineChange {
+        expires_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    },
+    /// Publish `order.deadline_changed` for the change to `expires_at`, if
+    /// it is owed, then record it published.
+    AnnounceDeadlineChange { expires_at: DateTime<Utc> },
 }
 
 /// Whether an owed event is claimed before it is announced.

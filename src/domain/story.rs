@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Order, OrderEvent, RecordedPayment};
+use super::{Order, OrderEvent, RecordedPayment, deadline::RecordedChange};
 
 /// An event of the order: published (confirmed by the broker) or still
 /// owed.
@@ -22,13 +22,19 @@ pub struct EventRecord {
 pub struct OrderStory {
     pub order: Order,
     pub payments: Vec<RecordedPayment>,
+    /// Its deadline changes, applied or waiting for it, by when they came.
+    pub deadline_changes: Vec<RecordedChange>,
     pub events: Vec<EventRecord>,
     /// Whether the payment gateway was asked about it.
     pub gateway_asked: bool,
 }
 
 impl OrderStory {
-    pub fn tell(order: Order, payments: Vec<RecordedPayment>) -> Self {
+    pub fn tell(
+        order: Order,
+        payments: Vec<RecordedPayment>,
+        deadline_changes: Vec<RecordedChange>,
+    ) -> Self {
         let mut events: Vec<EventRecord> = OrderEvent::for_status(&order)
             .map(|event| EventRecord {
                 event: event.event.name(),
@@ -44,10 +50,18 @@ impl OrderStory {
                 published_at: payment.event_published_at,
             })
         }));
+        events.extend(deadline_changes.iter().filter_map(|change| {
+            OrderEvent::deadline_changed(&order, change).map(|event| EventRecord {
+                event: event.event.name(),
+                message_id: event.message_id(),
+                published_at: change.event_published_at,
+            })
+        }));
         Self {
             gateway_asked: order.gateway_asks > 0,
             order,
             payments,
+            deadline_changes,
             events,
         }
     }
@@ -75,7 +89,7 @@ mod tests {
 
     #[test]
     fn a_pending_order_has_no_event_yet() {
-        let story = OrderStory::tell(test_order(OrderStatus::Pending), vec![]);
+        let story = OrderStory::tell(test_order(OrderStatus::Pending), vec![], vec![]);
         assert!(story.events.is_empty());
         assert!(!story.gateway_asked);
     }
@@ -95,6 +109,23 @@ mod tests {
                 payment("PAY-1", PaymentOutcome::Settled),
                 payment("PAY-2", PaymentOutcome::Twice),
             ],
+            vec![
+                RecordedChange {
+                    expires_at: "2026-11-27T09:00:00Z".parse().unwrap(),
+                    received_at: published,
+                    applied_at: Some(published),
+                    attempts: 1,
+                    event_published_at: Some(published),
+                },
+                // Waiting for its order when the order came paid: no event.
+                RecordedChange {
+                    expires_at: "2026-11-27T09:30:00Z".parse().unwrap(),
+                    received_at: published,
+                    applied_at: None,
+                    attempts: 0,
+                    event_published_at: None,
+                },
+            ],
         );
         assert_eq!(
             story.events,
@@ -108,6 +139,11 @@ mod tests {
                     event: "order.paid_twice",
                     message_id: "A-1001/order.paid_twice/PAY-2".into(),
                     published_at: None,
+                },
+                EventRecord {
+                    event: "order.deadline_changed",
+                    message_id: "A-1001/order.deadline_changed/2026-11-27T09:00:00Z".into(),
+                    published_at: Some(published),
                 },
             ]
         );

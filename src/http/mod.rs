@@ -123,7 +123,8 @@ impl HttpState {
             return Ok(None);
         };
         let payments = self.db.payments_of(&order_id).await?;
-        Ok(Some(OrderStory::tell(order, payments)))
+        let changes = self.db.deadline_changes_of(&order_id).await?;
+        Ok(Some(OrderStory::tell(order, payments, changes)))
     }
 }
 

@@ -347,6 +347,26 @@ pub fn order_page(story: &OrderStory) -> Markup {
                     }
                 }
             }
+            @if !story.deadline_changes.is_empty() {
+                h2 { "Deadline changes" }
+                table id="deadline-changes" {
+                    thead { tr { th { "new deadline" } th { "received" } th { "applied" } } }
+                    tbody {
+                        @for change in &story.deadline_changes {
+                            tr {
+                                td class="mono" { (time(change.expires_at)) }
+                                td class="mono" { (time(change.received_at)) }
+                                td class="mono" {
+                                    @match change.applied_at {
+                                        Some(at) => { (time(at)) }
+                                        None => { "not applied" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             h2 { "Events" }
             @if story.events.is_empty() {
                 p { "None yet: an event is published when the order is paid or closed." }

@@ -24,22 +24,31 @@ use crate::{
     error::{Error, Result},
 };
 
-/// The checks a daemon is making now, by order and number: a second copy
-/// of a timer that arrives while the first is handled is a duplicate
-/// (whatever the first does, it does for both, and its message stays
-/// unacknowledged until it is done).
+/// The checks a daemon is making now, by order, number and due time: a
+/// second copy of a timer that arrives while the first is handled is a
+/// duplicate (whatever the first does, it does for both, and its message
+/// stays unacknowledged until it is done). A timer of the same number due
+/// at another time was armed for another deadline (see `domain::deadline`)
+/// and is not a copy.
 #[derive(Default)]
-pub struct ChecksInFlight(Mutex<HashSet<(OrderId, Attempt)>>);
+pub struct ChecksInFlight(Mutex<HashSet<CheckKey>>);
+
+type CheckKey = (OrderId, Attempt, Option<DateTime<Utc>>);
 
 /// A check claimed in [`ChecksInFlight`], until dropped.
 struct Claim<'a> {
     in_flight: &'a ChecksInFlight,
-    key: (OrderId, Attempt),
+    key: CheckKey,
 }
 
 impl ChecksInFlight {
-    fn claim(&self, order_id: &OrderId, attempt: Attempt) -> Option<Claim<'_>> {
-        let key = (order_id.clone(), attempt);
+    fn claim(
+        &self,
+        order_id: &OrderId,
+        attempt: Attempt,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Option<Claim<'_>> {
+        let key = (order_id.clone(), attempt, due_at);
         let claimed = self
             .0
             .lock()
@@ -86,11 +95,12 @@ pub(super) async fn timer_fired<S: Store, B: Bus>(
             }
         }
     };
-    let Some(_claim) = worker.checks_in_flight.claim(&order_id, attempt) else {
+    let Some(_claim) = worker.checks_in_flight.claim(&order_id, attempt, due_at) else {
         tracing::debug!(attempt = attempt.get(), "a copy of a timer in hand dropped");
         return Ok(Verdict::Done);
     };
     let arrived = worker.now();
+    let stated_due_at = due_at;
     let due_at = due_at.unwrap_or(arrived);
     let (order, now) = match worker.timers.route(due_at, arrived) {
         Route::Hop(ttl) => {
@@ -126,7 +136,15 @@ pub(super) async fn timer_fired<S: Store, B: Bus>(
             (worker.store.find(&order_id).await?, worker.now())
         }
     };
-    plan_and_carry_out(worker, &order_id, attempt, order, now, inbound.delivery()).await
+    plan_and_carry_out(
+        worker,
+        &order_id,
+        (attempt, stated_due_at),
+        order,
+        now,
+        inbound.delivery(),
+    )
+    .await
 }
 
 /// A check is planned at most this many times: a question to the gateway,
@@ -134,12 +152,13 @@ pub(super) async fn timer_fired<S: Store, B: Bus>(
 /// its race (whose plan moves nothing).
 const PLANS: usize = 4;
 
-/// Plans check number `check` of `order` (as read) as of `now`, and carries
+/// Plans check number `check`, due at `due_at` (if its timer said), of
+/// `order` (as read) as of `now`, and carries
 /// the plan out; plans again on what a step found.
 async fn plan_and_carry_out<S: Store, B: Bus>(
     worker: &Worker<S, B>,
     order_id: &OrderId,
-    check: Attempt,
+    (check, due_at): (Attempt, Option<DateTime<Utc>>),
     mut order: Option<Order>,
     now: DateTime<Utc>,
     delivery: Delivery,
@@ -158,6 +177,7 @@ async fn plan_and_carry_out<S: Store, B: Bus>(
                     delivery,
                     stage,
                     gateway: worker.gateway.is_some(),
+                    due_at,
                 };
                 check::plan(&facts, &worker.schedule)
             }
@@ -223,14 +243,27 @@ mod tests {
     fn a_check_in_hand_is_claimed_once_until_it_is_done() {
         let in_flight = ChecksInFlight::default();
         let order_id = OrderId::parse("A-1").unwrap();
-        let first = in_flight.claim(&order_id, Attempt::FIRST).unwrap();
-        assert!(in_flight.claim(&order_id, Attempt::FIRST).is_none());
+        let first = in_flight.claim(&order_id, Attempt::FIRST, None).unwrap();
+        assert!(in_flight.claim(&order_id, Attempt::FIRST, None).is_none());
+        // The same number for another deadline is another timer.
+        let other_deadline = Some("2026-12-08T10:00:00Z".parse().unwrap());
+        let moved = in_flight
+            .claim(&order_id, Attempt::FIRST, other_deadline)
+            .unwrap();
+        assert!(
+            in_flight
+                .claim(&order_id, Attempt::FIRST, other_deadline)
+                .is_none()
+        );
+        drop(moved);
         // Another check of the order, or another order, is its own.
-        let next = in_flight.claim(&order_id, Attempt::FIRST.next()).unwrap();
+        let next = in_flight
+            .claim(&order_id, Attempt::FIRST.next(), None)
+            .unwrap();
         let other = OrderId::parse("A-2").unwrap();
-        assert!(in_flight.claim(&other, Attempt::FIRST).is_some());
+        assert!(in_flight.claim(&other, Attempt::FIRST, None).is_some());
         drop(first);
-        assert!(in_flight.claim(&order_id, Attempt::FIRST).is_some());
+        assert!(in_flight.claim(&order_id, Attempt::FIRST, None).is_some());
         drop(next);
     }
 }

@@ -149,6 +149,47 @@ impl<S: Store, B: Bus> Worker<S, B> {
                     }
                     return Ok(Executed::Answered(answer));
                 }
+                Step::ChangeDeadline {
+                    expires_at,
+                    next_check_at,
+                    received_at,
+                } => {
+                    let moved = self
+                        .store
+                        .change_deadline(
+                            order_id,
+                            *expires_at,
+                            *next_check_at,
+                            *received_at,
+                            self.now(),
+                        )
+                        .await?;
+                    let Some(moved) = moved else {
+                        self.metrics.race_lost("deadline_change");
+                        return Ok(Executed::Moved);
+                    };
+                    tracing::info!(%expires_at, "deadline changed");
+                    order = Some(moved);
+                }
+                Step::KeepDeadlineChange {
+                    expires_at,
+                    received_at,
+                } => {
+                    self.store
+                        .keep_deadline_change(order_id, *expires_at, *received_at)
+                        .await?;
+                    if self.store.find(order_id).await?.is_some() {
+                        return Ok(Executed::Moved);
+                    }
+                    tracing::info!(
+                        "deadline change before its order: kept until the order arrives"
+                    );
+                }
+                Step::AnnounceDeadlineChange { expires_at } => {
+                    if let Some(order) = &order {
+                        self.announce_deadline_change(order, *expires_at).await?;
+                    }
+                }
                 Step::KeepCancellation(cancelled) => {
                     // Kept first, then the order looked for again: an
                     // order stored meanwhile either finds the

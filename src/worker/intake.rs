@@ -5,6 +5,7 @@ use super::{Bus, Store, Worker, execute::Executed};
 use crate::{
     domain::{
         Inbound, OrderPlaced, Verdict,
+        deadline::DeadlineRules,
         intake::{self, new_order},
     },
     error::{Error, Result},
@@ -40,7 +41,18 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
         } else {
             None
         };
-        let plan = intake::plan(&placement, &order, waiting.as_ref(), delivery, worker.now());
+        let rules = DeadlineRules {
+            schedule: &worker.schedule,
+            max_deadline: worker.limits.max_deadline,
+        };
+        let plan = intake::plan(
+            &placement,
+            &order,
+            waiting.as_ref(),
+            delivery,
+            worker.now(),
+            &rules,
+        );
         match worker
             .execute(&order_id, Some(order.clone()), &plan)
             .await?

@@ -5,6 +5,7 @@
 mod barrier;
 mod cancellations;
 mod checks;
+mod deadlines;
 mod execute;
 mod intake;
 mod money;
@@ -71,6 +72,9 @@ impl<S: Store, B: Bus> Handler for Worker<S, B> {
             Message::Payment(payment) => payments::payment_succeeded(self, payment, inbound).await,
             Message::Cancelled(cancelled) => {
                 cancellations::order_cancelled(self, cancelled, inbound).await
+            }
+            Message::DeadlineChanged(changed) => {
+                deadlines::deadline_changed(self, changed, inbound).await
             }
             Message::Check(check) => checks::timer_fired(self, check, inbound).await,
         };

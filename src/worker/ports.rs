@@ -17,6 +17,7 @@ use crate::{
         Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderEvent, OrderId,
         OrderStatus, Parked, PaymentId, PaymentOutcome, PaymentSucceeded, Placement,
         RecordedPayment, Route, Waiting,
+        deadline::RecordedChange,
         gateway::{AskPolicy, GatewayAnswer},
     },
     error::Result,
@@ -94,6 +95,30 @@ pub trait Store: Send + Sync + 'static {
         payment_id: &PaymentId,
     ) -> impl Future<Output = Result<()>> + Send;
     fn record_parked(&self, parked: &Parked) -> impl Future<Output = Result<()>> + Send;
+    fn change_deadline(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Order>>> + Send;
+    fn keep_deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RecordedChange>>> + Send;
+    fn mark_deadline_change_announced(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The broker, as the worker publishes to it: every call returns once the
@@ -213,6 +238,41 @@ impl Store for Database {
     }
     async fn record_parked(&self, parked: &Parked) -> Result<()> {
         Ok(Database::record_parked(self, parked).await?)
+    }
+    async fn change_deadline(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Order>> {
+        Ok(
+            Database::change_deadline(self, order_id, expires_at, next_check_at, received_at, now)
+                .await?,
+        )
+    }
+    async fn keep_deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Result<()> {
+        Ok(Database::keep_deadline_change(self, order_id, expires_at, received_at).await?)
+    }
+    async fn deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<RecordedChange>> {
+        Ok(Database::deadline_change(self, order_id, expires_at).await?)
+    }
+    async fn mark_deadline_change_announced(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        Ok(Database::mark_deadline_change_announced(self, order_id, expires_at).await?)
     }
 }
 

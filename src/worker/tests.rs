@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::domain::{
-    CheckKind, CloseReason, IntegerHeader, Limits, NewOrder, OrderCancelled, OrderStatus, Parked,
-    PaymentId, PaymentOutcome, PaymentSucceeded, Placement, Plan, RecordedPayment, Route, Schedule,
-    Step, Waiting, test_order,
+    CheckKind, CloseReason, DeadlineChanged, IntegerHeader, Kind, Limits, NewOrder, OrderCancelled,
+    OrderStatus, Parked, PaymentId, PaymentOutcome, PaymentSucceeded, Placement, Plan,
+    RecordedPayment, Route, Schedule, Step, Waiting, deadline::RecordedChange, test_order,
 };
 
 /// A store whose order is always pending, however often it is closed or
@@ -129,15 +129,43 @@ impl Store for AlwaysMoved {
     async fn record_parked(&self, _: &Parked) -> Result<()> {
         unreachable!("{NOT_IN_THESE_PLANS}")
     }
+    async fn change_deadline(
+        &self,
+        _: &OrderId,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<Option<Order>> {
+        self.lost()
+    }
+    async fn keep_deadline_change(
+        &self,
+        _: &OrderId,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<()> {
+        unreachable!("{NOT_IN_THESE_PLANS}")
+    }
+    async fn deadline_change(
+        &self,
+        _: &OrderId,
+        _: DateTime<Utc>,
+    ) -> Result<Option<RecordedChange>> {
+        unreachable!("{NOT_IN_THESE_PLANS}")
+    }
+    async fn mark_deadline_change_announced(&self, _: &OrderId, _: DateTime<Utc>) -> Result<()> {
+        unreachable!("{NOT_IN_THESE_PLANS}")
+    }
 }
 
-/// A broker whose payments are always handled, and that takes nothing
-/// else.
+/// A broker whose payments are always handled, and that takes timers but
+/// no event.
 struct NoBacklog;
 
 impl Bus for NoBacklog {
     async fn arm_timer(&self, _: &OrderId, _: Attempt, _: DateTime<Utc>, _: Route) -> Result<()> {
-        unreachable!("{NOT_IN_THESE_PLANS}")
+        Ok(())
     }
     async fn announce(&self, _: &OrderEvent) -> Result<()> {
         unreachable!("{NOT_IN_THESE_PLANS}")
@@ -159,7 +187,7 @@ fn worker() -> Worker<AlwaysMoved, NoBacklog> {
         timers: Timers::new(&schedule, &[], Duration::ZERO),
         schedule,
         limits: Limits {
-            max_deadline: Duration::from_secs(3600),
+            max_deadline: Duration::from_secs(24 * 3600),
             max_clock_skew: Duration::from_secs(60),
         },
         metrics: Arc::new(Metrics::new()),
@@ -170,12 +198,13 @@ fn worker() -> Worker<AlwaysMoved, NoBacklog> {
     }
 }
 
-fn inbound(inbox: crate::domain::Inbox, body: Vec<u8>) -> Inbound {
+fn inbound(kind: Kind, body: Vec<u8>) -> Inbound {
     Inbound {
-        inbox,
+        inbox: kind.inbox(),
         body,
         attempt: IntegerHeader::Missing,
         due_at: IntegerHeader::Missing,
+        routing_key: kind.routing_key().to_owned(),
         user_id: None,
         seen_before: false,
         received_at: Utc::now(),
@@ -197,10 +226,7 @@ async fn a_cancellation_that_never_closes_its_order_is_tried_again() {
         reason: None,
     };
     let handled = worker
-        .handle(&inbound(
-            crate::domain::Inbox::Cancellations,
-            cancelled.to_body(),
-        ))
+        .handle(&inbound(Kind::OrderCancelled, cancelled.to_body()))
         .await;
     assert!(unfinished(handled).contains("cancellation"));
     assert_eq!(
@@ -220,10 +246,24 @@ async fn a_payment_that_never_settles_its_order_is_tried_again() {
         paid_at: None,
     };
     let handled = worker
-        .handle(&inbound(crate::domain::Inbox::Payments, payment.to_body()))
+        .handle(&inbound(Kind::PaymentSucceeded, payment.to_body()))
         .await;
     assert!(unfinished(handled).contains("payment"));
     assert_eq!(worker.store.writes.load(Ordering::SeqCst), money::PLANS);
+}
+
+#[tokio::test]
+async fn a_deadline_change_that_never_moves_its_order_is_tried_again() {
+    let worker = worker();
+    let changed = DeadlineChanged {
+        order_id: worker.store.order().order_id,
+        expires_at: worker.store.order().expires_at + chrono::TimeDelta::minutes(10),
+    };
+    let handled = worker
+        .handle(&inbound(Kind::DeadlineChanged, changed.to_body()))
+        .await;
+    assert!(unfinished(handled).contains("deadline"));
+    assert_eq!(worker.store.writes.load(Ordering::SeqCst), deadlines::PLANS);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! paywait must refuse write theirs by hand.
 
 use paywait::domain::{
-    CheckDue, Message, OrderCancelled, OrderId, OrderPlaced, PaymentId, PaymentSucceeded,
+    CheckDue, DeadlineChanged, Message, OrderCancelled, OrderId, OrderPlaced, PaymentId,
+    PaymentSucceeded,
 };
 
 fn order_id(text: &str) -> OrderId {
@@ -51,6 +52,15 @@ pub fn cancelled(order_id_text: &str) -> Vec<u8> {
     Message::Cancelled(OrderCancelled {
         order_id: order_id(order_id_text),
         reason: None,
+    })
+    .to_body()
+}
+
+/// `order.deadline_changed` moving `order_id`'s deadline to `expires_at`.
+pub fn deadline_changed(order_id_text: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    Message::DeadlineChanged(DeadlineChanged {
+        order_id: order_id(order_id_text),
+        expires_at: paywait::domain::to_the_microsecond(expires_at),
     })
     .to_body()
 }

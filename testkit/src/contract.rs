@@ -19,7 +19,8 @@ pub const DOCUMENT_PATH: &str = "docs/asyncapi.yaml";
 /// The document's messages, each with its payload schema compiled.
 pub struct Contract {
     pub document: Value,
-    messages: BTreeMap<String, ContractMessage>,
+    /// By action (`receive` or `send`) and name.
+    messages: BTreeMap<(String, String), ContractMessage>,
 }
 
 /// One message of the document.
@@ -210,28 +211,33 @@ impl Contract {
                     schemas: schemas.clone(),
                     validator,
                 };
-                if messages.insert(name.clone(), message).is_some() {
-                    return Err(format!("two messages are named {name}"));
+                let action = message.action.clone();
+                if messages
+                    .insert((action.clone(), name.clone()), message)
+                    .is_some()
+                {
+                    return Err(format!("two messages paywait {action}s are named {name}"));
                 }
             }
         }
         Ok(Self { document, messages })
     }
 
-    /// Every message, by name.
+    /// Every message, those paywait receives first, each by name.
     pub fn messages(&self) -> impl Iterator<Item = &ContractMessage> {
         self.messages.values()
     }
 
-    /// The message published with `routing_key`.
+    /// The message paywait receives under `routing_key`.
     pub fn message(&self, routing_key: &str) -> Option<&ContractMessage> {
-        self.messages.get(routing_key)
+        self.messages
+            .get(&("receive".to_owned(), routing_key.to_owned()))
     }
 
     /// The event published with `routing_key` on the events exchange.
     pub fn event(&self, routing_key: &str) -> Option<&ContractMessage> {
-        self.message(routing_key)
-            .filter(|message| message.action == "send")
+        self.messages
+            .get(&("send".to_owned(), routing_key.to_owned()))
     }
 }
 

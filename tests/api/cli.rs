@@ -243,6 +243,25 @@ async fn place_pay_cancel_and_show_through_the_cli() {
     assert!(placed.status.success(), "{}", stderr(&placed));
     app.wait_for_status("C-2", OrderStatus::Pending, Duration::from_secs(10))
         .await;
+    let later = (app.order("C-2").await.unwrap().expires_at + chrono::TimeDelta::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let extended = paywait(&environment, &["extend", "C-2", "--expires-at", &later]);
+    assert!(extended.status.success(), "{}", stderr(&extended));
+    let changed = app.expect_event(Duration::from_secs(10)).await;
+    assert_eq!(changed.name(), "order.deadline_changed");
+    assert_eq!(
+        changed.body["expires_at"]
+            .as_str()
+            .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+        later.parse().ok()
+    );
+    let refused = paywait(&environment, &["extend", "C-2", "--expires-at", "soon"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("--expires-at"),
+        "{}",
+        stderr(&refused)
+    );
     let cancelled = paywait(&environment, &["cancel", "C-2", "--reason", "customer"]);
     assert!(cancelled.status.success(), "{}", stderr(&cancelled));
     let closed = app.expect_event(Duration::from_secs(10)).await;

@@ -343,6 +343,7 @@ fn order(status: OrderStatus, attempts: u32, announced: bool) -> Order {
         event_published_at: announced.then_some(placed_at),
         next_check_at: None,
         adopted_payment_id: None,
+        deadline_changed_at: None,
     }
 }
 

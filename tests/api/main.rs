@@ -4,6 +4,7 @@ mod access;
 mod alerts;
 mod bad_input;
 mod batches;
+mod changes;
 mod cli;
 mod cluster;
 mod contract;

@@ -313,7 +313,7 @@ async fn place_and_see_its_close_held(app: &TestApp, order_id: &str) {
 /// and never acknowledges: a consumer stuck elsewhere, until the
 /// connection is closed. Taken while the daemon is stopped, which it
 /// then starts again.
-async fn hold_payments(app: &mut TestApp) -> (lapin::Connection, lapin::Consumer) {
+pub(crate) async fn hold_payments(app: &mut TestApp) -> (lapin::Connection, lapin::Consumer) {
     use lapin::{options::BasicConsumeOptions, types::FieldTable};
 
     app.stop().await.unwrap();

@@ -253,6 +253,21 @@ async fn the_rabbitmqadmin_scripts_inject_and_read_back() {
     script("place-order.sh", &["OP-2"]);
     app.wait_for_status("OP-2", OrderStatus::Pending, Duration::from_secs(10))
         .await;
+    let later = (app.order("OP-2").await.unwrap().expires_at + chrono::TimeDelta::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    script("change-deadline.sh", &["OP-2", &later]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .order("OP-2")
+        .await
+        .unwrap()
+        .expires_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        != later
+    {
+        assert!(Instant::now() < deadline, "the deadline never moved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     script("cancel-order.sh", &["OP-2", "customer"]);
     let cancelled = app
         .wait_for_status("OP-2", OrderStatus::Closed, Duration::from_secs(10))

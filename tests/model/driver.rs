@@ -29,7 +29,8 @@ use paywait::{
         Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Limits,
         NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked, PaymentId,
         PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route, Schedule, Sweep,
-        Timers, Waiting, WaitingCancellation, check,
+        Timers, Waiting, WaitingCancellation, WaitingChange, check,
+        deadline::RecordedChange,
         gateway::{AskPolicy, GatewayAnswer},
     },
     metrics::Metrics,
@@ -62,6 +63,8 @@ pub struct Store {
     /// The timers armed and not delivered yet: order id → check numbers.
     timers: BTreeMap<String, BTreeSet<u32>>,
     pub published: Vec<Published>,
+    /// Deadline changes, by order and deadline.
+    pub deadline_changes: BTreeMap<(String, DateTime<Utc>), RecordedChange>,
     /// Effects left before the worker dies.
     fuse: Option<u32>,
 }
@@ -124,6 +127,7 @@ impl Store {
                 event_published_at: None,
                 next_check_at: Some(new.next_check_at),
                 adopted_payment_id: None,
+                deadline_changed_at: None,
             };
             self.orders.insert(key.clone(), order);
         }
@@ -145,9 +149,23 @@ impl Store {
             .filter(|payment| payment.outcome.is_none())
             .collect();
         let cancellation = self.cancellations.get(order_id.as_str()).cloned();
+        let deadline_change = self
+            .deadline_changes
+            .iter()
+            .filter(|((id, _), change)| {
+                id == order_id.as_str()
+                    && (change.applied_at.is_none() || change.event_published_at.is_none())
+            })
+            .map(|(_, change)| WaitingChange {
+                expires_at: change.expires_at,
+                received_at: change.received_at,
+                applied: change.applied_at.is_some(),
+            })
+            .max_by_key(|change| change.received_at);
         Waiting {
             payments,
             cancellation,
+            deadline_change,
         }
     }
 
@@ -262,7 +280,10 @@ impl Store {
         let closed = self
             .orders
             .get_mut(order_id.as_str())
-            .filter(|order| order.status == OrderStatus::Pending)
+            .filter(|order| {
+                order.status == OrderStatus::Pending
+                    && (reason == CloseReason::Cancelled || order.expires_at <= at)
+            })
             .map(|order| {
                 order.status = OrderStatus::Closed;
                 order.closed_at = Some(at);
@@ -277,6 +298,68 @@ impl Store {
         }
         self.effect()?;
         Ok(closed)
+    }
+
+    /// The conditional write of a deadline change, and the change kept.
+    fn change_deadline(
+        &mut self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Run<Option<Order>> {
+        let moved = self
+            .orders
+            .get_mut(order_id.as_str())
+            .filter(|order| {
+                order.status == OrderStatus::Pending
+                    && order
+                        .deadline_changed_at
+                        .is_none_or(|applied| applied < received_at)
+            })
+            .map(|order| {
+                order.expires_at = expires_at;
+                order.next_check_at = Some(next_check_at);
+                order.deadline_changed_at = Some(received_at);
+                order.clone()
+            });
+        if let Some(order) = &moved {
+            self.deadline_changes.insert(
+                (order_id.as_str().to_owned(), expires_at),
+                RecordedChange {
+                    expires_at,
+                    received_at,
+                    applied_at: Some(now),
+                    attempts: order.attempts,
+                    event_published_at: None,
+                },
+            );
+        }
+        self.effect()?;
+        Ok(moved)
+    }
+
+    fn keep_deadline_change(
+        &mut self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Run<()> {
+        let kept = self
+            .deadline_changes
+            .entry((order_id.as_str().to_owned(), expires_at))
+            .or_insert(RecordedChange {
+                expires_at,
+                received_at,
+                applied_at: None,
+                attempts: 0,
+                event_published_at: None,
+            });
+        if kept.applied_at.is_none() && kept.received_at < received_at {
+            kept.received_at = received_at;
+        }
+        self.effect()
     }
 
     fn record_cancellation(
@@ -531,6 +614,53 @@ impl paywait::worker::Store for Port {
     async fn record_parked(&self, _: &Parked) -> Result<()> {
         Ok(())
     }
+    async fn change_deadline(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Order>> {
+        self.store()
+            .change_deadline(order_id, expires_at, next_check_at, received_at, now)
+            .map_err(died)
+    }
+    async fn keep_deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.store()
+            .keep_deadline_change(order_id, expires_at, received_at)
+            .map_err(died)
+    }
+    async fn deadline_change(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<RecordedChange>> {
+        Ok(self
+            .store()
+            .deadline_changes
+            .get(&(order_id.as_str().to_owned(), expires_at))
+            .cloned())
+    }
+    async fn mark_deadline_change_announced(
+        &self,
+        order_id: &OrderId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut store = self.store();
+        if let Some(change) = store
+            .deadline_changes
+            .get_mut(&(order_id.as_str().to_owned(), expires_at))
+        {
+            change.event_published_at.get_or_insert(now());
+        }
+        store.effect().map_err(died)
+    }
 }
 
 impl Bus for Port {
@@ -596,6 +726,10 @@ fn inbound(inbox: Inbox, body: Vec<u8>, attempt: IntegerHeader, seen_before: boo
         body,
         attempt,
         due_at: IntegerHeader::Missing,
+        routing_key: inbox
+            .kinds()
+            .first()
+            .map_or_else(String::new, |kind| kind.routing_key().to_owned()),
         user_id: None,
         seen_before,
         received_at: now(),

@@ -1,0 +1,2 @@
+DROP TABLE deadline_changes;
+ALTER TABLE orders DROP COLUMN deadline_changed_at;
