@@ -42,18 +42,20 @@ impl From<ChangeRow> for RecordedChange {
 /// `$1` the order, `$2` the new deadline, `$3` its next check, `$4` when
 /// the change was received, `$5` now. Moves a pending order whose last
 /// change was received before this one, and keeps the change as applied.
+/// A deadline the order was given before keeps its first record: its event
+/// has one id, and so one body.
 const CHANGE_DEADLINE: &str = "WITH moved AS ( \
         UPDATE orders SET expires_at = $2, next_check_at = $3, deadline_changed_at = $4 \
         WHERE order_id = $1 AND status = 'pending' \
-          AND (deadline_changed_at IS NULL OR deadline_changed_at < $4) \
+          AND (deadline_changed_at IS NULL OR deadline_changed_at <= $4) \
         RETURNING orders.*), \
     kept AS ( \
         INSERT INTO deadline_changes AS c \
             (order_id, expires_at, received_at, applied_at, attempts) \
         SELECT order_id, $2, $4, $5, attempts FROM moved \
         ON CONFLICT (order_id, expires_at) DO UPDATE SET received_at = EXCLUDED.received_at, \
-            applied_at = EXCLUDED.applied_at, attempts = EXCLUDED.attempts, \
-            event_published_at = NULL) \
+            applied_at = coalesce(c.applied_at, EXCLUDED.applied_at), \
+            attempts = CASE WHEN c.applied_at IS NULL THEN EXCLUDED.attempts ELSE c.attempts END) \
     SELECT * FROM moved";
 
 /// `$1` the order, `$2` the deadline, `$3` when it was received: a change

@@ -72,7 +72,7 @@ impl LockedUpdate {
         };
         let condition = self
             .condition
-            .map_or(String::new(), |condition| format!(" AND {condition}"));
+            .map_or(String::new(), |condition| format!(" AND ({condition})"));
         let update = format!(
             "UPDATE orders SET {set} FROM src \
              WHERE orders.order_id = src.order_id \

@@ -20,6 +20,8 @@
 //!   ahead of the close, as every close does.)
 //! - The change is kept (`deadline_changes`) with the order's `attempts` at
 //!   that moment, so that every copy of `order.deadline_changed` is the same.
+//!   A deadline the order had before and is given again moves it, but its
+//!   event keeps its first record: one id, one body.
 
 use std::time::Duration;
 
@@ -116,9 +118,11 @@ pub fn decide(
     if order.status != OrderStatus::Pending {
         return ChangeDecision::Settled;
     }
+    // Stamps are unique per delivery: the same stamp is this very change,
+    // tried again after it was written.
     if order
         .deadline_changed_at
-        .is_some_and(|applied| applied >= received_at)
+        .is_some_and(|applied| applied > received_at)
     {
         return ChangeDecision::Superseded;
     }
@@ -310,14 +314,16 @@ mod tests {
             ..order.clone()
         };
         assert_eq!(decide_at(Some(&changed), 60, 9), ChangeDecision::Superseded);
-        assert_eq!(
-            decide_at(Some(&changed), 60, 10),
-            ChangeDecision::Superseded
-        );
         assert!(matches!(
             decide_at(Some(&changed), 60, 11),
             ChangeDecision::Move { .. }
         ));
+        // This very change, tried again once written: its deadline holds.
+        let written = Order {
+            expires_at: at(60),
+            ..changed
+        };
+        assert_eq!(decide_at(Some(&written), 60, 10), ChangeDecision::Same);
     }
 
     #[test]

@@ -58,10 +58,18 @@
 //! - Events about one payment carry the status their payment was decided
 //!   with: a mismatch is only ever decided on a pending order, a second
 //!   payment on a paid one, a payment after the close on a closed one.
+//! - `order.deadline_changed` moves a pending order's deadline to one after
+//!   its `placed_at` and at most `checks.max_deadline` after it (any other
+//!   is refused), and owes `order.deadline_changed` under
+//!   `<order_id>/order.deadline_changed/<expires_at>`; the same deadline
+//!   again, or a change of a paid or closed order, changes nothing. Changes
+//!   come in the order they were delivered; one for an order not placed yet
+//!   waits for it, and the last that waited is applied once what else
+//!   waited is played.
 //!
-//! Left out: `payment.started` holds, moving deadlines, reminders, trusted
-//! publishers, bad input, and everything about the broker and the database
-//! (they are what the model's caller plays out).
+//! Left out: `payment.started` holds, reminders, trusted publishers, bad
+//! input, and everything about the broker and the database (they are what
+//! the model's caller plays out).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,7 +125,7 @@ impl CloseReason {
 }
 
 /// The settings the rules depend on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The sum of `checks.schedule`: the deadline of an order that states
     /// none is this long after it was placed.
@@ -127,6 +135,9 @@ pub struct Settings {
     /// `gateway.max_retries` when `gateway.url` is set; `None` without a
     /// gateway.
     pub gateway_max_retries: Option<u32>,
+    /// How the caller writes an instant in an event (RFC 3339, as the
+    /// event's body does): `order.deadline_changed`'s id holds one.
+    pub time_text: fn(Millis) -> String,
 }
 
 /// `order.placed`.
@@ -177,6 +188,11 @@ pub enum Input {
     PaidInSql {
         order_id: String,
     },
+    /// `order.deadline_changed`.
+    DeadlineChanged {
+        order_id: String,
+        expires_at: Millis,
+    },
     /// The order's timer fired and its check is made at `at`; `gateway` is
     /// what the gateway answers if it is asked.
     Check {
@@ -202,6 +218,7 @@ pub enum Outcome {
 pub struct Order {
     pub amount_cents: Option<i64>,
     pub currency: Option<String>,
+    pub placed_at: Millis,
     pub expires_at: Millis,
     pub status: Status,
     pub close_reason: Option<CloseReason>,
@@ -272,11 +289,12 @@ impl Event {
 enum Early {
     Payment(String),
     Cancellation,
+    DeadlineChange(Millis),
 }
 
 /// The contract's state: the orders, every payment, and what waits for an
 /// order not placed yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Model {
     settings: Settings,
     orders: BTreeMap<String, Order>,
@@ -285,6 +303,8 @@ pub struct Model {
     payments: BTreeMap<String, (Payment, Option<Outcome>)>,
     /// What came for orders not placed yet, in the order it came.
     waiting: BTreeMap<String, Vec<Early>>,
+    /// The deadline changes applied, by order and new deadline.
+    changes: BTreeSet<(String, Millis)>,
 }
 
 impl Model {
@@ -294,6 +314,7 @@ impl Model {
             orders: BTreeMap::new(),
             payments: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            changes: BTreeSet::new(),
         }
     }
 
@@ -317,6 +338,10 @@ impl Model {
             Input::OrderPlaced(placed) => self.place(placed),
             Input::PaymentSucceeded(payment) => self.pay(payment),
             Input::OrderCancelled { order_id } => self.cancel(order_id),
+            Input::DeadlineChanged {
+                order_id,
+                expires_at,
+            } => self.change_deadline(order_id, *expires_at),
             Input::PaidInSql { order_id } => {
                 if let Some(order) = self.pending(order_id) {
                     order.status = Status::Paid;
@@ -372,7 +397,16 @@ impl Model {
             .payments
             .values()
             .filter_map(|(payment, outcome)| Event::of_payment(payment, (*outcome)?));
-        of_orders.chain(of_payments).collect()
+        let of_changes = self.changes.iter().map(|(order_id, expires_at)| Event {
+            message_id: format!(
+                "{order_id}/order.deadline_changed/{}",
+                (self.settings.time_text)(*expires_at)
+            ),
+            event: "order.deadline_changed".to_owned(),
+            status: Status::Pending,
+            reason: None,
+        });
+        of_orders.chain(of_payments).chain(of_changes).collect()
     }
 
     fn pending(&mut self, order_id: &str) -> Option<&mut Order> {
@@ -398,6 +432,7 @@ impl Model {
         let order = Order {
             amount_cents: placed.amount_cents,
             currency: placed.currency.clone(),
+            placed_at: placed.placed_at,
             expires_at,
             status: Status::Pending,
             close_reason: None,
@@ -406,12 +441,37 @@ impl Model {
             unsure_answers: 0,
         };
         self.orders.insert(placed.order_id.clone(), order);
+        let mut last_change = None;
         for early in self.waiting.remove(&placed.order_id).unwrap_or_default() {
             match early {
                 Early::Payment(payment_id) => self.decide(&payment_id),
                 Early::Cancellation => self.cancel(&placed.order_id),
+                Early::DeadlineChange(expires_at) => last_change = Some(expires_at),
             }
         }
+        if let Some(expires_at) = last_change {
+            self.change_deadline(&placed.order_id, expires_at);
+        }
+    }
+
+    fn change_deadline(&mut self, order_id: &str, expires_at: Millis) {
+        if !self.orders.contains_key(order_id) {
+            self.waiting
+                .entry(order_id.to_owned())
+                .or_default()
+                .push(Early::DeadlineChange(expires_at));
+            return;
+        }
+        let max_deadline = self.settings.max_deadline;
+        let Some(order) = self.pending(order_id) else {
+            return; // settled: nothing changes
+        };
+        let window = expires_at - order.placed_at;
+        if expires_at == order.expires_at || window <= 0 || window > max_deadline {
+            return; // the same deadline, or one refused (parked)
+        }
+        order.expires_at = expires_at;
+        self.changes.insert((order_id.to_owned(), expires_at));
     }
 
     fn pay(&mut self, payment: &Payment) {
@@ -530,6 +590,7 @@ mod tests {
             schedule_total: 5 * MINUTE,
             max_deadline: 30 * 24 * 60 * MINUTE,
             gateway_max_retries,
+            time_text: |at| at.to_string(),
         })
     }
 
@@ -732,6 +793,75 @@ mod tests {
             m.rows()
                 .values()
                 .all(|row| row.close_reason == Some(CloseReason::Unverified))
+        );
+    }
+
+    fn change(order_id: &str, expires_at: Millis) -> Input {
+        Input::DeadlineChanged {
+            order_id: order_id.into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_deadline_change_moves_a_pending_orders_close_and_is_announced() {
+        let mut m = model(None);
+        // Due at 5 minutes; moved to 10: a check at 7 closes nothing.
+        run(
+            &mut m,
+            &[
+                placed("A", None),
+                change("A", 10 * MINUTE),
+                check("A", 7 * MINUTE, GatewayAnswer::Unpaid),
+            ],
+        );
+        assert_eq!(row(&m, "A").status, Status::Pending);
+        run(&mut m, &[check("A", 10 * MINUTE, GatewayAnswer::Unpaid)]);
+        assert_eq!(row(&m, "A").status, Status::Closed);
+        assert_eq!(
+            ids(&m),
+            [
+                "A/order.closed".to_owned(),
+                format!("A/order.deadline_changed/{}", 10 * MINUTE)
+            ]
+        );
+    }
+
+    #[test]
+    fn what_a_deadline_change_leaves_alone() {
+        let mut m = model(None);
+        run(
+            &mut m,
+            &[
+                placed("A", None),
+                change("A", 5 * MINUTE),                // the same
+                change("A", 0),                         // not after placed_at
+                change("A", 30 * 24 * 60 * MINUTE + 1), // too far
+                placed("B", None),
+                paid("B", "P", None),
+                change("B", 60 * MINUTE),
+            ],
+        );
+        assert_eq!(m.order("A").unwrap().expires_at, 5 * MINUTE);
+        assert_eq!(m.order("B").unwrap().expires_at, 5 * MINUTE);
+        assert!(!ids(&m).iter().any(|id| id.contains("deadline_changed")));
+    }
+
+    #[test]
+    fn the_last_change_before_an_order_applies_once_it_arrives() {
+        let mut m = model(None);
+        run(
+            &mut m,
+            &[
+                change("A", 20 * MINUTE),
+                change("A", 30 * MINUTE),
+                placed("A", None),
+            ],
+        );
+        assert_eq!(m.order("A").unwrap().expires_at, 30 * MINUTE);
+        assert_eq!(
+            ids(&m),
+            [format!("A/order.deadline_changed/{}", 30 * MINUTE)]
         );
     }
 }

@@ -36,7 +36,8 @@ async fn a_batch_that_closes_an_order_twice_closes_it_as_its_first_request_says(
         } else {
             (CloseReason::Expired, CloseReason::Cancelled)
         };
-        let now = Utc::now();
+        // At the deadline: an expiry closes only an order due by then.
+        let now = Utc::now() + TimeDelta::minutes(31);
         let (won, lost) = tokio::join!(
             db.close(&id, None, now, first),
             db.close(&id, Some(Attempt::FIRST), now, reason_first),
@@ -50,6 +51,43 @@ async fn a_batch_that_closes_an_order_twice_closes_it_as_its_first_request_says(
             "{order_id}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_closes_its_own_order_alone() {
+    let sandbox = Sandbox::create().await;
+    let db = Database::new(&sandbox.settings_for("1m").database).unwrap();
+    for order_id in ["O-1", "O-2"] {
+        db.place(new_order(order_id)).await.unwrap();
+    }
+    // Past both deadlines, for each reason.
+    let after_both = Utc::now() + TimeDelta::hours(1);
+    let one = OrderId::parse("O-1").unwrap();
+    let other = OrderId::parse("O-2").unwrap();
+    for reason in [CloseReason::Expired, CloseReason::Cancelled] {
+        let closed = db.close(&one, None, after_both, reason).await.unwrap();
+        assert!(closed.is_none() || reason == CloseReason::Expired);
+        let other_order = db.find(&other).await.unwrap().unwrap();
+        assert_eq!(
+            other_order.status,
+            paywait::domain::OrderStatus::Pending,
+            "closing {one} for {reason:?} closed {other}"
+        );
+    }
+    // A deadline not reached yet is closed only by a cancellation.
+    let early = Utc::now();
+    assert!(
+        db.close(&other, None, early, CloseReason::Expired)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        db.close(&other, None, early, CloseReason::Cancelled)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

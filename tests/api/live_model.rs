@@ -159,6 +159,8 @@ impl World {
             schedule_total: 10_000,
             max_deadline: 30 * 24 * 3600 * 1000,
             gateway_max_retries: None,
+            // Its sequences move no deadline.
+            time_text: |_| unreachable!("the live model moves no deadline"),
         });
         Self {
             sandbox,

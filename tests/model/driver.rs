@@ -26,10 +26,10 @@ use paywait::{
     Error, Result,
     amqp::Handler,
     domain::{
-        Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Limits,
-        NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked, PaymentId,
-        PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route, Schedule, Sweep,
-        Timers, Waiting, WaitingCancellation, WaitingChange, check,
+        Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Kind,
+        Limits, NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked,
+        PaymentId, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route, Schedule,
+        Sweep, Timers, Waiting, WaitingCancellation, WaitingChange, check,
         deadline::RecordedChange,
         gateway::{AskPolicy, GatewayAnswer},
     },
@@ -316,7 +316,7 @@ impl Store {
                 order.status == OrderStatus::Pending
                     && order
                         .deadline_changed_at
-                        .is_none_or(|applied| applied < received_at)
+                        .is_none_or(|applied| applied <= received_at)
             })
             .map(|order| {
                 order.expires_at = expires_at;
@@ -325,16 +325,21 @@ impl Store {
                 order.clone()
             });
         if let Some(order) = &moved {
-            self.deadline_changes.insert(
-                (order_id.as_str().to_owned(), expires_at),
-                RecordedChange {
+            let kept = self
+                .deadline_changes
+                .entry((order_id.as_str().to_owned(), expires_at))
+                .or_insert(RecordedChange {
                     expires_at,
                     received_at,
-                    applied_at: Some(now),
-                    attempts: order.attempts,
+                    applied_at: None,
+                    attempts: 0,
                     event_published_at: None,
-                },
-            );
+                });
+            kept.received_at = received_at;
+            if kept.applied_at.is_none() {
+                kept.applied_at = Some(now);
+                kept.attempts = order.attempts;
+            }
         }
         self.effect()?;
         Ok(moved)
@@ -691,7 +696,12 @@ impl Bus for Port {
             if let Some(body) = race {
                 let worker = self.0.worker.get().and_then(Weak::upgrade);
                 let worker = worker.expect("the worker lives while it handles");
-                let inbound = inbound(Inbox::Payments, body, IntegerHeader::Missing, false);
+                let inbound = inbound(
+                    Some(Kind::PaymentSucceeded),
+                    body,
+                    IntegerHeader::Missing,
+                    false,
+                );
                 worker
                     .handle(&inbound)
                     .await
@@ -719,17 +729,19 @@ impl AskGateway for Port {
     }
 }
 
-/// A message as the consumer hands it to the worker.
-fn inbound(inbox: Inbox, body: Vec<u8>, attempt: IntegerHeader, seen_before: bool) -> Inbound {
+/// A message as the consumer hands it to the worker: of `kind`, or a timer.
+fn inbound(
+    kind: Option<Kind>,
+    body: Vec<u8>,
+    attempt: IntegerHeader,
+    seen_before: bool,
+) -> Inbound {
     Inbound {
-        inbox,
+        inbox: kind.map_or(Inbox::Checks, Kind::inbox),
         body,
         attempt,
         due_at: IntegerHeader::Missing,
-        routing_key: inbox
-            .kinds()
-            .first()
-            .map_or_else(String::new, |kind| kind.routing_key().to_owned()),
+        routing_key: kind.map_or_else(String::new, |kind| kind.routing_key().to_owned()),
         user_id: None,
         seen_before,
         received_at: now(),
@@ -813,19 +825,19 @@ impl Driver {
 
     /// Delivers `body` to the inbox, dying after `dies_after` effects, and
     /// then delivering it again, if it is set.
-    pub fn deliver(
-        &mut self,
-        inbox: Inbox,
-        body: &[u8],
-        redelivered: bool,
-        dies_after: Option<u32>,
-    ) {
-        assert_ne!(inbox, Inbox::Checks, "timers are fired with `fire_timer`");
+    pub fn deliver(&mut self, kind: Kind, body: &[u8], redelivered: bool, dies_after: Option<u32>) {
         let at = self.tick();
         self.handle(
             at,
             dies_after,
-            |seen_before| inbound(inbox, body.to_vec(), IntegerHeader::Missing, seen_before),
+            |seen_before| {
+                inbound(
+                    Some(kind),
+                    body.to_vec(),
+                    IntegerHeader::Missing,
+                    seen_before,
+                )
+            },
             redelivered,
         );
     }
@@ -883,7 +895,7 @@ impl Driver {
         }
         let race = self.world.race.lock().unwrap().take();
         if let Some(body) = race {
-            self.deliver(Inbox::Payments, &body, false, None);
+            self.deliver(Kind::PaymentSucceeded, &body, false, None);
         }
     }
 
@@ -916,7 +928,7 @@ impl Driver {
         self.handle(
             at,
             dies_after,
-            |seen_before| inbound(Inbox::Checks, body.clone(), number.clone(), seen_before),
+            |seen_before| inbound(None, body.clone(), number.clone(), seen_before),
             redelivered,
         );
     }

@@ -69,6 +69,7 @@ impl Setup {
             schedule_total: 5 * MINUTE,
             max_deadline: 30 * DAY,
             gateway_max_retries: self.gateway_max_retries,
+            time_text: |at| steps::instant(at).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         })
     }
 

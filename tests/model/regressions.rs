@@ -177,3 +177,46 @@ fn regression_order_paid_through_the_gateway_is_published_again_with_other_attem
         &gateway_pays_and_the_worker_dies("CNY", 3),
     );
 }
+
+/// SPEC: "A duplicate of an event is byte for byte the same body". A
+/// deadline given again (A, then B, then A) is the same event under the
+/// same id: its first record stands.
+#[test]
+fn regression_a_deadline_given_again_is_announced_as_it_was_first() {
+    let change = |expires_at| {
+        crate::steps::deliver(Message::DeadlineChanged {
+            order: "A-1",
+            expires_at,
+        })
+    };
+    agree(
+        Setup::PLAIN,
+        &[
+            change(2 * MINUTE),
+            place("A-1", Some(100), Some("CNY")),
+            change(62 * MINUTE),
+            change(2 * MINUTE),
+        ],
+    );
+}
+
+/// A change tried again after it was written (the worker died before its
+/// event was confirmed) is the same change, not one superseded by itself:
+/// its event is published.
+#[test]
+fn regression_a_change_tried_again_after_its_write_publishes_its_event() {
+    agree(
+        Setup::PLAIN,
+        &[
+            place("A-3", Some(100), Some("CNY")),
+            Step::Deliver {
+                message: Message::DeadlineChanged {
+                    order: "A-3",
+                    expires_at: 5 * MINUTE + 1,
+                },
+                redelivered: false,
+                dies_after: Some(1),
+            },
+        ],
+    );
+}

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use paywait::domain::{Currency, Inbox, PaymentId, gateway};
+use paywait::domain::{Currency, Kind, PaymentId, gateway};
 use paywait_testkit::model::{self, Input, Millis, Model};
 use proptest::{prelude::*, sample::select};
 use serde_json::json;
@@ -56,6 +56,10 @@ pub enum Message {
     Payment(Pay),
     Cancelled {
         order: &'static str,
+    },
+    DeadlineChanged {
+        order: &'static str,
+        expires_at: Millis,
     },
 }
 
@@ -150,10 +154,14 @@ impl Message {
             Self::Cancelled { order } => Input::OrderCancelled {
                 order_id: order.into(),
             },
+            Self::DeadlineChanged { order, expires_at } => Input::DeadlineChanged {
+                order_id: order.into(),
+                expires_at,
+            },
         }
     }
 
-    fn inbox_and_body(self) -> (Inbox, Vec<u8>) {
+    fn kind_and_body(self) -> (Kind, Vec<u8>) {
         let stamp = |at: Millis| instant(at).to_rfc3339_opts(SecondsFormat::Millis, true);
         match self {
             Self::Placed {
@@ -170,12 +178,16 @@ impl Message {
                     "placed_at": stamp(placed_at),
                     "expires_at": expires_in.map(|window| stamp(placed_at + window)),
                 });
-                (Inbox::Placed, body.to_string().into_bytes())
+                (Kind::OrderPlaced, body.to_string().into_bytes())
             }
-            Self::Payment(pay) => (Inbox::Payments, pay.body()),
+            Self::Payment(pay) => (Kind::PaymentSucceeded, pay.body()),
             Self::Cancelled { order } => {
                 let body = json!({"order_id": order, "reason": "customer"});
-                (Inbox::Cancellations, body.to_string().into_bytes())
+                (Kind::OrderCancelled, body.to_string().into_bytes())
+            }
+            Self::DeadlineChanged { order, expires_at } => {
+                let body = json!({"order_id": order, "expires_at": stamp(expires_at)});
+                (Kind::DeadlineChanged, body.to_string().into_bytes())
             }
         }
     }
@@ -254,8 +266,8 @@ impl Step {
                 redelivered,
                 dies_after,
             } => {
-                let (inbox, body) = message.inbox_and_body();
-                driver.deliver(inbox, &body, redelivered, dies_after);
+                let (kind, body) = message.kind_and_body();
+                driver.deliver(kind, &body, redelivered, dies_after);
             }
             Self::PaidInSql { order } => driver.paid_in_sql(order),
             Self::Timer {
@@ -362,6 +374,9 @@ impl fmt::Debug for Message {
             }
             Self::Payment(pay) => write!(f, "{pay:?}"),
             Self::Cancelled { order } => write!(f, "order.cancelled {order}"),
+            Self::DeadlineChanged { order, expires_at } => {
+                write!(f, "order.deadline_changed {order}: due {}", At(expires_at))
+            }
         }
     }
 }
@@ -512,6 +527,23 @@ fn instants_for(known: &Known, order: &'static str) -> BoxedStrategy<Millis> {
     }
 }
 
+/// A new deadline for `order`: around its own, before now, the same, or
+/// one it may not have.
+fn deadlines_for(known: &Known, order: &'static str) -> BoxedStrategy<Millis> {
+    match known.get(order) {
+        Some(&(_, _, deadline)) => prop_oneof![
+            2 => Just(deadline + HOUR),
+            2 => Just(deadline - 4 * MINUTE),
+            1 => Just(deadline + 1),
+            1 => Just(deadline),
+            1 => Just(-2 * HOUR),
+            1 => Just(40 * DAY),
+        ]
+        .boxed(),
+        None => prop_oneof![Just(10 * MINUTE), Just(2 * MINUTE), Just(-2 * HOUR)].boxed(),
+    }
+}
+
 fn pay_for(known: &Known, order: &'static str) -> BoxedStrategy<Pay> {
     (1u8..=3, money_for(known, order))
         .prop_map(move |(n, (amount_cents, currency))| Pay {
@@ -595,6 +627,16 @@ pub fn next_step(model: &Model, history: &[Message]) -> BoxedStrategy<Step> {
             .prop_map(|order| Message::Cancelled { order })
             .boxed(),
     );
+    let k = known.clone();
+    let change = deliver(
+        order
+            .clone()
+            .prop_flat_map(move |order| {
+                deadlines_for(&k, order)
+                    .prop_map(move |expires_at| Message::DeadlineChanged { order, expires_at })
+            })
+            .boxed(),
+    );
     let again = if history.is_empty() {
         deliver(placed().boxed())
     } else {
@@ -631,6 +673,7 @@ pub fn next_step(model: &Model, history: &[Message]) -> BoxedStrategy<Step> {
         3 => place,
         4 => pay,
         1 => cancel,
+        2 => change,
         2 => again,
         1 => paid_in_sql,
         4 => timer,
