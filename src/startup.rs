@@ -205,6 +205,7 @@ async fn session(
         },
         clock: Utc::now,
         schedule: settings.checks.schedule.clone(),
+        remind_before: settings.checks.remind_before.clone(),
         timers: settings.timers(),
         limits: settings.limits(),
         metrics: metrics.clone(),

@@ -16,7 +16,7 @@ use crate::{
     amqp::Topology,
     domain::{
         ATTEMPT_HEADER, Attempt, CheckDue, DUE_AT_HEADER, Inbound, Inbox, Kind, OrderEvent,
-        OrderId, Rejection, Route, due_at_header,
+        OrderId, Rejection, ReminderDue, Route, due_at_header,
     },
 };
 
@@ -214,6 +214,46 @@ impl Publisher {
             exchange,
             routing_key,
             body: &body,
+            properties,
+        })
+        .await
+    }
+
+    /// Publishes the timer of `reminder` by `route`: through a TTL queue, or
+    /// straight to the check queue when it is (nearly) due. Its id names
+    /// the reminder, so that copies tell themselves apart from others.
+    pub async fn arm_reminder(
+        &self,
+        topology: &Topology,
+        reminder: &ReminderDue,
+        route: Route,
+    ) -> Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            DUE_AT_HEADER.into(),
+            AMQPValue::LongLongInt(due_at_header(reminder.due_at())),
+        );
+        let properties = json_properties()
+            .with_headers(headers)
+            .with_type("paywait.reminder".into())
+            .with_message_id(
+                format!(
+                    "{}/reminder/{}/{}",
+                    reminder.order_id,
+                    due_at_header(reminder.expires_at),
+                    reminder.label()
+                )
+                .into(),
+            );
+        let (exchange, routing_key) = match route {
+            Route::Hop(ttl) => ("", topology.wait_queue(ttl).name.as_str()),
+            Route::Hold(_) | Route::Due => (topology.expired_exchange(), ""),
+        };
+        self.publish(Outgoing {
+            what: &format!("the {} reminder of {}", reminder.label(), reminder.order_id),
+            exchange,
+            routing_key,
+            body: &reminder.to_body(),
             properties,
         })
         .await

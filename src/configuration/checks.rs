@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::*;
-use crate::domain::Schedule;
+use crate::domain::{Schedule, reminder::RemindBefore};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +23,10 @@ pub struct CheckSettings {
     /// process, so that the broker's delays do not make checks late.
     #[serde(deserialize_with = "early_margin")]
     pub early_margin: Duration,
+    /// How long before its deadline a pending order's reminders
+    /// (`order.expiring`) come.
+    #[serde(deserialize_with = "remind_before")]
+    pub remind_before: RemindBefore,
 }
 
 impl Default for CheckSettings {
@@ -32,6 +36,7 @@ impl Default for CheckSettings {
             max_deadline: Duration::from_secs(30 * 24 * 3600),
             max_clock_skew: Duration::from_secs(60),
             early_margin: Duration::from_millis(400),
+            remind_before: RemindBefore::default(),
         }
     }
 }

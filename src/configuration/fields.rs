@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::*;
-use crate::domain::{Schedule, parse_duration};
+use crate::domain::{Schedule, parse_duration, reminder::RemindBefore};
 
 pub(super) fn amqp_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretUrl, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -154,6 +154,20 @@ pub(super) fn early_margin<'de, D: Deserializer<'de>>(
 pub(super) fn schedule<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Schedule, D::Error> {
     let waits = list_or_comma_separated(deserializer)?;
     Schedule::parse(&waits).map_err(D::Error::custom)
+}
+
+pub(super) fn remind_before<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<RemindBefore, D::Error> {
+    let texts = list_or_comma_separated(deserializer)?;
+    let offsets = texts
+        .iter()
+        .map(|text| {
+            parse_duration(text)
+                .map_err(|error| D::Error::custom(format!("{text:?} is not a duration: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RemindBefore::new(offsets).map_err(D::Error::custom)
 }
 
 pub(super) fn listen_address<'de, D: Deserializer<'de>>(

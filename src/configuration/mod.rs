@@ -143,6 +143,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("checks.schedule")
+                .with_list_parse_key("checks.remind_before")
                 .with_list_parse_key("payments.trusted_users")
                 .with_list_parse_key("amqp.urls")
                 .try_parsing(true)

@@ -47,6 +47,16 @@ fn environment_overrides_with_comma_separated_lists() {
 }
 
 #[test]
+fn reminders_are_off_by_default_and_listed_longest_first() {
+    assert!(load(&[]).unwrap().checks.remind_before.offsets().is_empty());
+    let settings = load(&[("PAYWAIT_CHECKS__REMIND_BEFORE", "2m,15m")]).unwrap();
+    assert_eq!(
+        settings.checks.remind_before.offsets(),
+        [Duration::from_secs(900), Duration::from_secs(120)]
+    );
+}
+
+#[test]
 fn a_single_wait_in_the_environment_is_a_list_of_one() {
     let settings = load(&[("PAYWAIT_CHECKS__SCHEDULE", "1s")]).unwrap();
     assert_eq!(settings.checks.schedule.waits(), [Duration::from_secs(1)]);
@@ -128,6 +138,21 @@ fn invalid_values_name_their_key() {
         ("PAYWAIT_CHECKS__EARLY_MARGIN", "0s", "checks.early_margin"),
         ("PAYWAIT_CHECKS__EARLY_MARGIN", "61s", "checks.early_margin"),
         ("PAYWAIT_CHECKS__MAX_DEADLINE", "0s", "checks.max_deadline"),
+        (
+            "PAYWAIT_CHECKS__REMIND_BEFORE",
+            "15m,soon",
+            "checks.remind_before",
+        ),
+        (
+            "PAYWAIT_CHECKS__REMIND_BEFORE",
+            "0s",
+            "checks.remind_before",
+        ),
+        (
+            "PAYWAIT_CHECKS__REMIND_BEFORE",
+            "2m,120s",
+            "checks.remind_before",
+        ),
         (
             "PAYWAIT_CHECKS__MAX_CLOCK_SKEW",
             "ahead",

@@ -5,6 +5,7 @@ mod bounded;
 mod deadlines;
 mod error;
 mod figures;
+mod reminders;
 pub use figures::{DUE, OVERDUE, OWED_LATE};
 mod prepared;
 mod rows;

@@ -32,15 +32,18 @@ use super::{
     check::next_check_at,
     message::DeadlineChanged,
     plan::{Plan, Step},
+    reminder::{self, RemindBefore},
     time_delta,
 };
 
-/// What a deadline change may do: the checks follow `schedule`, and a
-/// deadline is at most `max_deadline` after `placed_at`.
+/// What a deadline brings: the checks follow `schedule`, reminders come
+/// `remind_before` it, and a deadline is at most `max_deadline` after
+/// `placed_at`.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineRules<'a> {
     pub schedule: &'a Schedule,
     pub max_deadline: Duration,
+    pub remind_before: &'a RemindBefore,
 }
 
 /// A deadline change as paywait keeps it.
@@ -175,7 +178,9 @@ pub fn plan(
     received_at: DateTime<Utc>,
     now: DateTime<Utc>,
     delivery: Delivery,
+    remind_before: &RemindBefore,
 ) -> Plan {
+    let reminders = || reminder::ahead(&change.order_id, change.expires_at, remind_before, now);
     let next_check = order.map_or(Attempt::FIRST, |order| {
         Attempt::new(order.attempts.saturating_add(1)).unwrap_or(Attempt::FIRST)
     });
@@ -189,13 +194,15 @@ pub fn plan(
         ChangeDecision::Superseded => {
             Plan::nothing("a deadline change superseded by a later one ignored")
         }
-        ChangeDecision::Same if delivery == Delivery::Again => Plan::steps([
-            Step::ArmTimer {
+        ChangeDecision::Same if delivery == Delivery::Again => {
+            let mut steps = vec![Step::ArmTimer {
                 check: next_check,
                 due_at: order.and_then(|order| order.next_check_at).unwrap_or(now),
-            },
-            Step::AnnounceDeadlineChange { expires_at },
-        ]),
+            }];
+            steps.extend(reminders());
+            steps.push(Step::AnnounceDeadlineChange { expires_at });
+            Plan::steps(steps)
+        }
         ChangeDecision::Same => Plan::nothing("the order has this deadline already"),
         ChangeDecision::Refused(rejection) => Plan::park(rejection.clone()),
         ChangeDecision::Move { next_check_at } => {
@@ -211,6 +218,7 @@ pub fn plan(
                     due_at: *next_check_at,
                 });
             }
+            steps.extend(reminders());
             steps.push(Step::AnnounceDeadlineChange { expires_at });
             Plan::steps(steps)
         }
@@ -356,6 +364,7 @@ mod tests {
             at(10),
             at(10),
             Delivery::First,
+            &RemindBefore::default(),
         );
         assert_eq!(
             planned.steps,
@@ -382,6 +391,7 @@ mod tests {
             at(10),
             at(10),
             Delivery::First,
+            &RemindBefore::default(),
         );
         assert!(
             !planned
@@ -402,6 +412,7 @@ mod tests {
             at(10),
             at(10),
             Delivery::First,
+            &RemindBefore::default(),
         );
         assert_eq!(
             planned.steps,
@@ -434,6 +445,7 @@ mod tests {
             at(10),
             at(10),
             Delivery::Again,
+            &RemindBefore::default(),
         );
         assert_eq!(
             again.steps,
@@ -452,6 +464,7 @@ mod tests {
             at(10),
             at(10),
             Delivery::First,
+            &RemindBefore::default(),
         );
         assert!(first.steps.is_empty());
         assert!(first.note.is_some());

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{
     CloseReason, Currency, Order, OrderId, OrderStatus, PaymentId, PaymentOutcome, RecordedPayment,
-    deadline::RecordedChange,
+    ReminderDue, deadline::RecordedChange,
 };
 
 /// The events paywait publishes to downstream services.
@@ -23,16 +23,19 @@ pub enum EventKind {
     PaymentMismatch,
     #[serde(rename = "order.deadline_changed")]
     DeadlineChanged,
+    #[serde(rename = "order.expiring")]
+    Expiring,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Paid,
         Self::Closed,
         Self::PaidAfterClose,
         Self::PaidTwice,
         Self::PaymentMismatch,
         Self::DeadlineChanged,
+        Self::Expiring,
     ];
 
     /// The event's name: also its routing key and AMQP `type`.
@@ -44,6 +47,7 @@ impl EventKind {
             Self::PaidTwice => "order.paid_twice",
             Self::PaymentMismatch => "order.payment_mismatch",
             Self::DeadlineChanged => "order.deadline_changed",
+            Self::Expiring => "order.expiring",
         }
     }
 
@@ -56,6 +60,7 @@ impl EventKind {
                 format!("{{order_id}}/{name}/{{payment_id}}")
             }
             Self::DeadlineChanged => format!("{{order_id}}/{name}/{{expires_at}}"),
+            Self::Expiring => format!("{{order_id}}/{name}/{{expires_at}}/{{remind_before}}"),
         }
     }
 
@@ -63,7 +68,7 @@ impl EventKind {
     /// terminal status: an order can have several such events.
     pub fn is_about_one_payment(self) -> bool {
         match self {
-            Self::Paid | Self::Closed | Self::DeadlineChanged => false,
+            Self::Paid | Self::Closed | Self::DeadlineChanged | Self::Expiring => false,
             Self::PaidAfterClose | Self::PaidTwice | Self::PaymentMismatch => true,
         }
     }
@@ -95,6 +100,9 @@ pub struct OrderEvent {
     /// Why the order was closed: on `order.closed` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<CloseReason>,
+    /// How long before the deadline: on `order.expiring` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remind_before: Option<String>,
     /// On `order.payment_mismatch` only.
     #[serde(flatten)]
     pub stated: Option<PaymentStated>,
@@ -162,6 +170,18 @@ impl OrderEvent {
         Some(event)
     }
 
+    /// `order.expiring` for `reminder` of `order`, with the checks the
+    /// order had when the reminder was first due (`attempts`, kept): every
+    /// copy is the same.
+    pub fn expiring(order: &Order, reminder: &ReminderDue, attempts: u32) -> Self {
+        let mut event = Self::build(EventKind::Expiring, order, reminder.due_at(), None);
+        event.status = OrderStatus::Pending;
+        event.expires_at = reminder.expires_at;
+        event.attempts = attempts;
+        event.remind_before = Some(reminder.label());
+        event
+    }
+
     fn build(
         event: EventKind,
         order: &Order,
@@ -180,6 +200,7 @@ impl OrderEvent {
             currency: order.currency,
             payment_id,
             reason: None,
+            remind_before: None,
             stated: None,
         }
     }
@@ -196,6 +217,14 @@ impl OrderEvent {
                 self.event.name(),
                 self.expires_at
                     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+            _ if self.event == EventKind::Expiring => format!(
+                "{}/{}/{}/{}",
+                self.order_id,
+                self.event.name(),
+                self.expires_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                self.remind_before.as_deref().unwrap_or_default()
             ),
             Some(payment_id) if self.event.is_about_one_payment() => {
                 format!("{}/{}/{payment_id}", self.order_id, self.event.name())
@@ -312,6 +341,32 @@ mod tests {
             ..change
         };
         assert_eq!(OrderEvent::deadline_changed(&later, &waiting), None);
+    }
+
+    #[test]
+    fn a_reminder_is_announced_under_an_id_of_its_deadline_and_offset() {
+        let order = order(OrderStatus::Pending);
+        let reminder = ReminderDue {
+            order_id: order.order_id.clone(),
+            expires_at: order.expires_at,
+            before: std::time::Duration::from_secs(15 * 60),
+        };
+        let event = OrderEvent::expiring(&order, &reminder, 2);
+        assert_eq!(
+            event.message_id(),
+            "A-1001/order.expiring/2026-11-27T08:30:00Z/15m"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "event": "order.expiring", "order_id": "A-1001", "status": "pending",
+                "occurred_at": "2026-11-27T08:15:00Z",
+                "placed_at": "2026-11-27T08:00:00Z", "expires_at": "2026-11-27T08:30:00Z",
+                "attempts": 2, "amount_cents": 12900, "currency": "CNY", "payment_id": null,
+                "remind_before": "15m"
+            })
+        );
     }
 
     #[test]
@@ -505,6 +560,7 @@ mod tests {
                 "order.paid_twice",
                 "order.payment_mismatch",
                 "order.deadline_changed",
+                "order.expiring",
             ]
         );
         for kind in EventKind::ALL {

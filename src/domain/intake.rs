@@ -19,7 +19,7 @@ use super::{
     message::DeadlineChanged,
     payment::{PaymentDecision, decide},
     plan::{Claim, Plan, Step},
-    time_delta, to_the_microsecond,
+    reminder, time_delta, to_the_microsecond,
 };
 
 /// An order ready to be stored.
@@ -317,6 +317,12 @@ pub fn plan(
             check: Attempt::FIRST,
             due_at: order.next_check_at.unwrap_or(now),
         });
+        steps.extend(reminder::ahead(
+            &order.order_id,
+            order.expires_at,
+            rules.remind_before,
+            now,
+        ));
     }
     // A deadline change that came first moves the order as it would have
     // had it come after; the first timer, armed above, is then superseded.
@@ -349,6 +355,7 @@ pub fn plan(
                 change.received_at,
                 now,
                 delivery,
+                rules.remind_before,
             );
             steps.extend(changing.steps);
         }
@@ -365,7 +372,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::domain::pay_id;
-    use crate::domain::{Currency, test_order};
+    use crate::domain::{Currency, reminder::RemindBefore, test_order};
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -703,10 +710,41 @@ mod tests {
         fn rules() -> DeadlineRules<'static> {
             static SCHEDULE: std::sync::LazyLock<Schedule> =
                 std::sync::LazyLock::new(|| Schedule::parse(&["1m", "4m", "10m", "15m"]).unwrap());
+            static NO_REMINDERS: RemindBefore = RemindBefore::none();
             DeadlineRules {
                 schedule: &SCHEDULE,
                 max_deadline: Duration::from_secs(30 * 24 * 3600),
+                remind_before: &NO_REMINDERS,
             }
+        }
+
+        #[test]
+        fn reminders_are_armed_with_the_first_timer_only() {
+            let (placement, order) = created();
+            let offsets =
+                RemindBefore::new(vec![Duration::from_secs(600), Duration::from_secs(3600)])
+                    .unwrap();
+            let rules = DeadlineRules {
+                remind_before: &offsets,
+                ..rules()
+            };
+            let steps = plan(&placement, &order, None, Delivery::First, now(), &rules).steps;
+            // Due 08:30; placed 08:00, now 08:00:01: the one-hour reminder is past.
+            let armed: Vec<_> = steps
+                .iter()
+                .filter_map(|step| match step {
+                    Step::ArmReminder(reminder) => Some(reminder.due_at()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(armed, [at("2026-11-27T08:20:00Z")]);
+            let known = Placement::Known(order.clone());
+            let repeat = plan(&known, &order, None, Delivery::First, now(), &rules).steps;
+            assert!(
+                !repeat
+                    .iter()
+                    .any(|step| matches!(step, Step::ArmReminder(_)))
+            );
         }
 
         #[test]

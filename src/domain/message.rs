@@ -169,6 +169,60 @@ pub struct DeadlineChanged {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A reminder's timer: `order.expiring` for `order_id`, `before` its
+/// deadline `expires_at` (see `domain::reminder`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderDue {
+    pub order_id: OrderId,
+    pub expires_at: DateTime<Utc>,
+    pub before: std::time::Duration,
+}
+
+impl ReminderDue {
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.expires_at - super::time_delta(self.before)
+    }
+
+    /// The offset as `checks.remind_before` writes it, e.g. `15m`.
+    pub fn label(&self) -> String {
+        super::format_duration(self.before)
+    }
+
+    /// The timer's JSON body: what tells it from a check's.
+    pub fn to_body(&self) -> Vec<u8> {
+        Body::with_order(&self.order_id)
+            .time("expires_at", Some(self.expires_at))
+            .field("remind_before", Some(self.label()))
+            .into_bytes()
+    }
+
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let fields = Fields::parse(body)?;
+        let order_id = fields.order_id()?;
+        let expires_at = fields
+            .optional_time("expires_at")?
+            .ok_or(Rejection::MissingField("expires_at"))?;
+        let label = fields.required_str("remind_before")?;
+        let before = super::parse_duration(label)
+            .ok()
+            .filter(|before| !before.is_zero())
+            .ok_or_else(|| Rejection::InvalidField {
+                field: "remind_before",
+                why: format!("{label:?} is not a positive duration such as 15m"),
+            })?;
+        Ok(Self {
+            order_id,
+            expires_at,
+            before,
+        })
+    }
+
+    /// Whether a timer's body is a reminder's rather than a check's.
+    fn is_in(body: &[u8]) -> bool {
+        Fields::parse(body).is_ok_and(|fields| fields.get("remind_before").is_some())
+    }
+}
+
 /// A timer that fired: check order `order_id` for the `attempt`-th time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckDue {
@@ -190,6 +244,7 @@ pub enum Message {
     Cancelled(OrderCancelled),
     DeadlineChanged(DeadlineChanged),
     Check(CheckDue),
+    Reminder(ReminderDue),
 }
 
 impl Message {
@@ -202,6 +257,7 @@ impl Message {
             Some(Kind::PaymentSucceeded) => PaymentSucceeded::parse(body).map(Self::Payment),
             Some(Kind::OrderCancelled) => OrderCancelled::parse(body).map(Self::Cancelled),
             Some(Kind::DeadlineChanged) => DeadlineChanged::parse(body).map(Self::DeadlineChanged),
+            None if ReminderDue::is_in(body) => ReminderDue::parse(body).map(Self::Reminder),
             None => CheckDue::parse(body, &inbound.attempt, &inbound.due_at).map(Self::Check),
         }
     }
@@ -226,7 +282,7 @@ impl Message {
             Self::Payment(_) => Some(Kind::PaymentSucceeded),
             Self::Cancelled(_) => Some(Kind::OrderCancelled),
             Self::DeadlineChanged(_) => Some(Kind::DeadlineChanged),
-            Self::Check(_) => None,
+            Self::Check(_) | Self::Reminder(_) => None,
         }
     }
 
@@ -243,6 +299,7 @@ impl Message {
             Self::Cancelled(cancelled) => &cancelled.order_id,
             Self::DeadlineChanged(changed) => &changed.order_id,
             Self::Check(check) => &check.order_id,
+            Self::Reminder(reminder) => &reminder.order_id,
         }
     }
 
@@ -255,6 +312,7 @@ impl Message {
             Self::Cancelled(cancelled) => cancelled.to_body(),
             Self::DeadlineChanged(changed) => changed.to_body(),
             Self::Check(check) => check.to_body(),
+            Self::Reminder(reminder) => reminder.to_body(),
         }
     }
 }
@@ -1285,6 +1343,65 @@ mod tests {
                     due_at: DateTime::from_timestamp_millis(due_at_millis),
                 });
                 prop_assert_eq!(read_back(&check), Ok(check));
+            }
+
+            #[test]
+            fn a_deadline_change_reads_back_as_written(
+                order_id in order_id(),
+                expires_at in time(),
+            ) {
+                let Some(expires_at) = expires_at else { return Ok(()) };
+                let changed = Message::DeadlineChanged(DeadlineChanged { order_id, expires_at });
+                prop_assert_eq!(read_back(&changed), Ok(changed));
+            }
+
+            #[test]
+            fn a_reminder_reads_back_as_written_and_not_as_a_check(
+                order_id in order_id(),
+                expires_at in time(),
+                before_millis in 1..=30 * 24 * 3_600_000u64,
+            ) {
+                let Some(expires_at) = expires_at else { return Ok(()) };
+                let reminder = Message::Reminder(ReminderDue {
+                    order_id,
+                    expires_at,
+                    before: std::time::Duration::from_millis(before_millis),
+                });
+                prop_assert_eq!(read_back(&reminder), Ok(reminder));
+            }
+        }
+
+        #[test]
+        fn a_reminders_body_names_its_deadline_and_offset() {
+            let body =
+                br#"{"order_id":"A-1","expires_at":"2026-12-08T10:00:00Z","remind_before":"15m"}"#;
+            let inbound = |body: &[u8]| Inbound {
+                inbox: Inbox::Checks,
+                body: body.to_vec(),
+                attempt: IntegerHeader::Missing,
+                due_at: IntegerHeader::Missing,
+                routing_key: String::new(),
+                user_id: None,
+                seen_before: false,
+                received_at: DateTime::UNIX_EPOCH,
+            };
+            match Message::parse(&inbound(body)) {
+                Ok(Message::Reminder(reminder)) => {
+                    assert_eq!(reminder.label(), "15m");
+                    assert_eq!(
+                        reminder.due_at(),
+                        "2026-12-08T09:45:00Z".parse::<DateTime<Utc>>().unwrap()
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            for (bad, field) in [
+                (&br#"{"order_id":"A-1","expires_at":"2026-12-08T10:00:00Z","remind_before":"0s"}"#[..], "remind_before"),
+                (br#"{"order_id":"A-1","expires_at":"2026-12-08T10:00:00Z","remind_before":"soon"}"#, "remind_before"),
+                (br#"{"order_id":"A-1","remind_before":"15m"}"#, "expires_at"),
+            ] {
+                let refused = Message::parse(&inbound(bad)).unwrap_err();
+                assert!(refused.to_string().contains(field), "{refused}");
             }
         }
 

@@ -14,6 +14,7 @@ mod order;
 mod order_id;
 pub mod payment;
 pub mod plan;
+pub mod reminder;
 mod schedule;
 pub mod status;
 mod story;
@@ -32,7 +33,7 @@ pub use intake::{
 pub use message::{
     ATTEMPT_HEADER, Attempt, CheckDue, Currency, DUE_AT_HEADER, DeadlineChanged, IntegerHeader,
     MAX_BODY_BYTES, Message, OrderCancelled, OrderPlaced, PaymentId, PaymentSucceeded, Rejection,
-    due_at_header, to_the_microsecond,
+    ReminderDue, due_at_header, to_the_microsecond,
 };
 pub use order::{CloseReason, Order, OrderStatus};
 #[cfg(test)]

@@ -17,7 +17,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Attempt, CheckKind, CloseReason, Delivery, OrderCancelled, PaymentId, PaymentOutcome, Verdict,
+    Attempt, CheckKind, CloseReason, Delivery, OrderCancelled, PaymentId, PaymentOutcome,
+    ReminderDue, Verdict,
 };
 
 /// One effect of a plan.
@@ -100,6 +101,12 @@ pub enum Step {
     /// Publish `order.deadline_changed` for the change to `expires_at`, if
     /// it is owed, then record it published.
     AnnounceDeadlineChange { expires_at: DateTime<Utc> },
+    /// Publish a reminder's timer, due before the deadline it names.
+    ArmReminder(ReminderDue),
+    /// Keep the reminder (the first time it is due), publish its
+    /// `order.expiring` unless it was confirmed before, then record it
+    /// published.
+    Remind(ReminderDue),
 }
 
 /// Whether an owed event is claimed before it is announced.

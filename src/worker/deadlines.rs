@@ -39,6 +39,7 @@ pub(super) async fn deadline_changed<S: Store, B: Bus>(
             inbound.received_at,
             now,
             inbound.delivery(),
+            &worker.remind_before,
         );
         match worker.execute(order_id, order, &plan).await? {
             Executed::Moved => continue,

@@ -190,6 +190,15 @@ impl<S: Store, B: Bus> Worker<S, B> {
                         self.announce_deadline_change(order, *expires_at).await?;
                     }
                 }
+                Step::ArmReminder(reminder) => {
+                    let route = self.timers.route(reminder.due_at(), self.now());
+                    self.bus.arm_reminder(reminder, route).await?;
+                }
+                Step::Remind(reminder) => {
+                    if let Some(order) = &order {
+                        self.remind(order, reminder).await?;
+                    }
+                }
                 Step::KeepCancellation(cancelled) => {
                     // Kept first, then the order looked for again: an
                     // order stored meanwhile either finds the

@@ -44,6 +44,7 @@ pub(super) async fn order_placed<S: Store, B: Bus>(
         let rules = DeadlineRules {
             schedule: &worker.schedule,
             max_deadline: worker.limits.max_deadline,
+            remind_before: &worker.remind_before,
         };
         let plan = intake::plan(
             &placement,

@@ -11,6 +11,7 @@ mod intake;
 mod money;
 mod payments;
 mod ports;
+mod reminders;
 mod sweeper;
 
 pub use barrier::Barriers;
@@ -27,7 +28,7 @@ use crate::{
     db::Database,
     domain::{
         Attempt, Inbound, Limits, Message, Order, OrderEvent, OrderId, Parked, Rejection, Schedule,
-        Timers, Verdict,
+        Timers, Verdict, reminder::RemindBefore,
     },
     error::{Error, Result},
     metrics::Metrics,
@@ -42,6 +43,8 @@ pub struct Worker<S = Database, B = Live> {
     /// The time now (`Utc::now` but in the model tests).
     pub clock: fn() -> DateTime<Utc>,
     pub schedule: Schedule,
+    /// How long before a deadline reminders come (`checks.remind_before`).
+    pub remind_before: RemindBefore,
     /// The TTL queues timers travel through, and how they pick one.
     pub timers: Timers,
     /// What paywait accepts of the times an order service states.
@@ -77,6 +80,7 @@ impl<S: Store, B: Bus> Handler for Worker<S, B> {
                 deadlines::deadline_changed(self, changed, inbound).await
             }
             Message::Check(check) => checks::timer_fired(self, check, inbound).await,
+            Message::Reminder(reminder) => reminders::reminder_due(self, reminder).await,
         };
         // Data PostgreSQL refused would be refused on every retry: the
         // message is parked, and only failures of the outside world retried.

@@ -16,9 +16,10 @@ use crate::{
     domain::{
         Attempt, CheckKind, CloseReason, NewOrder, Order, OrderCancelled, OrderEvent, OrderId,
         OrderStatus, Parked, PaymentId, PaymentOutcome, PaymentSucceeded, Placement,
-        RecordedPayment, Route, Waiting,
+        RecordedPayment, ReminderDue, Route, Waiting,
         deadline::RecordedChange,
         gateway::{AskPolicy, GatewayAnswer},
+        reminder::RecordedReminder,
     },
     error::Result,
     gateway::Gateway,
@@ -119,6 +120,12 @@ pub trait Store: Send + Sync + 'static {
         order_id: &OrderId,
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    fn keep_reminder(
+        &self,
+        reminder: &ReminderDue,
+        attempts: u32,
+    ) -> impl Future<Output = Result<RecordedReminder>> + Send;
+    fn mark_reminded(&self, reminder: &ReminderDue) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The broker, as the worker publishes to it: every call returns once the
@@ -131,6 +138,12 @@ pub trait Bus: Send + Sync + 'static {
         order_id: &OrderId,
         attempt: Attempt,
         due_at: DateTime<Utc>,
+        route: Route,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Publishes a reminder's timer by `route`.
+    fn arm_reminder(
+        &self,
+        reminder: &ReminderDue,
         route: Route,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Publishes an event under its own message id.
@@ -274,6 +287,16 @@ impl Store for Database {
     ) -> Result<()> {
         Ok(Database::mark_deadline_change_announced(self, order_id, expires_at).await?)
     }
+    async fn keep_reminder(
+        &self,
+        reminder: &ReminderDue,
+        attempts: u32,
+    ) -> Result<RecordedReminder> {
+        Ok(Database::keep_reminder(self, reminder, attempts).await?)
+    }
+    async fn mark_reminded(&self, reminder: &ReminderDue) -> Result<()> {
+        Ok(Database::mark_reminded(self, reminder).await?)
+    }
 }
 
 /// The broker as a live daemon reaches it: its session's publisher, and the
@@ -297,6 +320,13 @@ impl Bus for Live {
         Ok(self
             .publisher
             .arm_timer(&self.topology, order_id, attempt, due_at, route)
+            .await?)
+    }
+
+    async fn arm_reminder(&self, reminder: &ReminderDue, route: Route) -> Result<()> {
+        Ok(self
+            .publisher
+            .arm_reminder(&self.topology, reminder, route)
             .await?)
     }
 

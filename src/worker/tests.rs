@@ -16,7 +16,10 @@ use super::*;
 use crate::domain::{
     CheckKind, CloseReason, DeadlineChanged, IntegerHeader, Kind, Limits, NewOrder, OrderCancelled,
     OrderStatus, Parked, PaymentId, PaymentOutcome, PaymentSucceeded, Placement, Plan,
-    RecordedPayment, Route, Schedule, Step, Waiting, deadline::RecordedChange, test_order,
+    RecordedPayment, ReminderDue, Route, Schedule, Step, Waiting,
+    deadline::RecordedChange,
+    reminder::{RecordedReminder, RemindBefore},
+    test_order,
 };
 
 /// A store whose order is always pending, however often it is closed or
@@ -157,6 +160,12 @@ impl Store for AlwaysMoved {
     async fn mark_deadline_change_announced(&self, _: &OrderId, _: DateTime<Utc>) -> Result<()> {
         unreachable!("{NOT_IN_THESE_PLANS}")
     }
+    async fn keep_reminder(&self, _: &ReminderDue, _: u32) -> Result<RecordedReminder> {
+        unreachable!("{NOT_IN_THESE_PLANS}")
+    }
+    async fn mark_reminded(&self, _: &ReminderDue) -> Result<()> {
+        unreachable!("{NOT_IN_THESE_PLANS}")
+    }
 }
 
 /// A broker whose payments are always handled, and that takes timers but
@@ -165,6 +174,9 @@ struct NoBacklog;
 
 impl Bus for NoBacklog {
     async fn arm_timer(&self, _: &OrderId, _: Attempt, _: DateTime<Utc>, _: Route) -> Result<()> {
+        Ok(())
+    }
+    async fn arm_reminder(&self, _: &ReminderDue, _: Route) -> Result<()> {
         Ok(())
     }
     async fn announce(&self, _: &OrderEvent) -> Result<()> {
@@ -186,6 +198,7 @@ fn worker() -> Worker<AlwaysMoved, NoBacklog> {
         clock: Utc::now,
         timers: Timers::new(&schedule, &[], Duration::ZERO),
         schedule,
+        remind_before: RemindBefore::default(),
         limits: Limits {
             max_deadline: Duration::from_secs(24 * 3600),
             max_clock_skew: Duration::from_secs(60),

@@ -89,7 +89,7 @@ fn the_document_is_asyncapi_3_with_both_exchanges_and_every_message() {
         event_names,
         "the events {DOCUMENT_PATH} says paywait sends"
     );
-    assert_eq!(contract.messages().count(), 10);
+    assert_eq!(contract.messages().count(), 11);
 
     for message in contract.messages() {
         let name = message.name.as_str();
@@ -549,7 +549,9 @@ async fn the_daemon_parks_the_documents_invalid_examples_and_takes_its_valid_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_event_the_daemon_publishes_matches_the_document() {
-    let mut app = TestApp::spawn("1h").await;
+    // Reminders a second before each deadline: only the order due within
+    // the test (C-5) gets one.
+    let mut app = TestApp::spawn_with("1h", true, &[("PAYWAIT_CHECKS__REMIND_BEFORE", "1s")]).await;
     let priced = |order_id: &str| {
         json!({"order_id": order_id, "amount_cents": 12900, "currency": "CNY",
                "placed_at": chrono::Utc::now().to_rfc3339()})
@@ -602,6 +604,22 @@ async fn every_kind_of_event_the_daemon_publishes_matches_the_document() {
     let changed = app.expect_event(SOON).await;
     assert_eq!(changed.name(), "order.deadline_changed");
     seen.insert("order.deadline_changed");
+
+    let due = chrono::Utc::now() + chrono::TimeDelta::milliseconds(1_800);
+    app.publish(
+        "order.placed",
+        json!({"order_id": "C-5", "expires_at": due.to_rfc3339()})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    let reminded = app.expect_event(SOON).await;
+    assert_eq!(
+        (reminded.order_id(), reminded.name()),
+        ("C-5", "order.expiring")
+    );
+    assert_eq!(reminded.body["remind_before"], "1s");
+    seen.insert("order.expiring");
 
     // Paid in SQL by a payment service: announced by the next check,
     // naming no payment.

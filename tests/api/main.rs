@@ -21,6 +21,7 @@ mod packaging;
 mod poison;
 mod proxy;
 mod race;
+mod reminders;
 mod resilience;
 mod status_page;
 mod tls;

@@ -28,10 +28,11 @@ use paywait::{
     domain::{
         Attempt, CheckDecision, CheckKind, CloseReason, Inbound, Inbox, IntegerHeader, Kind,
         Limits, NewOrder, Order, OrderCancelled, OrderEvent, OrderId, OrderStatus, Parked,
-        PaymentId, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, Route, Schedule,
-        Sweep, Timers, Waiting, WaitingCancellation, WaitingChange, check,
+        PaymentId, PaymentOutcome, PaymentSucceeded, Placement, RecordedPayment, ReminderDue,
+        Route, Schedule, Sweep, Timers, Waiting, WaitingCancellation, WaitingChange, check,
         deadline::RecordedChange,
         gateway::{AskPolicy, GatewayAnswer},
+        reminder::{RecordedReminder, RemindBefore},
     },
     metrics::Metrics,
     progress::Progress,
@@ -63,6 +64,10 @@ pub struct Store {
     /// The timers armed and not delivered yet: order id → check numbers.
     timers: BTreeMap<String, BTreeSet<u32>>,
     pub published: Vec<Published>,
+    /// Reminders kept, by order, deadline and offset.
+    pub reminders: BTreeMap<(String, DateTime<Utc>, Duration), RecordedReminder>,
+    /// Reminders' timers armed.
+    pub reminders_armed: Vec<ReminderDue>,
     /// Deadline changes, by order and deadline.
     pub deadline_changes: BTreeMap<(String, DateTime<Utc>), RecordedChange>,
     /// Effects left before the worker dies.
@@ -652,6 +657,30 @@ impl paywait::worker::Store for Port {
             .get(&(order_id.as_str().to_owned(), expires_at))
             .cloned())
     }
+    async fn keep_reminder(
+        &self,
+        reminder: &ReminderDue,
+        attempts: u32,
+    ) -> Result<RecordedReminder> {
+        let mut store = self.store();
+        let kept = store
+            .reminders
+            .entry(reminder_key(reminder))
+            .or_insert(RecordedReminder {
+                attempts,
+                published_at: None,
+            })
+            .clone();
+        store.effect().map_err(died)?;
+        Ok(kept)
+    }
+    async fn mark_reminded(&self, reminder: &ReminderDue) -> Result<()> {
+        let mut store = self.store();
+        if let Some(kept) = store.reminders.get_mut(&reminder_key(reminder)) {
+            kept.published_at.get_or_insert(now());
+        }
+        store.effect().map_err(died)
+    }
     async fn mark_deadline_change_announced(
         &self,
         order_id: &OrderId,
@@ -668,7 +697,21 @@ impl paywait::worker::Store for Port {
     }
 }
 
+fn reminder_key(reminder: &ReminderDue) -> (String, DateTime<Utc>, Duration) {
+    (
+        reminder.order_id.as_str().to_owned(),
+        reminder.expires_at,
+        reminder.before,
+    )
+}
+
 impl Bus for Port {
+    async fn arm_reminder(&self, reminder: &ReminderDue, _: Route) -> Result<()> {
+        let mut store = self.store();
+        store.reminders_armed.push(reminder.clone());
+        store.effect().map_err(died)
+    }
+
     async fn arm_timer(
         &self,
         order_id: &OrderId,
@@ -791,6 +834,7 @@ impl Driver {
             clock: now,
             timers: Timers::new(&schedule, &other_waits, Duration::ZERO),
             schedule: schedule.clone(),
+            remind_before: RemindBefore::default(),
             limits,
             metrics: Arc::new(Metrics::new()),
             trusted_users: Vec::new(),
