@@ -78,6 +78,9 @@ pub struct Outcomes {
     pub by_order: HashMap<String, Ended>,
     /// Events received again under a message id already seen.
     pub duplicates: usize,
+    /// Events that end no order (reminders, deadline changes), first
+    /// copies only, with when they were received.
+    pub others: Vec<(Value, DateTime<Utc>)>,
     /// When the last first-seen event arrived.
     pub last: Option<std::time::Instant>,
 }
@@ -104,7 +107,25 @@ impl Harness {
     /// A fresh topology and database, and the daemon consuming them with
     /// `schedule`.
     pub async fn start(options: &Options, binary: &Path, schedule: &str) -> anyhow::Result<Self> {
-        let environment = environment(options, NAME, NAME, schedule);
+        Self::start_with(options, binary, schedule, &[]).await
+    }
+
+    /// The same, with `extra` settings for the daemon (the options' own
+    /// still win).
+    pub async fn start_with(
+        options: &Options,
+        binary: &Path,
+        schedule: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut environment = environment(options, NAME, NAME, schedule);
+        let from_options = environment.split_off(environment.len() - options.daemon_env.len());
+        environment.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        environment.extend(from_options);
         let settings = settings(&environment)?;
         let topology = Topology::from_settings(&settings);
         let client = client::connect(&options.amqp_url).await?;
@@ -176,6 +197,10 @@ impl Harness {
             let body: Value = serde_json::from_slice(&received.body)?;
             let order_id = body["order_id"].as_str().unwrap_or_default().to_owned();
             let event = body["event"].as_str().unwrap_or_default().to_owned();
+            if !matches!(event.as_str(), "order.paid" | "order.closed") {
+                outcomes.others.push((body, received.wall));
+                continue;
+            }
             let ended = Ended {
                 event: event.clone(),
                 received_at: received.wall,

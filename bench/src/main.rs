@@ -16,6 +16,7 @@ mod harness;
 mod million;
 mod plots;
 mod precision;
+mod reminders;
 mod scanner;
 mod stats;
 mod storm;
@@ -118,6 +119,8 @@ enum Run {
     Scanner,
     /// Nodes of a three-node cluster lost while orders come in (run as root; not run by default)
     Cluster,
+    /// Reminders 2 s and 1 s before deadlines of 3 s, beside no reminders (not run by default)
+    Reminders,
 }
 
 /// The deadlines of one precision run.
@@ -215,6 +218,21 @@ async fn main() -> anyhow::Result<()> {
             "the broker alone: one TTL hop".to_owned(),
             Samples::pooled(ceiling.iter().map(|r| &r.ttl_samples)),
         ));
+    }
+
+    if options.runs(Run::Reminders) {
+        let mut runs = Vec::new();
+        for run in 1..=options.repeat {
+            for with in [false, true] {
+                eprintln!(
+                    "run {run}/{}: reminders {}",
+                    options.repeat,
+                    if with { "on" } else { "off" }
+                );
+                runs.push(reminders::run(&options, &daemon, with).await?);
+            }
+        }
+        reminders::report(&runs, options.rate);
     }
 
     if options.runs(Run::Storm) {

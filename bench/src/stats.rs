@@ -36,6 +36,10 @@ impl Samples {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The samples, smallest first.
     pub fn values(&self) -> &[f64] {
         &self.0
