@@ -216,6 +216,8 @@ impl Harness {
         {
             if !self.seen.insert(received.message_id.clone()) {
                 outcomes.duplicates += 1;
+            } else if let Ok(body) = serde_json::from_slice::<Value>(&received.body) {
+                outcomes.others.push((body, received.wall));
             }
         }
         Ok(outcomes)

@@ -70,14 +70,18 @@ pub fn ahead(
         .collect()
 }
 
-/// What a reminder's timer does with `order` (as read, if known).
-pub fn plan(order: Option<&Order>, reminder: &ReminderDue) -> Plan {
+/// What a reminder's timer does with `order` (as read, if known) at `now`:
+/// a reminder that comes once its deadline has passed (paywait behind)
+/// would tell of a close already due, and is dropped.
+pub fn plan(order: Option<&Order>, reminder: &ReminderDue, now: DateTime<Utc>) -> Plan {
     match order {
         Some(order) if order.status == OrderStatus::Pending => {
-            if order.expires_at == reminder.expires_at {
-                Plan::steps([Step::Remind(reminder.clone())])
-            } else {
+            if order.expires_at != reminder.expires_at {
                 Plan::nothing("a reminder for a deadline since moved dropped")
+            } else if now >= reminder.expires_at {
+                Plan::nothing("a reminder that came after its deadline dropped")
+            } else {
+                Plan::steps([Step::Remind(reminder.clone())])
             }
         }
         Some(_) => Plan::nothing("a reminder for a settled order dropped"),
@@ -180,10 +184,14 @@ mod tests {
             expires_at: order.expires_at,
             before: secs(300),
         };
+        let now = reminder.due_at();
         assert_eq!(
-            plan(Some(&order), &reminder).steps,
+            plan(Some(&order), &reminder, now).steps,
             [Step::Remind(reminder.clone())]
         );
+        // Come once its deadline passed: dropped.
+        let late = plan(Some(&order), &reminder, order.expires_at);
+        assert!(late.steps.is_empty() && late.note.is_some());
         let moved = Order {
             expires_at: order.expires_at + TimeDelta::minutes(10),
             ..order.clone()
@@ -194,7 +202,7 @@ mod tests {
             Some(test_order(OrderStatus::Closed)),
             None,
         ] {
-            let planned = plan(other.as_ref(), &reminder);
+            let planned = plan(other.as_ref(), &reminder, now);
             assert!(
                 planned.steps.is_empty() && planned.note.is_some(),
                 "{other:?}"

@@ -22,7 +22,7 @@ pub(super) async fn reminder_due<S: Store, B: Bus>(
         Route::Due => {}
     }
     let order = worker.store.find(&due.order_id).await?;
-    let plan = reminder::plan(order.as_ref(), &due);
+    let plan = reminder::plan(order.as_ref(), &due, worker.now());
     // A reminder's plan holds no conditional write: it moves nothing.
     worker.execute(&due.order_id, order, &plan).await?;
     Ok(plan.reply)
