@@ -179,8 +179,13 @@ pub struct ReminderDue {
 }
 
 impl ReminderDue {
+    /// When it is due; an offset reaching before the earliest time there is
+    /// (a crafted body, a setting of millennia) is due at that time, not a
+    /// panic.
     pub fn due_at(&self) -> DateTime<Utc> {
-        self.expires_at - super::time_delta(self.before)
+        self.expires_at
+            .checked_sub_signed(super::time_delta(self.before))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// The offset as `checks.remind_before` writes it, e.g. `15m`.
@@ -1369,6 +1374,16 @@ mod tests {
                 });
                 prop_assert_eq!(read_back(&reminder), Ok(reminder));
             }
+        }
+
+        #[test]
+        fn a_reminder_reaching_before_all_time_is_due_at_the_earliest() {
+            let reminder = ReminderDue {
+                order_id: OrderId::parse("A-1").unwrap(),
+                expires_at: "2026-12-08T10:00:00Z".parse().unwrap(),
+                before: std::time::Duration::from_secs(u64::MAX),
+            };
+            assert_eq!(reminder.due_at(), DateTime::<Utc>::MIN_UTC);
         }
 
         #[test]
